@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test setup in one command: installs what the tests need where it is missing,
+# then runs every test. `.ci/run` runs exactly this after fmt and clippy.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command the tests run -> Debian package that provides it
+declare -A package_for=(
+  [kill]=procps
+  [promtool]=prometheus
+  [prometheus]=prometheus
+  [prometheus-alertmanager]=prometheus-alertmanager
+  [kubectl]=kubernetes-client
+)
+
+missing=()
+for cmd in "${!package_for[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${package_for[$cmd]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "test.sh: installing ${missing[*]}" >&2
+    $sudo apt-get update -qq
+    # The packages' services are never started here: tests start their own instances.
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "test.sh: missing ${missing[*]} and no apt-get here; install them and re-run" >&2
+    exit 1
+  fi
+fi
+
+cargo test --locked --all-targets "$@"

@@ -1,0 +1,93 @@
+//! The long-running service, wired: configuration, metrics, readiness and the HTTP server.
+//!
+//! [`App::bind`] claims the port first and reports the bound address, so callers (tests,
+//! the sandbox) can listen on port 0 and learn where the service is before it starts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::Error;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::readiness::Readiness;
+use crate::server::{self, AppState};
+
+/// A bound, not yet serving, Backstop service.
+pub struct App {
+    config: Config,
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+}
+
+impl App {
+    /// Builds the service for `config` and binds its listen address.
+    pub async fn bind(config: Config) -> Result<Self, Error> {
+        let addr = config.listen_addr()?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
+        let readiness = Readiness::new();
+        // The configuration is loaded by the time an App exists; later components (watch
+        // caches) register their own gates and open them once synced.
+        readiness.gate("config").open();
+        Ok(Self {
+            config,
+            listener,
+            metrics: Arc::new(Metrics::new()),
+            readiness,
+        })
+    }
+
+    /// The address the HTTP server listens on.
+    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
+        self.listener.local_addr().map_err(Error::Io)
+    }
+
+    /// The readiness gates behind `/readyz`.
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains within `server.shutdown_timeout`.
+    pub async fn serve(self, shutdown: CancellationToken) -> Result<(), Error> {
+        self.serve_with(shutdown, |router| router).await
+    }
+
+    /// Like [`App::serve`], with a hook to extend the router (used by tests and the sandbox).
+    pub async fn serve_with(
+        self,
+        shutdown: CancellationToken,
+        extend: impl FnOnce(axum::Router) -> axum::Router,
+    ) -> Result<(), Error> {
+        let state = AppState {
+            metrics: self.metrics.clone(),
+            readiness: self.readiness.clone(),
+        };
+        let router = extend(server::router(state, &self.config.server));
+        let addr = self.local_addr()?;
+        tracing::info!(%addr, dry_run = self.config.responder.dry_run, "listening");
+
+        // Report not-ready as soon as shutdown starts, so traffic drains away first.
+        let shutting_down = self.readiness.gate("not-shutting-down");
+        shutting_down.open();
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            token.cancelled().await;
+            shutting_down.close();
+        });
+
+        server::serve(
+            self.listener,
+            router,
+            shutdown,
+            self.config.server.shutdown_timeout.get(),
+        )
+        .await?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

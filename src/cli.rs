@@ -1,0 +1,205 @@
+//! The command line: `backstop --help` is the user's map. Every flag can also be set through
+//! a `BACKSTOP_*` environment variable (shown in `--help`), which is how the Deployment in
+//! `deploy/` configures it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::telemetry::LogFormat;
+
+/// Exit code: success, or everything healthy.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: something is unhealthy, or the service failed at run time.
+pub const EXIT_UNHEALTHY: u8 = 1;
+/// Exit code: bad usage or an invalid configuration.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Keeps Percona XtraDB Cluster backups landing when their S3 target fails.
+///
+/// Backstop probes every S3 backup target, exports backup health for Prometheus, and answers
+/// Alertmanager webhooks by failing backups over to a verified secondary bucket (or a local
+/// PVC buffer) and reverting when S3 returns.
+#[derive(Debug, Parser)]
+#[command(
+    name = "backstop",
+    version,
+    about,
+    long_about,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Log line format.
+    #[arg(long, global = true, env = "BACKSTOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter, in tracing's env-filter syntax (e.g. `info,backstop=debug`).
+    #[arg(
+        long = "log",
+        global = true,
+        env = "BACKSTOP_LOG",
+        default_value = "info"
+    )]
+    pub log_filter: String,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: prober, exporter and webhook responder.
+    Run(RunArgs),
+    /// Run everything on an embedded sandbox: an S3 server and a simulated Kubernetes cluster.
+    Sandbox(SandboxArgs),
+    /// Probe every backup target once and print a diagnosis (the runbook's step 1).
+    Check(CheckArgs),
+    /// Load and validate a configuration file; print every problem with its path.
+    ValidateConfig(ValidateArgs),
+    /// Print the JSON Schema of the configuration file (for editors and CI).
+    ConfigSchema,
+    /// Run the failover playbook for one cluster by hand.
+    Failover(PlaybookArgs),
+    /// Run the revert playbook for one cluster by hand.
+    Revert(PlaybookArgs),
+    /// Show every managed cluster's failover journal and phase.
+    Status(StatusArgs),
+}
+
+/// Arguments of `backstop run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Configuration file.
+    #[arg(long, short, env = "BACKSTOP_CONFIG")]
+    pub config: PathBuf,
+    /// Override `server.listen`.
+    #[arg(long, env = "BACKSTOP_LISTEN")]
+    pub listen: Option<String>,
+    /// Override `responder.dry_run` to true: decide and report, never write.
+    #[arg(long, env = "BACKSTOP_DRY_RUN")]
+    pub dry_run: bool,
+}
+
+/// Arguments of `backstop sandbox`.
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Where Backstop's HTTP server listens in the sandbox (port 0 picks a free port).
+    #[arg(
+        long,
+        env = "BACKSTOP_SANDBOX_LISTEN",
+        default_value = "127.0.0.1:10317"
+    )]
+    pub listen: String,
+}
+
+/// How `check` and `status` print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+/// Arguments of `backstop check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Configuration file.
+    #[arg(long, short, env = "BACKSTOP_CONFIG")]
+    pub config: PathBuf,
+    /// Output format.
+    #[arg(long, short, env = "BACKSTOP_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+/// Arguments of `backstop validate-config`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Configuration file.
+    #[arg(env = "BACKSTOP_CONFIG")]
+    pub file: PathBuf,
+}
+
+/// Arguments of `backstop failover` and `backstop revert`.
+#[derive(Debug, Args)]
+pub struct PlaybookArgs {
+    /// Configuration file.
+    #[arg(long, short, env = "BACKSTOP_CONFIG")]
+    pub config: PathBuf,
+    /// Namespace of the PerconaXtraDBCluster.
+    #[arg(long, short, env = "BACKSTOP_NAMESPACE")]
+    pub namespace: String,
+    /// Name of the PerconaXtraDBCluster.
+    #[arg(long, env = "BACKSTOP_CLUSTER")]
+    pub cluster: String,
+    /// Decide and report, never write.
+    #[arg(long, env = "BACKSTOP_DRY_RUN")]
+    pub dry_run: bool,
+}
+
+/// Arguments of `backstop status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Configuration file.
+    #[arg(long, short, env = "BACKSTOP_CONFIG")]
+    pub config: PathBuf,
+    /// Only this namespace.
+    #[arg(long, short, env = "BACKSTOP_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Only this cluster.
+    #[arg(long, env = "BACKSTOP_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Output format.
+    #[arg(long, short, env = "BACKSTOP_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn playbook_args_parse() {
+        let cli = Cli::try_parse_from([
+            "backstop",
+            "failover",
+            "--config",
+            "c.yaml",
+            "--namespace",
+            "percona",
+            "--cluster",
+            "cluster1",
+            "--dry-run",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Failover(args) => {
+                assert_eq!(args.namespace, "percona");
+                assert_eq!(args.cluster, "cluster1");
+                assert!(args.dry_run);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn failover_without_cluster_is_a_usage_error() {
+        let err = Cli::try_parse_from(["backstop", "failover", "--config", "c.yaml"]).unwrap_err();
+        assert_eq!(err.exit_code(), i32::from(EXIT_USAGE));
+    }
+
+    #[test]
+    fn output_format_is_validated() {
+        let err =
+            Cli::try_parse_from(["backstop", "check", "-c", "x", "--output", "xml"]).unwrap_err();
+        assert!(err.to_string().contains("xml"), "{err}");
+    }
+}

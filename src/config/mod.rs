@@ -1,0 +1,523 @@
+//! The configuration file: one YAML document, its typed schema and every default.
+//!
+//! The types here are the single source of truth. Their doc comments become the descriptions
+//! of the JSON Schema (`backstop config-schema`), the schema drives validation (so every
+//! structural error is reported with its path, not only the first), and `#[serde(default)]`
+//! values are the documented defaults. Unknown keys are errors everywhere
+//! (`deny_unknown_fields`): a typo must never silently turn a safety setting off.
+
+mod duration;
+mod load;
+mod validate;
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use duration::{DURATION_PATTERN, HumanDuration};
+pub use load::{ConfigError, FieldError, json_schema, load_file, load_str};
+
+/// The default listen address. Port 10317: the Prometheus exporter range 9100–9999 is fully
+/// allocated, so new exporters take ports above 10000; 10317 is not on the allocation list.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:10317";
+
+/// The default path of the Alertmanager webhook receiver.
+pub const DEFAULT_WEBHOOK_PATH: &str = "/alertmanager";
+
+/// The name of the alert that drives failover in the shipped rules.
+pub const DEFAULT_FAILOVER_ALERT: &str = "S3BackupTargetUnavailable";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The HTTP server: `/metrics`, `/healthz`, `/readyz` and the webhook, on one port.
+    pub server: ServerConfig,
+    /// Which part of the Kubernetes cluster Backstop watches, and leader election.
+    pub kubernetes: KubernetesConfig,
+    /// How S3 backup targets are probed.
+    pub probe: ProbeConfig,
+    /// S3 targets probed in addition to those discovered from clusters.
+    pub targets: Vec<StaticTarget>,
+    /// The Alertmanager webhook receiver and the playbooks it drives.
+    pub responder: ResponderConfig,
+    /// The clusters Backstop may change (opt-in), each with its failover policy. Clusters not
+    /// listed are observed (probed, exported) but never changed.
+    pub clusters: Vec<ManagedCluster>,
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to listen on. Default `0.0.0.0:10317`.
+    pub listen: String,
+    /// Path of the Alertmanager webhook receiver. Default `/alertmanager`.
+    pub webhook_path: String,
+    /// Largest request body accepted, in bytes. Default 1 MiB.
+    #[schemars(range(min = 1024))]
+    pub max_body_bytes: u64,
+    /// How long a request may take before it is answered 408/503. Default `10s`.
+    pub request_timeout: HumanDuration,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish. Default `20s`.
+    pub shutdown_timeout: HumanDuration,
+    /// Serve HTTPS instead of HTTP (all paths). Default: off.
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.to_owned(),
+            webhook_path: DEFAULT_WEBHOOK_PATH.to_owned(),
+            max_body_bytes: 1024 * 1024,
+            request_timeout: HumanDuration::from_secs(10),
+            shutdown_timeout: HumanDuration::from_secs(20),
+            tls: None,
+        }
+    }
+}
+
+/// TLS files for the HTTP server (mounted from a Secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: String,
+    /// PEM private key.
+    pub key_file: String,
+    /// PEM CA bundle; when set, clients must present a certificate signed by it.
+    #[serde(default)]
+    pub client_ca_file: Option<String>,
+}
+
+/// Kubernetes scope and leader election.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    /// Namespaces to watch. Empty (the default) watches all namespaces, which needs the
+    /// ClusterRole variant of the RBAC in `deploy/`.
+    pub namespaces: Vec<String>,
+    /// Leader election: only the leader runs playbooks; every replica serves metrics and
+    /// accepts webhooks.
+    pub leader_election: LeaderElectionConfig,
+}
+
+/// Leader election through a coordination.k8s.io/v1 Lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaderElectionConfig {
+    /// Default `true`. Turn off only when running a single replica.
+    pub enabled: bool,
+    /// Name of the Lease. Default `backstop-leader`.
+    pub lease_name: String,
+    /// Namespace of the Lease. Default: the pod's namespace (`POD_NAMESPACE`), else `default`.
+    pub lease_namespace: Option<String>,
+    /// How long a leader holds the Lease without renewing it. Default `15s`.
+    pub lease_duration: HumanDuration,
+    /// How often the leader renews. Must be shorter than `lease_duration`. Default `5s`.
+    pub renew_interval: HumanDuration,
+}
+
+impl Default for LeaderElectionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            lease_name: "backstop-leader".to_owned(),
+            lease_namespace: None,
+            lease_duration: HumanDuration::from_secs(15),
+            renew_interval: HumanDuration::from_secs(5),
+        }
+    }
+}
+
+/// Probing of S3 targets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    /// Time between the starts of two probe cycles of one target. Default `30s`.
+    pub interval: HumanDuration,
+    /// Timeout of each S3/STS operation within a cycle. Default `5s`.
+    pub timeout: HumanDuration,
+    /// Targets probed at the same time, at most. Default 8.
+    #[schemars(range(min = 1, max = 1024))]
+    pub concurrency: u32,
+    /// Discover targets from every S3 storage of every watched PerconaXtraDBCluster.
+    /// Default `true`.
+    pub discover: bool,
+    /// The canary write-read-delete.
+    pub canary: CanaryConfig,
+    /// The incremental listing of backup objects.
+    pub list: ListConfig,
+    /// Check credentials with STS GetCallerIdentity. Default `true`; turn off for
+    /// S3-compatible stores without STS.
+    pub sts: bool,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            interval: HumanDuration::from_secs(30),
+            timeout: HumanDuration::from_secs(5),
+            concurrency: 8,
+            discover: true,
+            canary: CanaryConfig::default(),
+            list: ListConfig::default(),
+            sts: true,
+        }
+    }
+}
+
+/// The canary object written, read back and deleted each cycle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CanaryConfig {
+    /// Default `true`. Turn off for read-only credentials.
+    pub enabled: bool,
+    /// Key prefix of canary objects (below the storage's own prefix).
+    /// Default `.backstop-canary/`.
+    pub key_prefix: String,
+}
+
+impl Default for CanaryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            key_prefix: ".backstop-canary/".to_owned(),
+        }
+    }
+}
+
+/// The newest-backup-object listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListConfig {
+    /// Default `true`.
+    pub enabled: bool,
+    /// Keys per ListObjectsV2 page. Default 1000 (the S3 maximum).
+    #[schemars(range(min = 1, max = 1000))]
+    pub page_size: u32,
+    /// Pages read per cycle at most; the listing resumes after the newest key next cycle.
+    /// Default 2.
+    #[schemars(range(min = 1, max = 100))]
+    pub max_pages: u32,
+}
+
+impl Default for ListConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            page_size: 1000,
+            max_pages: 2,
+        }
+    }
+}
+
+/// A reference to a Kubernetes Secret holding `AWS_ACCESS_KEY_ID` and
+/// `AWS_SECRET_ACCESS_KEY`, the keys the operator's backup Job reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// Namespace of the Secret.
+    pub namespace: String,
+    /// Name of the Secret.
+    pub name: String,
+}
+
+/// An S3 target probed in addition to the discovered ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StaticTarget {
+    /// A name for the `target` label; unique among static targets.
+    pub name: String,
+    /// Bucket, optionally followed by `/prefix` as in the operator's `s3.bucket`.
+    pub bucket: String,
+    /// AWS region.
+    pub region: String,
+    /// S3-compatible endpoint; empty means AWS.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// Path-style addressing. Default `false`.
+    #[serde(default)]
+    pub force_path_style: bool,
+    /// Verify the endpoint's TLS certificate. Default `true`.
+    #[serde(default = "default_true")]
+    pub verify_tls: bool,
+    /// Credentials; absent means the ambient AWS chain (env, web identity, profile, IMDS).
+    #[serde(default)]
+    pub credentials_secret: Option<SecretRef>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The webhook receiver and playbook engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponderConfig {
+    /// Accept webhooks and run playbooks. Default `true`.
+    pub enabled: bool,
+    /// Do everything but the writes; Events and logs say what would have happened.
+    /// Default `false`.
+    pub dry_run: bool,
+    /// Webhook authentication. One of `bearer_token_file` or `basic_auth_file` is required
+    /// unless `allow_unauthenticated` is set.
+    pub auth: WebhookAuth,
+    /// Alert routes. Default: one route sending `S3BackupTargetUnavailable` to failover.
+    pub routes: Vec<Route>,
+    /// Limits on how often playbooks may change clusters.
+    pub rate_limits: RateLimits,
+    /// Failover behaviour shared by every cluster.
+    pub failover: FailoverSettings,
+    /// Revert behaviour shared by every cluster.
+    pub revert: RevertSettings,
+}
+
+impl Default for ResponderConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dry_run: false,
+            auth: WebhookAuth::default(),
+            routes: vec![Route {
+                name: "s3-unavailable".to_owned(),
+                alertnames: vec![DEFAULT_FAILOVER_ALERT.to_owned()],
+                matchers: BTreeMap::new(),
+                playbook: Playbook::Failover,
+            }],
+            rate_limits: RateLimits::default(),
+            failover: FailoverSettings::default(),
+            revert: RevertSettings::default(),
+        }
+    }
+}
+
+/// How the webhook authenticates Alertmanager.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookAuth {
+    /// File holding the bearer token (Alertmanager `http_config.authorization.credentials`).
+    pub bearer_token_file: Option<String>,
+    /// File holding `user:password` (Alertmanager `http_config.basic_auth`).
+    pub basic_auth_file: Option<String>,
+    /// Accept unauthenticated webhooks. Default `false`; meant for local experiments only.
+    pub allow_unauthenticated: bool,
+}
+
+/// What a matching alert asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Playbook {
+    /// Firing → failover; resolved → revert.
+    Failover,
+}
+
+/// Routes alerts to playbooks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// A name for logs and metrics.
+    pub name: String,
+    /// Alert names this route takes (the `alertname` label).
+    #[schemars(length(min = 1))]
+    pub alertnames: Vec<String>,
+    /// Further labels that must equal these values.
+    #[serde(default)]
+    pub matchers: BTreeMap<String, String>,
+    /// The playbook to run. Default `failover`.
+    #[serde(default = "default_playbook")]
+    pub playbook: Playbook,
+}
+
+fn default_playbook() -> Playbook {
+    Playbook::Failover
+}
+
+/// Rate limits with cool-down.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    /// Failovers across all clusters within `global_window`, at most. Default 5.
+    #[schemars(range(min = 1))]
+    pub global_max_failovers: u32,
+    /// The window of `global_max_failovers`. Default `1h`.
+    pub global_window: HumanDuration,
+    /// After a failover or revert of a cluster, how long before the next one. Default `10m`.
+    pub per_cluster_cooldown: HumanDuration,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            global_max_failovers: 5,
+            global_window: HumanDuration::from_secs(3600),
+            per_cluster_cooldown: HumanDuration::from_secs(600),
+        }
+    }
+}
+
+/// Failover behaviour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailoverSettings {
+    /// Start an on-demand backup right after a failover, covering the missed ones.
+    /// Default `true`.
+    pub on_demand_backup: bool,
+}
+
+impl Default for FailoverSettings {
+    fn default() -> Self {
+        Self {
+            on_demand_backup: true,
+        }
+    }
+}
+
+/// Revert behaviour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RevertSettings {
+    /// Consecutive successful probes of the primary required before switching back.
+    /// Default 3.
+    #[schemars(range(min = 1, max = 100))]
+    pub hold_down_probes: u32,
+    /// Run an on-demand backup on the primary after the revert and watch it. Default `true`.
+    pub test_backup: bool,
+    /// How long the test backup may take before the revert counts as unverified.
+    /// Default `2h`.
+    pub test_backup_timeout: HumanDuration,
+}
+
+impl Default for RevertSettings {
+    fn default() -> Self {
+        Self {
+            hold_down_probes: 3,
+            test_backup: true,
+            test_backup_timeout: HumanDuration::from_secs(7200),
+        }
+    }
+}
+
+/// A cluster Backstop may change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ManagedCluster {
+    /// Namespace of the PerconaXtraDBCluster.
+    pub namespace: String,
+    /// Name of the PerconaXtraDBCluster.
+    pub name: String,
+    /// What to do when its S3 storage fails.
+    pub failover: FailoverPolicy,
+}
+
+/// How failover changes the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Point schedules (and PITR) at another storage entry; the failing entry is untouched.
+    #[default]
+    Repoint,
+    /// Rewrite the failing storage's bucket/region/endpoint in place (the runbook's step 2).
+    InPlace,
+}
+
+/// What happens to PITR when backups move to the filesystem buffer, which PITR cannot use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PitrOnBuffer {
+    /// Disable PITR while on the buffer; the revert re-enables it exactly as it was.
+    #[default]
+    Disable,
+    /// Leave PITR on its S3 storage (it keeps failing until S3 returns).
+    Keep,
+}
+
+/// The failover policy of one cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverPolicy {
+    /// `repoint` (default) or `in-place`.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// The storage entry to protect. Default: every S3 storage the schedules use.
+    #[serde(default)]
+    pub storage: Option<String>,
+    /// The verified-healthy S3 target to fail over to.
+    #[serde(default)]
+    pub secondary: Option<SecondaryTarget>,
+    /// The local PVC buffer used when the secondary is unhealthy or absent.
+    #[serde(default)]
+    pub buffer: Option<BufferPolicy>,
+    /// PITR while on the buffer: `disable` (default) or `keep`.
+    #[serde(default)]
+    pub pitr_on_buffer: PitrOnBuffer,
+}
+
+/// The secondary bucket/region.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecondaryTarget {
+    /// Name of the storage entry (created if missing with `repoint`).
+    /// Default `backstop-secondary`.
+    #[serde(default = "default_secondary_storage")]
+    pub storage_name: String,
+    /// Bucket, optionally `bucket/prefix`.
+    pub bucket: String,
+    /// AWS region.
+    pub region: String,
+    /// S3-compatible endpoint; empty means AWS.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// Name of the Secret (in the cluster's namespace) with the backup Job's credentials.
+    pub credentials_secret: String,
+    /// Path-style addressing. Default `false`.
+    #[serde(default)]
+    pub force_path_style: bool,
+    /// Verify the endpoint's TLS certificate. Default `true`.
+    #[serde(default = "default_true")]
+    pub verify_tls: bool,
+}
+
+fn default_secondary_storage() -> String {
+    "backstop-secondary".to_owned()
+}
+
+/// The filesystem storage used as a buffer. Its PVC is a template: the operator creates
+/// one PVC per backup from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BufferPolicy {
+    /// Name of the storage entry. Default `backstop-buffer`.
+    #[serde(default = "default_buffer_storage")]
+    pub storage_name: String,
+    /// StorageClass of the PVCs (e.g. an EBS class such as `gp3`). Default: the cluster's.
+    #[serde(default)]
+    pub storage_class_name: Option<String>,
+    /// Size of each backup PVC, as a Kubernetes quantity (e.g. `100Gi`).
+    pub size: String,
+    /// Access modes. Default `[ReadWriteOnce]`.
+    #[serde(default = "default_access_modes")]
+    pub access_modes: Vec<String>,
+}
+
+fn default_buffer_storage() -> String {
+    "backstop-buffer".to_owned()
+}
+
+fn default_access_modes() -> Vec<String> {
+    vec!["ReadWriteOnce".to_owned()]
+}
+
+impl Config {
+    /// The listen address, parsed. Validation guarantees it parses.
+    pub fn listen_addr(&self) -> Result<std::net::SocketAddr, ConfigError> {
+        self.server
+            .listen
+            .parse()
+            .map_err(|e: std::net::AddrParseError| {
+                ConfigError::Invalid(vec![FieldError::new("server.listen", e.to_string())])
+            })
+    }
+}

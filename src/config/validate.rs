@@ -1,0 +1,359 @@
+//! Semantic checks: the rules a JSON Schema cannot express (address syntax, cross-field
+//! rules, duplicates). Every rule adds to one list so the user sees all problems at once.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use super::{Config, FieldError, ManagedCluster};
+
+/// Reserved paths the webhook may not take over.
+const RESERVED_PATHS: [&str; 3] = ["/metrics", "/healthz", "/readyz"];
+
+/// Every semantic problem of an otherwise well-formed configuration.
+pub fn check(config: &Config) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    check_server(config, &mut errors);
+    check_kubernetes(config, &mut errors);
+    check_probe(config, &mut errors);
+    check_targets(config, &mut errors);
+    check_responder(config, &mut errors);
+    for (i, cluster) in config.clusters.iter().enumerate() {
+        check_cluster(config, i, cluster, &mut errors);
+    }
+    check_duplicate_clusters(config, &mut errors);
+    errors
+}
+
+fn check_server(config: &Config, errors: &mut Vec<FieldError>) {
+    let server = &config.server;
+    if let Err(e) = server.listen.parse::<SocketAddr>() {
+        errors.push(FieldError::new(
+            "server.listen",
+            format!("{e}: expected ADDRESS:PORT, e.g. 0.0.0.0:10317"),
+        ));
+    }
+    let path = &server.webhook_path;
+    if !path.starts_with('/') || path.len() < 2 {
+        errors.push(FieldError::new(
+            "server.webhook_path",
+            "must start with '/' and name a path, e.g. /alertmanager",
+        ));
+    } else if RESERVED_PATHS.contains(&path.as_str()) {
+        errors.push(FieldError::new(
+            "server.webhook_path",
+            format!("{path} is reserved"),
+        ));
+    } else if path.contains("..") || path.contains("//") || path.contains(['?', '#', ' ']) {
+        errors.push(FieldError::new(
+            "server.webhook_path",
+            "must be a plain path without '..', '//', '?', '#' or spaces",
+        ));
+    }
+    if server.shutdown_timeout.get().is_zero() {
+        errors.push(FieldError::new(
+            "server.shutdown_timeout",
+            "must be greater than 0",
+        ));
+    }
+    if server.request_timeout.get().is_zero() {
+        errors.push(FieldError::new(
+            "server.request_timeout",
+            "must be greater than 0",
+        ));
+    }
+}
+
+fn check_kubernetes(config: &Config, errors: &mut Vec<FieldError>) {
+    for (i, ns) in config.kubernetes.namespaces.iter().enumerate() {
+        if !is_dns1123_label(ns) {
+            errors.push(FieldError::new(
+                format!("kubernetes.namespaces[{i}]"),
+                format!("{ns:?} is not a valid namespace name"),
+            ));
+        }
+    }
+    let le = &config.kubernetes.leader_election;
+    if le.enabled && le.renew_interval >= le.lease_duration {
+        errors.push(FieldError::new(
+            "kubernetes.leader_election.renew_interval",
+            format!(
+                "must be shorter than lease_duration ({})",
+                le.lease_duration
+            ),
+        ));
+    }
+}
+
+fn check_probe(config: &Config, errors: &mut Vec<FieldError>) {
+    let probe = &config.probe;
+    if probe.interval.get() < std::time::Duration::from_secs(1) {
+        errors.push(FieldError::new("probe.interval", "must be at least 1s"));
+    }
+    if probe.timeout.get().is_zero() {
+        errors.push(FieldError::new("probe.timeout", "must be greater than 0"));
+    }
+    if probe.canary.enabled && probe.canary.key_prefix.trim_matches('/').is_empty() {
+        errors.push(FieldError::new(
+            "probe.canary.key_prefix",
+            "must not be empty: canary objects need their own prefix",
+        ));
+    }
+}
+
+fn check_targets(config: &Config, errors: &mut Vec<FieldError>) {
+    let mut names = BTreeSet::new();
+    for (i, target) in config.targets.iter().enumerate() {
+        if !names.insert(target.name.as_str()) {
+            errors.push(FieldError::new(
+                format!("targets[{i}].name"),
+                format!("duplicate target name {:?}", target.name),
+            ));
+        }
+        check_bucket(&format!("targets[{i}].bucket"), &target.bucket, errors);
+        if let Some(url) = &target.endpoint_url {
+            check_endpoint(&format!("targets[{i}].endpoint_url"), url, errors);
+        }
+    }
+}
+
+fn check_responder(config: &Config, errors: &mut Vec<FieldError>) {
+    let responder = &config.responder;
+    if !responder.enabled {
+        return;
+    }
+    let auth = &responder.auth;
+    match (
+        &auth.bearer_token_file,
+        &auth.basic_auth_file,
+        auth.allow_unauthenticated,
+    ) {
+        (Some(_), Some(_), _) => errors.push(FieldError::new(
+            "responder.auth",
+            "set only one of bearer_token_file and basic_auth_file",
+        )),
+        (None, None, false) => errors.push(FieldError::new(
+            "responder.auth",
+            "webhook authentication is required: set bearer_token_file or basic_auth_file \
+             (or allow_unauthenticated: true for local experiments)",
+        )),
+        _ => {}
+    }
+    let mut names = BTreeSet::new();
+    for (i, route) in responder.routes.iter().enumerate() {
+        if !names.insert(route.name.as_str()) {
+            errors.push(FieldError::new(
+                format!("responder.routes[{i}].name"),
+                format!("duplicate route name {:?}", route.name),
+            ));
+        }
+        for (j, alertname) in route.alertnames.iter().enumerate() {
+            if alertname.trim().is_empty() {
+                errors.push(FieldError::new(
+                    format!("responder.routes[{i}].alertnames[{j}]"),
+                    "must not be empty",
+                ));
+            }
+        }
+    }
+}
+
+fn check_cluster(
+    config: &Config,
+    i: usize,
+    cluster: &ManagedCluster,
+    errors: &mut Vec<FieldError>,
+) {
+    let at = |field: &str| format!("clusters[{i}].{field}");
+    if !is_dns1123_label(&cluster.namespace) {
+        errors.push(FieldError::new(
+            at("namespace"),
+            format!("{:?} is not a valid namespace name", cluster.namespace),
+        ));
+    }
+    if !is_dns1123_subdomain(&cluster.name) {
+        errors.push(FieldError::new(
+            at("name"),
+            format!("{:?} is not a valid object name", cluster.name),
+        ));
+    }
+    let watched = &config.kubernetes.namespaces;
+    if !watched.is_empty() && !watched.contains(&cluster.namespace) {
+        errors.push(FieldError::new(
+            at("namespace"),
+            format!(
+                "{:?} is not in kubernetes.namespaces, so the cluster would never be seen",
+                cluster.namespace
+            ),
+        ));
+    }
+    let policy = &cluster.failover;
+    if policy.secondary.is_none() && policy.buffer.is_none() {
+        errors.push(FieldError::new(
+            at("failover"),
+            "needs a secondary or a buffer (or both): otherwise failover has nowhere to go",
+        ));
+    }
+    if let Some(secondary) = &policy.secondary {
+        check_bucket(&at("failover.secondary.bucket"), &secondary.bucket, errors);
+        if let Some(url) = &secondary.endpoint_url {
+            check_endpoint(&at("failover.secondary.endpoint_url"), url, errors);
+        }
+        if policy.storage.as_deref() == Some(secondary.storage_name.as_str()) {
+            errors.push(FieldError::new(
+                at("failover.secondary.storage_name"),
+                "must differ from failover.storage (the storage being protected)",
+            ));
+        }
+        if !is_storage_name(&secondary.storage_name) {
+            errors.push(FieldError::new(
+                at("failover.secondary.storage_name"),
+                "must be a lowercase name of letters, digits and '-'",
+            ));
+        }
+    }
+    if let Some(buffer) = &policy.buffer {
+        if !is_quantity(&buffer.size) {
+            errors.push(FieldError::new(
+                at("failover.buffer.size"),
+                format!(
+                    "{:?} is not a Kubernetes quantity (e.g. 100Gi)",
+                    buffer.size
+                ),
+            ));
+        }
+        if buffer.access_modes.is_empty() {
+            errors.push(FieldError::new(
+                at("failover.buffer.access_modes"),
+                "must name at least one access mode",
+            ));
+        }
+        for (j, mode) in buffer.access_modes.iter().enumerate() {
+            if ![
+                "ReadWriteOnce",
+                "ReadOnlyMany",
+                "ReadWriteMany",
+                "ReadWriteOncePod",
+            ]
+            .contains(&mode.as_str())
+            {
+                errors.push(FieldError::new(
+                    at(&format!("failover.buffer.access_modes[{j}]")),
+                    format!("{mode:?} is not an access mode"),
+                ));
+            }
+        }
+        if !is_storage_name(&buffer.storage_name) {
+            errors.push(FieldError::new(
+                at("failover.buffer.storage_name"),
+                "must be a lowercase name of letters, digits and '-'",
+            ));
+        }
+        if policy
+            .secondary
+            .as_ref()
+            .is_some_and(|s| s.storage_name == buffer.storage_name)
+        {
+            errors.push(FieldError::new(
+                at("failover.buffer.storage_name"),
+                "must differ from failover.secondary.storage_name",
+            ));
+        }
+    }
+}
+
+fn check_duplicate_clusters(config: &Config, errors: &mut Vec<FieldError>) {
+    let mut seen = BTreeSet::new();
+    for (i, cluster) in config.clusters.iter().enumerate() {
+        if !seen.insert((cluster.namespace.as_str(), cluster.name.as_str())) {
+            errors.push(FieldError::new(
+                format!("clusters[{i}]"),
+                format!("duplicate cluster {}/{}", cluster.namespace, cluster.name),
+            ));
+        }
+    }
+}
+
+fn check_bucket(path: &str, bucket: &str, errors: &mut Vec<FieldError>) {
+    let name = bucket.split('/').next().unwrap_or_default();
+    let valid = (3..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !valid {
+        errors.push(FieldError::new(
+            path,
+            format!("{name:?} is not a valid S3 bucket name"),
+        ));
+    }
+}
+
+fn check_endpoint(path: &str, url: &str, errors: &mut Vec<FieldError>) {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    if rest.is_none_or(|host| host.is_empty() || host.starts_with('/')) {
+        errors.push(FieldError::new(
+            path,
+            format!("{url:?} is not an http:// or https:// URL"),
+        ));
+    }
+}
+
+/// RFC 1123 label: what Kubernetes requires of namespace names.
+fn is_dns1123_label(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// RFC 1123 subdomain: what Kubernetes requires of most object names.
+fn is_dns1123_subdomain(s: &str) -> bool {
+    (1..=253).contains(&s.len()) && s.split('.').all(is_dns1123_label)
+}
+
+/// Storage names become keys of `spec.backup.storages` and parts of backup names.
+fn is_storage_name(s: &str) -> bool {
+    is_dns1123_label(s)
+}
+
+/// A Kubernetes resource quantity such as `100Gi`, `1.5T` or `500M`.
+fn is_quantity(s: &str) -> bool {
+    let digits_end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(digits_end);
+    !number.is_empty()
+        && number.parse::<f64>().is_ok()
+        && [
+            "", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E",
+        ]
+        .contains(&suffix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        for ok in ["100Gi", "1.5T", "500M", "1024"] {
+            assert!(is_quantity(ok), "{ok}");
+        }
+        for bad in ["", "Gi", "10GB", "1,5Gi", "-1Gi"] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dns_labels() {
+        assert!(is_dns1123_label("percona-prod"));
+        assert!(!is_dns1123_label("Percona"));
+        assert!(!is_dns1123_label("-x"));
+        assert!(!is_dns1123_label(&"a".repeat(64)));
+        assert!(is_dns1123_subdomain("cluster1.example"));
+    }
+}

@@ -1,0 +1,122 @@
+//! The `backstop` binary: parses the command line and hands off to the library. Errors become
+//! exit codes here, and only here (`anyhow` stays at this edge).
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use backstop::app::App;
+use backstop::cli::{Cli, Command, EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE};
+use backstop::config::{self, ConfigError};
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = backstop::telemetry::init(cli.log_format, &cli.log_filter) {
+        eprintln!("backstop: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    backstop::install_crypto_provider();
+
+    match cli.command {
+        Command::ValidateConfig(args) => validate_config(&args.file),
+        Command::ConfigSchema => match serde_json::to_string_pretty(&config::json_schema()) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::from(EXIT_OK)
+            }
+            Err(e) => fail(&anyhow::Error::from(e)),
+        },
+        Command::Run(args) => {
+            let config = match load(&args.config) {
+                Ok(mut config) => {
+                    if let Some(listen) = args.listen {
+                        config.server.listen = listen;
+                    }
+                    config.responder.dry_run |= args.dry_run;
+                    config
+                }
+                Err(code) => return code,
+            };
+            run_async(async move {
+                let shutdown = CancellationToken::new();
+                backstop::shutdown::cancel_on_signal(shutdown.clone());
+                App::bind(config).await?.serve(shutdown).await?;
+                Ok(())
+            })
+        }
+        #[cfg(feature = "sandbox")]
+        Command::Sandbox(args) => run_async(async move {
+            let shutdown = CancellationToken::new();
+            backstop::shutdown::cancel_on_signal(shutdown.clone());
+            backstop::sandbox::Sandbox::prepare(&args.listen)?
+                .run(shutdown)
+                .await?;
+            Ok(())
+        }),
+        #[cfg(not(feature = "sandbox"))]
+        Command::Sandbox(_) => {
+            eprintln!("backstop: this build has no sandbox (built without the `sandbox` feature)");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Command::Check(args) => not_yet(&args.config, "check", "the S3 prober"),
+        Command::Failover(args) => not_yet(&args.config, "failover", "the responder"),
+        Command::Revert(args) => not_yet(&args.config, "revert", "the responder"),
+        Command::Status(args) => not_yet(&args.config, "status", "the responder"),
+    }
+}
+
+fn validate_config(path: &std::path::Path) -> ExitCode {
+    match config::load_file(path) {
+        Ok(_) => {
+            println!("{}: valid", path.display());
+            ExitCode::from(EXIT_OK)
+        }
+        Err(e) => {
+            report_config_error(path, &e);
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
+    config::load_file(path).map_err(|e| {
+        report_config_error(path, &e);
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+fn report_config_error(path: &std::path::Path, error: &ConfigError) {
+    eprintln!("{}: invalid configuration", path.display());
+    for problem in error.problems() {
+        eprintln!("  {problem}");
+    }
+}
+
+/// Commands whose engine is not in this build: the configuration is still validated, so a
+/// script gets the right exit code for a bad file, and then the command says plainly that it
+/// cannot run yet.
+fn not_yet(config_path: &std::path::Path, command: &str, needs: &str) -> ExitCode {
+    if let Err(code) = load(config_path) {
+        return code;
+    }
+    eprintln!("backstop {command}: needs {needs}, which is not part of this build yet");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn run_async(future: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime");
+    let result = runtime.and_then(|rt| rt.block_on(future));
+    match result {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(error: &anyhow::Error) -> ExitCode {
+    eprintln!("backstop: {error:#}");
+    ExitCode::from(EXIT_UNHEALTHY)
+}

@@ -1,0 +1,144 @@
+//! The HTTP server: `/metrics`, `/healthz`, `/readyz` and the Alertmanager webhook, on one
+//! port, with graceful shutdown bounded in time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::compression::CompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::config::ServerConfig;
+use crate::metrics::{Format, Metrics};
+use crate::readiness::Readiness;
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Accepting or serving connections failed.
+    #[error("HTTP server failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// In-flight requests did not finish within the shutdown timeout; they were dropped.
+    #[error("in-flight requests did not finish within {0:?}; stopped anyway")]
+    ShutdownTimedOut(Duration),
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The registry rendered by `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// The gates behind `/readyz`.
+    pub readiness: Readiness,
+}
+
+/// Builds the router for `settings`.
+pub fn router(state: AppState, settings: &ServerConfig) -> Router {
+    let body_limit = usize::try_from(settings.max_body_bytes).unwrap_or(usize::MAX);
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route(&settings.webhook_path, post(webhook_not_implemented))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            settings.request_timeout.get(),
+        ))
+        .layer(CompressionLayer::new().gzip(true))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then lets in-flight requests
+/// finish for at most `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> Result<(), ServerError> {
+    let server = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result.map_err(ServerError::from),
+        () = shutdown.cancelled() => {}
+    }
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(result) => result.map_err(ServerError::from),
+        Err(_) => Err(ServerError::ShutdownTimedOut(grace)),
+    }
+}
+
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let handler = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    state
+        .metrics
+        .count_http_request(&handler, response.status().as_u16());
+    response
+}
+
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    match state.metrics.render(format) {
+        Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering metrics failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let pending = state.readiness.pending();
+    if pending.is_empty() {
+        (StatusCode::OK, axum::Json(json!({"ready": true}))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"ready": false, "waiting_for": pending})),
+        )
+            .into_response()
+    }
+}
+
+async fn webhook_not_implemented() -> Response {
+    (
+        StatusCode::NOT_IMPLEMENTED,
+        axum::Json(json!({"error": "the webhook responder is not part of this build yet"})),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(r#"{"error":"not found"}"#),
+    )
+        .into_response()
+}
