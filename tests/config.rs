@@ -214,3 +214,11 @@ fn the_schema_documents_defaults_and_descriptions() {
     );
     assert!(text.contains("\"additionalProperties\":false"));
 }
+
+#[test]
+fn tls_is_refused_rather_than_silently_ignored() {
+    assert_problem(
+        &format!("{MINIMAL}server:\n  tls: {{cert_file: /c, key_file: /k}}\n"),
+        "server.tls: not supported by this build yet: terminate TLS in front of Backstop for now",
+    );
+}
