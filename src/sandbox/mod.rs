@@ -13,6 +13,9 @@ use crate::Error;
 use crate::app::App;
 use crate::config::{self, Config};
 
+pub mod crds;
+pub mod kube;
+
 /// A running sandbox's built-in configuration and the files it wrote.
 pub struct Sandbox {
     /// Backstop's configuration in the sandbox.
