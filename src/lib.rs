@@ -8,6 +8,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod https;
 pub mod metrics;
 pub mod readiness;
 #[cfg(feature = "sandbox")]

@@ -34,6 +34,14 @@ fn api_error(e: kube::Error) -> Status {
     }
 }
 
+/// A plain HTTPS client trusting the simulator's CA (for what kube-rs hides: raw headers).
+fn https(sim: &KubeSim) -> reqwest::Client {
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(sim.ca_pem().as_bytes()).unwrap())
+        .build()
+        .unwrap()
+}
+
 fn cm(name: &str, data: serde_json::Value) -> ConfigMap {
     serde_json::from_value(json!({"metadata": {"name": name}, "data": data})).unwrap()
 }
@@ -680,7 +688,9 @@ async fn requests_without_a_valid_token_get_401() {
     );
     assert_eq!((e.code, e.reason.as_str()), (401, "Unauthorized"));
 
-    let anonymous = reqwest::get(format!("{}/api/v1/namespaces", sim.url()))
+    let anonymous = https(&sim)
+        .get(format!("{}/api/v1/namespaces", sim.url()))
+        .send()
         .await
         .unwrap();
     assert_eq!(anonymous.status(), 401);
@@ -787,7 +797,7 @@ async fn injected_faults_reach_the_client_then_clear() {
         remaining: 1,
         fault: ApiFault::TooManyRequests(7),
     });
-    let raw = reqwest::Client::new()
+    let raw = https(&sim)
         .get(format!(
             "{}/api/v1/namespaces/default/configmaps",
             sim.url()

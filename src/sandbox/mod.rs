@@ -13,6 +13,7 @@ use crate::Error;
 use crate::app::App;
 use crate::config::{self, Config};
 
+pub mod certs;
 pub mod crds;
 pub mod kube;
 

@@ -56,6 +56,9 @@ pub enum SimError {
     /// kube-rs refused the configuration.
     #[error("kube client: {0}")]
     Client(#[from] kube::Error),
+    /// The sandbox certificates could not be made.
+    #[error(transparent)]
+    Certs(#[from] crate::sandbox::certs::CertError),
 }
 
 /// Simulator settings.
@@ -110,6 +113,7 @@ const REQUEST_LOG_LIMIT: usize = 10_000;
 pub struct KubeSim {
     sim: Arc<Sim>,
     addr: SocketAddr,
+    ca_pem: String,
     admin_token: String,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -119,6 +123,9 @@ impl KubeSim {
     /// Starts a simulator on 127.0.0.1 with a free port, seeded with the namespaces every
     /// cluster has (`default`, `kube-system`, `kube-public`).
     pub async fn start(options: SimOptions) -> Result<Self, SimError> {
+        crate::install_crypto_provider();
+        let pki = crate::sandbox::certs::SandboxPki::generate()?;
+        let tls = pki.server_config()?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (watch_epoch, _) = tokio::sync::watch::channel(0);
@@ -156,26 +163,27 @@ impl KubeSim {
         let shutdown = CancellationToken::new();
         let router = Router::new().fallback(handle).with_state(sim.clone());
         let token = shutdown.clone();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "kube simulator stopped with an error");
-            }
-        });
+        // HTTPS like a real API server: client-go (kubectl) never sends a bearer token over
+        // plain HTTP.
+        let task = tokio::spawn(crate::https::serve(listener, router, tls, token));
         Ok(Self {
             sim,
             addr,
+            ca_pem: pki.ca_pem,
             admin_token,
             shutdown,
             task: Some(task),
         })
     }
 
-    /// The server URL (`http://127.0.0.1:PORT`).
+    /// The server URL (`https://127.0.0.1:PORT`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
+    }
+
+    /// The PEM CA certificate that signed the server's certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
     }
 
     /// The bearer token of the built-in administrator (group `system:masters`).
@@ -212,8 +220,10 @@ impl KubeSim {
 
     /// A kubeconfig document for this server and `token`.
     pub fn kubeconfig_yaml(&self, token: &str) -> String {
+        use base64::Engine as _;
+        let ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: backstop-sandbox\n  cluster:\n    server: {url}\n\
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: backstop-sandbox\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\n\
              users:\n- name: sandbox-user\n  user:\n    token: {token}\n\
              contexts:\n- name: backstop-sandbox\n  context:\n    cluster: backstop-sandbox\n    user: sandbox-user\n    namespace: default\n\
              current-context: backstop-sandbox\npreferences: {{}}\n",
@@ -419,6 +429,18 @@ async fn serve(
         None => {}
     }
 
+    // Only JSON bodies are understood. A client sending protobuf (kubectl does for built-in
+    // kinds) gets 415, and client-go then retries with JSON, as against a server without
+    // protobuf support.
+    if matches!(verb, "create" | "update") {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json");
+        if !content_type.starts_with("application/json") {
+            return Err(ApiError::unsupported_media_type(content_type));
+        }
+    }
     let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
     let name = target.name.clone().unwrap_or_default();
     match verb {

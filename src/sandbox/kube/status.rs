@@ -128,8 +128,8 @@ impl ApiError {
             "UnsupportedMediaType",
             format!(
                 "the body of the request was in an unknown format - accepted media types \
-                 include: application/json-patch+json, application/merge-patch+json \
-                 (got {content_type:?})"
+                 include: application/json, application/json-patch+json, \
+                 application/merge-patch+json (got {content_type:?})"
             ),
         )
     }
