@@ -7,12 +7,15 @@
 
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod https;
 pub mod metrics;
+pub mod pxc;
 pub mod readiness;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+pub mod schedule;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
