@@ -13,6 +13,7 @@ pub mod https;
 pub mod metrics;
 pub mod pxc;
 pub mod readiness;
+pub mod s3client;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod schedule;

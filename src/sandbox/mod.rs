@@ -16,6 +16,7 @@ use crate::config::{self, Config};
 pub mod certs;
 pub mod crds;
 pub mod kube;
+pub mod operator;
 
 /// A running sandbox's built-in configuration and the files it wrote.
 pub struct Sandbox {

@@ -1,0 +1,131 @@
+//! S3 clients built from a storage's settings, the way the operator's backup Job would reach
+//! the bucket: its region, endpoint, addressing style and credentials. SDK retries are
+//! disabled and every operation has its own timeout, because a retry hides exactly the
+//! failure Backstop exists to measure.
+
+use std::time::Duration;
+
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, retry::RetryConfig, timeout::TimeoutConfig,
+};
+
+/// Where a bucket is reached.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    /// AWS region (signing region for S3-compatible stores).
+    pub region: String,
+    /// S3-compatible endpoint URL; `None` for AWS.
+    pub endpoint_url: Option<String>,
+    /// Path-style addressing.
+    pub force_path_style: bool,
+}
+
+/// Static credentials, as read from a storage's `credentialsSecret`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StaticCredentials {
+    /// `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: String,
+    /// `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for StaticCredentials {
+    // Never print the secret, not even in debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Timeouts of one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connecting (TCP + TLS).
+    pub connect: Duration,
+    /// A whole operation.
+    pub operation: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(3),
+            operation: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A client for `endpoint` with static credentials, no retries, and `timeouts`.
+pub fn client(
+    endpoint: &Endpoint,
+    credentials: &StaticCredentials,
+    timeouts: Timeouts,
+) -> aws_sdk_s3::Client {
+    let mut builder = aws_sdk_s3::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(endpoint.region.clone()))
+        .credentials_provider(Credentials::new(
+            credentials.access_key_id.clone(),
+            credentials.secret_access_key.clone(),
+            None,
+            None,
+            "backstop-static",
+        ))
+        .force_path_style(endpoint.force_path_style)
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(timeouts.connect)
+                .operation_timeout(timeouts.operation)
+                .build(),
+        );
+    if let Some(url) = &endpoint.endpoint_url {
+        builder = builder.endpoint_url(url);
+    }
+    aws_sdk_s3::Client::from_conf(builder.build())
+}
+
+/// Reads `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` from a Secret's data.
+pub fn credentials_from_secret(
+    secret: &k8s_openapi::api::core::v1::Secret,
+) -> Option<StaticCredentials> {
+    let data = secret.data.as_ref()?;
+    let get = |key: &str| {
+        data.get(key)
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            .map(|s| s.trim().to_owned())
+    };
+    Some(StaticCredentials {
+        access_key_id: get("AWS_ACCESS_KEY_ID")?,
+        secret_access_key: get("AWS_SECRET_ACCESS_KEY")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_secret() {
+        let c = StaticCredentials {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "wJalrXUtnFEMI/K7MDENG".into(),
+        };
+        let text = format!("{c:?}");
+        assert!(text.contains("AKIDEXAMPLE"));
+        assert!(!text.contains("wJalr"));
+    }
+
+    #[test]
+    fn secrets_without_both_keys_give_no_credentials() {
+        let secret: k8s_openapi::api::core::v1::Secret =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "s"},
+                "data": {"AWS_ACCESS_KEY_ID": "QUtJRA=="},
+            }))
+            .unwrap();
+        assert!(credentials_from_secret(&secret).is_none());
+    }
+}
