@@ -4,6 +4,8 @@
 //! generated webhook token. The embedded S3 server, the Kubernetes API simulator and the
 //! simulated operator join it as they are built.
 
+pub mod s3;
+
 use std::io::Write as _;
 use std::path::PathBuf;
 
