@@ -1,5 +1,6 @@
 //! `kubectl` (the real binary) against the simulator: discovery, short names and the PXC
 //! custom resources all work through a kubeconfig the simulator writes.
+#![cfg(feature = "sandbox")]
 
 use backstop::sandbox::crds::install_pxc_crds;
 use backstop::sandbox::kube::{KubeSim, SimOptions};

@@ -1,6 +1,7 @@
 //! The sandbox's PXC CRDs must agree with the operator's real CRD on every field path they
 //! type: same type, same enum, same minimum, same required fields, same int-or-string. The
 //! real CRD is read from `../shared/fixtures/pxc/crd.yaml` (kept outside the repository).
+#![cfg(feature = "sandbox")]
 
 use serde_json::Value;
 

@@ -4,6 +4,12 @@
 //! generated webhook token. The embedded S3 server, the Kubernetes API simulator and the
 //! simulated operator join it as they are built.
 
+pub mod certs;
+pub mod crds;
+pub mod kube;
+pub mod operator;
+pub mod s3;
+
 use std::io::Write as _;
 use std::path::PathBuf;
 
@@ -12,11 +18,6 @@ use tokio_util::sync::CancellationToken;
 use crate::Error;
 use crate::app::App;
 use crate::config::{self, Config};
-
-pub mod certs;
-pub mod crds;
-pub mod kube;
-pub mod operator;
 
 /// A running sandbox's built-in configuration and the files it wrote.
 pub struct Sandbox {
