@@ -234,6 +234,9 @@ impl SimOperator {
         };
         patch_status(&backups, &name, &running).await?;
 
+        // The operator names the destination after the CR's creation time; the simulated
+        // operator runs a backup in the step that creates it, so "now" on its clock is that time
+        // (the API server's creationTimestamp follows the wall clock, not an accelerated one).
         let dir = pxc::backup_dir_name(&cluster_name, now);
         let stamp = now.strftime("%y%m%d %H:%M:%S").to_string();
         let outcome = self
