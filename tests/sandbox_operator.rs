@@ -343,7 +343,7 @@ mod with_s3 {
             let sw = s3_world(3).await;
             sw.s3
                 .faults()
-                .set(Rule::new(fault.clone()).in_region(s3::PRIMARY_REGION))
+                .set(Rule::new(fault).in_region(s3::PRIMARY_REGION))
                 .await
                 .unwrap();
             let (_, status, log) = run_one(&sw).await;
