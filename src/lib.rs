@@ -44,6 +44,10 @@ pub enum Error {
     /// Logging could not be set up.
     #[error(transparent)]
     Telemetry(#[from] telemetry::TelemetryError),
+    /// The sandbox failed.
+    #[cfg(feature = "sandbox")]
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::SandboxError),
     /// Another I/O failure.
     #[error("I/O error: {0}")]
     Io(#[source] std::io::Error),
@@ -57,6 +61,8 @@ impl Error {
             Self::Bind { .. } => "bind",
             Self::Server(_) => "server",
             Self::Telemetry(_) => "telemetry",
+            #[cfg(feature = "sandbox")]
+            Self::Sandbox(_) => "sandbox",
             Self::Io(_) => "io",
         }
     }

@@ -49,9 +49,7 @@ fn main() -> ExitCode {
         Command::Sandbox(args) => run_async(async move {
             let shutdown = CancellationToken::new();
             backstop::shutdown::cancel_on_signal(shutdown.clone());
-            backstop::sandbox::Sandbox::prepare(&args.listen)?
-                .run(shutdown)
-                .await?;
+            backstop::sandbox::run(&args.listen, shutdown).await?;
             Ok(())
         }),
         #[cfg(not(feature = "sandbox"))]

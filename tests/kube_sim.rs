@@ -849,3 +849,23 @@ async fn the_api_verifier_sees_what_the_client_sent() {
     assert_eq!(patch.body, Some(json!({"data": {"x": "1"}})));
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn secret_string_data_is_stored_as_base64_data() {
+    use k8s_openapi::api::core::v1::Secret;
+    let (sim, client) = sim().await;
+    let api: Api<Secret> = Api::namespaced(client, "default");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "s3"},
+        "data": {"AWS_REGION": "dXMtd2VzdC0y"},
+        "stringData": {"AWS_ACCESS_KEY_ID": "AKID"},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &secret).await.unwrap();
+    let stored = api.get("s3").await.unwrap();
+    assert!(stored.string_data.is_none());
+    let data = stored.data.unwrap();
+    assert_eq!(data["AWS_ACCESS_KEY_ID"].0, b"AKID");
+    assert_eq!(data["AWS_REGION"].0, b"us-west-2");
+    sim.shutdown().await;
+}

@@ -1,72 +1,99 @@
 //! The sandbox: an embedded world to run Backstop against without a cloud or a cluster.
 //!
-//! This first version starts Backstop's HTTP server with a built-in configuration and a
-//! generated webhook token. The embedded S3 server, the Kubernetes API simulator and the
-//! simulated operator join it as they are built.
+//! [`world`] starts an embedded S3 with two regions ([`s3`]), a Kubernetes API simulator
+//! ([`kube`]) with the operator's CRDs ([`crds`]), a sample cluster with backup history and a
+//! simulated Percona operator ([`operator`]); [`run`] adds Backstop itself and a fault control
+//! endpoint ([`control`]). Production builds leave all of it out (`--no-default-features`).
 
 pub mod certs;
+pub mod control;
 pub mod crds;
 pub mod kube;
 pub mod operator;
 pub mod s3;
-
-use std::io::Write as _;
-use std::path::PathBuf;
+pub mod world;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 use crate::app::App;
-use crate::config::{self, Config};
+use control::Control;
+use world::{World, WorldOptions};
 
-/// A running sandbox's built-in configuration and the files it wrote.
-pub struct Sandbox {
-    /// Backstop's configuration in the sandbox.
-    pub config: Config,
-    /// The directory holding the sandbox's files (token, later kubeconfig and S3 data).
-    pub dir: tempfile::TempDir,
-    /// The webhook bearer token.
-    pub webhook_token: String,
+/// Why the sandbox could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The world (S3, API simulator, operator) did not start.
+    #[error(transparent)]
+    World(#[from] world::WorldError),
+    /// The control endpoint or the sandbox's files failed.
+    #[error("sandbox: {0}")]
+    Io(#[from] std::io::Error),
 }
 
-impl Sandbox {
-    /// Prepares the sandbox's files and configuration, listening on `listen`.
-    pub fn prepare(listen: &str) -> Result<Self, Error> {
-        let dir = tempfile::Builder::new()
-            .prefix("backstop-sandbox-")
-            .tempdir()
-            .map_err(Error::Io)?;
-        let webhook_token = uuid::Uuid::new_v4().simple().to_string();
-        let token_path: PathBuf = dir.path().join("webhook-token");
-        let mut file = std::fs::File::create(&token_path).map_err(Error::Io)?;
-        file.write_all(webhook_token.as_bytes())
-            .map_err(Error::Io)?;
+/// Runs the whole sandbox until `shutdown`: the world, Backstop against it (listening on
+/// `listen`), and the fault control endpoint; prints where everything is.
+pub async fn run(listen: &str, shutdown: CancellationToken) -> Result<(), Error> {
+    let world = World::start(WorldOptions::default())
+        .await
+        .map_err(SandboxError::from)?;
+    let webhook_token = uuid::Uuid::new_v4().simple().to_string();
+    let token_path = world.dir().join("webhook-token");
+    std::fs::write(&token_path, &webhook_token).map_err(SandboxError::from)?;
+    let config = world.backstop_config(listen, &token_path)?;
+    let app = App::bind(config.clone()).await?;
+    let addr = app.local_addr()?;
+    let control = Control::start(world.s3.faults().clone())
+        .await
+        .map_err(SandboxError::from)?;
 
-        let mut config = config::load_str("")?;
-        config.server.listen = listen.to_owned();
-        config.responder.auth.bearer_token_file = Some(token_path.display().to_string());
-        config.kubernetes.leader_election.enabled = false;
-        Ok(Self {
-            config,
-            dir,
-            webhook_token,
-        })
-    }
+    let kubeconfig = world.kubeconfig_path();
+    let primary = world.endpoint(s3::PRIMARY_REGION);
+    let secondary = world.endpoint(s3::SECONDARY_REGION);
+    println!("Backstop sandbox is running. Stop it with Ctrl-C.");
+    println!("  metrics:        http://{addr}/metrics");
+    println!("  readiness:      http://{addr}/readyz");
+    println!(
+        "  webhook:        http://{addr}{}  (Authorization: Bearer {webhook_token})",
+        config.server.webhook_path
+    );
+    println!("  kubernetes:     {}", world.kube.url());
+    println!("  kubeconfig:     {}", kubeconfig.display());
+    println!(
+        "                  kubectl --kubeconfig {} get pxc,pxc-backup -A",
+        kubeconfig.display()
+    );
+    println!(
+        "  s3 {}:   {primary}  (bucket {})",
+        s3::PRIMARY_REGION,
+        world::PRIMARY_BUCKET
+    );
+    println!(
+        "  s3 {}:   {secondary}  (bucket {})",
+        s3::SECONDARY_REGION,
+        world::SECONDARY_BUCKET
+    );
+    println!(
+        "  s3 keys:        AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={}",
+        world.credentials.access_key_id, world.credentials.secret_access_key
+    );
+    println!("  fault control:  {}", control.url());
+    println!(
+        "                  curl -X POST {}/faults/{}/refuse   # break the primary region",
+        control.url(),
+        s3::PRIMARY_REGION
+    );
+    println!(
+        "                  curl -X DELETE {}/faults           # repair everything",
+        control.url()
+    );
+    println!(
+        "                  faults: {}",
+        control::FAULT_NAMES.join(", ")
+    );
 
-    /// Runs Backstop in the sandbox until `shutdown` is cancelled, printing where things are.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let app = App::bind(self.config.clone()).await?;
-        let addr = app.local_addr()?;
-        println!("Backstop sandbox is running. Stop it with Ctrl-C.");
-        println!("  metrics:       http://{addr}/metrics");
-        println!("  readiness:     http://{addr}/readyz");
-        println!(
-            "  webhook:       http://{addr}{}  (Authorization: Bearer {})",
-            self.config.server.webhook_path, self.webhook_token
-        );
-        println!("  sandbox files: {}", self.dir.path().display());
-        let result = app.serve(shutdown).await;
-        drop(self.dir);
-        result
-    }
+    let result = app.serve(shutdown).await;
+    control.stop().await;
+    world.shutdown().await;
+    result
 }

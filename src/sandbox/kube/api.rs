@@ -441,8 +441,31 @@ fn apply_patch(current: &Value, content_type: &str, body: &Value) -> Result<Valu
     Ok(doc)
 }
 
+/// Secrets: `stringData` is a write-only convenience the server merges into base64 `data`
+/// (its keys win) and never stores.
+fn fold_string_data(object: &mut Value) {
+    use base64::Engine as _;
+    let Some(map) = object.as_object_mut() else {
+        return;
+    };
+    let Some(Value::Object(string_data)) = map.remove("stringData") else {
+        return;
+    };
+    let data = map.entry("data").or_insert_with(|| json!({}));
+    if let Some(data) = data.as_object_mut() {
+        for (key, value) in string_data {
+            let text = value.as_str().unwrap_or_default();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+            data.insert(key, Value::String(encoded));
+        }
+    }
+}
+
 fn check_body(body: Value, rt: &ResourceType) -> Result<Value, ApiError> {
     let mut body = body;
+    if rt.group.is_empty() && rt.plural == "secrets" {
+        fold_string_data(&mut body);
+    }
     let map = body
         .as_object_mut()
         .ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;

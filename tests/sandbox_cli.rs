@@ -1,0 +1,141 @@
+//! `backstop sandbox` as a user runs it: a process that prints where everything is, serves
+//! kubectl from its kubeconfig, takes faults on its control endpoint and stops cleanly on
+//! SIGINT, removing its files.
+#![cfg(feature = "sandbox")]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+fn field(lines: &[String], label: &str) -> String {
+    lines
+        .iter()
+        .find_map(|l| l.trim_start().strip_prefix(label))
+        .map(|rest| {
+            rest.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .unwrap_or_else(|| panic!("no {label:?} line in {lines:#?}"))
+}
+
+#[test]
+fn the_sandbox_serves_kubectl_metrics_and_fault_control_then_stops_cleanly() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_backstop"))
+        .args(["sandbox", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    while !lines.iter().any(|l: &String| l.contains("faults:")) {
+        lines.push(
+            rx.recv_timeout(DEADLINE)
+                .expect("the sandbox prints its summary"),
+        );
+    }
+
+    let kubeconfig = field(&lines, "kubeconfig:");
+    let out = Command::new("kubectl")
+        .args([
+            "--kubeconfig",
+            &kubeconfig,
+            "get",
+            "pxc,pxc-backup",
+            "-A",
+            "-o",
+            "name",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        names.contains("perconaxtradbcluster.pxc.percona.com/cluster1"),
+        "{names}"
+    );
+    let backups = names
+        .lines()
+        .filter(|l| l.contains("perconaxtradbclusterbackup"))
+        .count();
+    assert!(backups >= 12, "a few days of history: {names}");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let metrics_url = field(&lines, "metrics:");
+    let control = field(&lines, "fault control:");
+    rt.block_on(async {
+        let metrics = reqwest::get(&metrics_url).await.unwrap();
+        assert_eq!(metrics.status(), 200);
+        assert!(
+            metrics
+                .text()
+                .await
+                .unwrap()
+                .contains("backstop_build_info")
+        );
+
+        let client = reqwest::Client::new();
+        let set = client
+            .post(format!("{control}/faults/us-west-2/refuse"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(set.status(), 201);
+        let listed: serde_json::Value = client
+            .get(format!("{control}/faults"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(listed["faults"].as_array().unwrap().len(), 1);
+        let bad = client
+            .post(format!("{control}/faults/us-west-2/bogus"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 400);
+        let cleared = client
+            .delete(format!("{control}/faults"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cleared.status(), 204);
+    });
+
+    let dir = std::path::Path::new(&kubeconfig)
+        .parent()
+        .unwrap()
+        .to_owned();
+    assert!(dir.exists());
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    drop(rx);
+    reader.join().unwrap();
+    assert!(!dir.exists(), "the sandbox removes its files on exit");
+}
