@@ -20,6 +20,17 @@ pub struct Endpoint {
     pub force_path_style: bool,
 }
 
+impl Endpoint {
+    /// Where a PXC storage's bucket is reached (the operator's default region is `us-east-1`).
+    pub fn of_storage(s3: &crate::pxc::S3Storage) -> Self {
+        Self {
+            region: s3.region.clone().unwrap_or_else(|| "us-east-1".into()),
+            endpoint_url: s3.endpoint_url.clone(),
+            force_path_style: s3.force_path_style.unwrap_or(false),
+        }
+    }
+}
+
 /// Static credentials, as read from a storage's `credentialsSecret`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StaticCredentials {

@@ -869,3 +869,49 @@ async fn secret_string_data_is_stored_as_base64_data() {
     assert_eq!(data["AWS_REGION"].0, b"us-west-2");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn rbac_rules_load_from_yaml_and_are_enforced() {
+    let (sim, _) = sim().await;
+    let created = sim
+        .apply_yaml(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: pxc-reader}\n\
+             rules:\n- apiGroups: [pxc.percona.com]\n  resources: [perconaxtradbclusters]\n  verbs: [get, list, watch]\n\
+             ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: backstop-pxc-reader}\n\
+             roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: pxc-reader}\n\
+             subjects:\n- {kind: ServiceAccount, name: backstop, namespace: backstop}\n",
+        )
+        .unwrap();
+    assert_eq!(
+        created,
+        [
+            "ClusterRole/pxc-reader",
+            "ClusterRoleBinding/backstop-pxc-reader"
+        ]
+    );
+    install_pxc_crds(&sim.admin_client().await.unwrap())
+        .await
+        .unwrap();
+    let sa = sim
+        .client_for(&sim.service_account_token("backstop", "backstop"))
+        .await
+        .unwrap();
+    let clusters: Api<DynamicObject> = Api::all_with(sa.clone(), &pxc_resource());
+    clusters.list(&ListParams::default()).await.unwrap();
+    let backups: Api<DynamicObject> = Api::all_with(
+        sa,
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("pxc.percona.com", "v1", "PerconaXtraDBClusterBackup"),
+            "perconaxtradbclusterbackups",
+        ),
+    );
+    assert_eq!(
+        api_error(backups.list(&ListParams::default()).await.unwrap_err()).code,
+        403
+    );
+    assert!(
+        sim.apply_yaml("apiVersion: v9\nkind: Nothing\nmetadata: {name: x}\n")
+            .is_err()
+    );
+    sim.shutdown().await;
+}

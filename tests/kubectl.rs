@@ -90,6 +90,35 @@ async fn kubectl_lists_pxc_clusters_and_backups_by_short_name() {
     assert!(ok, "{err}");
     assert_eq!(out, "cluster1");
 
+    // Server-side printing: the CRD's printer columns, as on a real cluster.
+    let (ok, out, err) = kubectl(&kubeconfig, &["get", "pxc-backup", "-n", "percona"]).await;
+    assert!(ok, "{err}");
+    let header: Vec<&str> = out
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "CLUSTER",
+            "STORAGE",
+            "DESTINATION",
+            "STATUS",
+            "COMPLETED",
+            "AGE"
+        ]
+    );
+    assert!(
+        out.lines()
+            .nth(1)
+            .unwrap_or_default()
+            .starts_with("backup1"),
+        "{out}"
+    );
+
     // A kubeconfig with a wrong token is refused, as by a real server.
     let bad = dir.path().join("bad-kubeconfig");
     sim.write_kubeconfig(&bad, "wrong").unwrap();

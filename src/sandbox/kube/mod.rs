@@ -19,6 +19,7 @@ pub mod schema;
 pub mod selector;
 pub mod status;
 pub mod store;
+pub mod table;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -259,6 +260,60 @@ impl KubeSim {
         self.client_for(&self.admin_token).await
     }
 
+    /// Creates every object of a multi-document YAML (kustomize output, RBAC rules) as the
+    /// administrator, through the same create path as the API; returns `kind/name` of each.
+    /// With RBAC objects among them, the simulator enforces them from then on.
+    pub fn apply_yaml(&self, yaml: &str) -> Result<Vec<String>, ApiError> {
+        let mut created = Vec::new();
+        for document in serde_yaml_ng::Deserializer::from_str(yaml) {
+            let object: Value = serde::Deserialize::deserialize(document)
+                .map_err(|e| ApiError::bad_request(format!("invalid YAML: {e}")))?;
+            if object.is_null() {
+                continue;
+            }
+            let text = |field: &str| {
+                object
+                    .get(field)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let (api_version, kind) = (text("apiVersion"), text("kind"));
+            let (group, version) = api_version
+                .rsplit_once('/')
+                .unwrap_or(("", api_version.as_str()));
+            let rt = self
+                .sim
+                .registry
+                .all()
+                .into_iter()
+                .find(|t| t.group == group && t.version == version && t.kind == kind)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("no resource serves {api_version} {kind}"))
+                })?;
+            let namespace = rt.namespaced.then(|| {
+                object
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("default")
+                    .to_owned()
+            });
+            let target = Target {
+                rt: rt.clone(),
+                namespace,
+                name: None,
+                sub: None,
+            };
+            let stored = api::create(&self.sim, &target, object, false)?;
+            let name = stored
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            created.push(format!("{kind}/{name}"));
+        }
+        Ok(created)
+    }
+
     /// Fault injection rules.
     pub fn faults(&self) -> &ApiFaults {
         &self.sim.faults
@@ -442,8 +497,35 @@ async fn serve(
         }
     }
     let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let name = target.name.clone().unwrap_or_default();
     match verb {
+        "get" if table::wants_table(accept) && target.sub.is_none() => {
+            let object = api::get(sim, &target, &name)?;
+            let rv = object
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            Ok(axum::Json(table::table(
+                &target.rt,
+                &[object],
+                &rv,
+                jiff::Timestamp::now(),
+            ))
+            .into_response())
+        }
+        "list" if table::wants_table(accept) => {
+            let list = api::list(sim, &target, &list_params(query, &target)?)?;
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            let rv = list["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default();
+            Ok(
+                axum::Json(table::table(&target.rt, &items, rv, jiff::Timestamp::now()))
+                    .into_response(),
+            )
+        }
         "get" => match target.sub.as_deref() {
             None | Some("status") => Ok(axum::Json(api::get(sim, &target, &name)?).into_response()),
             Some("log") if target.rt.log_subresource => {

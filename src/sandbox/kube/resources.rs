@@ -31,6 +31,8 @@ pub struct ResourceType {
     pub custom: bool,
     /// The structural `openAPIV3Schema` of a custom resource version.
     pub schema: Option<Arc<Value>>,
+    /// `additionalPrinterColumns` of a custom resource version (kubectl's table columns).
+    pub printer_columns: Vec<Value>,
 }
 
 impl ResourceType {
@@ -208,6 +210,7 @@ impl Registry {
                     log_subresource: t.plural == "pods" && t.group.is_empty(),
                     custom: false,
                     schema: None,
+                    printer_columns: Vec::new(),
                 })
             })
             .collect();
@@ -281,6 +284,11 @@ impl Registry {
                 log_subresource: false,
                 custom: true,
                 schema,
+                printer_columns: v
+                    .get("additionalPrinterColumns")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
             }));
         }
         let mut types = self.types.write().unwrap_or_else(PoisonError::into_inner);

@@ -128,12 +128,7 @@ impl Store {
     /// with the resourceVersion they were read at.
     pub fn list(&self, resource: &str, namespace: Option<&str>) -> (Vec<Value>, u64) {
         let inner = self.lock();
-        let items = inner
-            .objects
-            .iter()
-            .filter(|(k, _)| k.resource == resource && namespace.is_none_or(|ns| k.namespace == ns))
-            .map(|(_, v)| v.clone())
-            .collect();
+        let items = select(&inner, resource, namespace);
         (items, inner.rv)
     }
 
@@ -233,12 +228,7 @@ impl Store {
         namespace: Option<&str>,
     ) -> (Vec<Value>, u64, broadcast::Receiver<Arc<Change>>) {
         let inner = self.lock();
-        let items = inner
-            .objects
-            .iter()
-            .filter(|(k, _)| k.resource == resource && namespace.is_none_or(|ns| k.namespace == ns))
-            .map(|(_, v)| v.clone())
-            .collect();
+        let items = select(&inner, resource, namespace);
         (items, inner.rv, self.changes.subscribe())
     }
 
@@ -274,6 +264,16 @@ impl Store {
         // No receivers is fine: nobody is watching.
         let _ = self.changes.send(change);
     }
+}
+
+/// Objects of `resource` in `namespace` (all when `None`), in key order.
+fn select(inner: &Inner, resource: &str, namespace: Option<&str>) -> Vec<Value> {
+    inner
+        .objects
+        .iter()
+        .filter(|(k, _)| k.resource == resource && namespace.is_none_or(|ns| k.namespace == ns))
+        .map(|(_, v)| v.clone())
+        .collect()
 }
 
 /// Writes `metadata.resourceVersion`.

@@ -315,24 +315,12 @@ impl SimOperator {
     ) -> Result<Outcome, OperatorError> {
         match (storage.kind.as_deref(), &storage.s3) {
             (Some(pxc::STORAGE_S3), Some(s3)) => {
-                let endpoint = Endpoint {
-                    region: s3.region.clone().unwrap_or_else(|| "us-east-1".into()),
-                    endpoint_url: s3.endpoint_url.clone(),
-                    force_path_style: s3.force_path_style.unwrap_or(false),
-                };
+                let endpoint = Endpoint::of_storage(s3);
                 let endpoint_text = s3
                     .endpoint_url
                     .clone()
                     .unwrap_or_else(|| format!("s3.{}.amazonaws.com", endpoint.region));
-                let secrets: Api<Secret> = Api::namespaced(self.client.clone(), ns);
-                let credentials = match &s3.credentials_secret {
-                    Some(secret) => secrets
-                        .get_opt(secret)
-                        .await?
-                        .as_ref()
-                        .and_then(s3client::credentials_from_secret),
-                    None => None,
-                };
+                let credentials = self.credentials(ns, s3).await?;
                 let failure = match credentials {
                     None => Some(UploadFailure::Service {
                         code: "InvalidAccessKeyId".into(),
@@ -492,6 +480,23 @@ impl SimOperator {
         Ok(())
     }
 
+    /// The keys in a storage's `credentialsSecret`, as the backup Job reads them.
+    async fn credentials(
+        &self,
+        ns: &str,
+        s3: &pxc::S3Storage,
+    ) -> Result<Option<s3client::StaticCredentials>, OperatorError> {
+        let Some(name) = &s3.credentials_secret else {
+            return Ok(None);
+        };
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        Ok(secrets
+            .get_opt(name)
+            .await?
+            .as_ref()
+            .and_then(s3client::credentials_from_secret))
+    }
+
     /// Removes a backup's objects from its S3 storage; `false` when S3 refused.
     async fn delete_data(
         &self,
@@ -509,24 +514,14 @@ impl SimOperator {
         else {
             return Ok(true);
         };
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), ns);
-        let credentials = match &s3.credentials_secret {
-            Some(name) => secrets
-                .get_opt(name)
-                .await?
-                .as_ref()
-                .and_then(s3client::credentials_from_secret),
-            None => None,
-        };
-        let Some(credentials) = credentials else {
+        let Some(credentials) = self.credentials(ns, &s3).await? else {
             return Ok(false);
         };
-        let endpoint = Endpoint {
-            region: s3.region.clone().unwrap_or_else(|| "us-east-1".into()),
-            endpoint_url: s3.endpoint_url.clone(),
-            force_path_style: s3.force_path_style.unwrap_or(false),
-        };
-        let client = s3client::client(&endpoint, &credentials, self.options.s3_timeouts);
+        let client = s3client::client(
+            &Endpoint::of_storage(&s3),
+            &credentials,
+            self.options.s3_timeouts,
+        );
         let listed = client
             .list_objects_v2()
             .bucket(s3.bucket_name())
