@@ -20,6 +20,7 @@ pub mod schedule;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod watch;
 
 use std::net::SocketAddr;
 
