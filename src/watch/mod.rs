@@ -2,4 +2,5 @@
 //! ([`retention`], [`cause`]); the watch-driven index and its metrics build on them.
 
 pub mod cause;
+pub mod index;
 pub mod retention;

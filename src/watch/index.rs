@@ -1,0 +1,368 @@
+//! The backup index: the current clusters and backups as plain data. Watch events update it,
+//! metrics read it at scrape time, and it does no I/O, so every rule here is tested with values.
+//!
+//! SLO rule: a cluster is as safe as its newest successful backup, on whatever storage (a
+//! backup written to the secondary during a failover counts). For each schedule, the budget
+//! ratio is the age of that backup divided by the schedule's retention window; at 1 the
+//! outage has outlived the window and the oldest kept backups are older than the newest good
+//! one.
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt as _;
+
+use crate::pxc::{PerconaXtraDBCluster, PerconaXtraDBClusterBackup, state};
+use crate::schedule::CronSchedule;
+use crate::watch::retention::retention_window;
+
+/// One storage of one cluster (the label set of per-storage backup metrics).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StorageKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Cluster.
+    pub cluster: String,
+    /// Storage name.
+    pub storage: String,
+}
+
+/// One schedule of one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ScheduleKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Cluster.
+    pub cluster: String,
+    /// Schedule name.
+    pub schedule: String,
+}
+
+/// What the index keeps of a backup.
+#[derive(Debug, Clone, PartialEq)]
+struct BackupView {
+    cluster: String,
+    storage: String,
+    state: String,
+    created: Option<Timestamp>,
+    completed: Option<Timestamp>,
+}
+
+/// What the index keeps of a cluster's schedule.
+#[derive(Debug, Clone)]
+struct ScheduleView {
+    name: String,
+    cron: Option<CronSchedule>,
+    count: Option<i64>,
+}
+
+/// The SLO of one schedule at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleSlo {
+    /// Which schedule.
+    pub key: ScheduleKey,
+    /// The retention window; `None` when unbounded or unparseable.
+    pub window: Option<SignedDuration>,
+    /// Age of the cluster's newest successful backup; `None` when it has none.
+    pub last_success_age: Option<SignedDuration>,
+    /// Age ÷ window; `None` when either is unknown.
+    pub budget_ratio: Option<f64>,
+}
+
+/// Clusters and backups by `(namespace, name)`.
+#[derive(Debug, Default)]
+pub struct BackupIndex {
+    backups: BTreeMap<(String, String), BackupView>,
+    schedules: BTreeMap<(String, String), Vec<ScheduleView>>,
+}
+
+fn timestamp(text: Option<&str>) -> Option<Timestamp> {
+    text.and_then(|t| t.parse().ok())
+}
+
+impl BackupIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a backup as it is now.
+    pub fn upsert_backup(&mut self, backup: &PerconaXtraDBClusterBackup) {
+        let status = backup.status.clone().unwrap_or_default();
+        let view = BackupView {
+            cluster: backup.spec.pxc_cluster.clone(),
+            storage: status
+                .storage_name
+                .or_else(|| backup.spec.storage_name.clone())
+                .unwrap_or_default(),
+            state: status.state.unwrap_or_default(),
+            created: backup.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            completed: timestamp(status.completed.as_deref()),
+        };
+        self.backups.insert(
+            (backup.namespace().unwrap_or_default(), backup.name_any()),
+            view,
+        );
+    }
+
+    /// Forgets a deleted backup.
+    pub fn remove_backup(&mut self, namespace: &str, name: &str) {
+        self.backups
+            .remove(&(namespace.to_owned(), name.to_owned()));
+    }
+
+    /// Records a cluster's schedules as they are now.
+    pub fn upsert_cluster(&mut self, cluster: &PerconaXtraDBCluster) {
+        let schedules = cluster
+            .spec
+            .backup
+            .as_ref()
+            .and_then(|b| b.schedule.as_ref())
+            .map(|list| {
+                list.iter()
+                    .map(|s| ScheduleView {
+                        name: s.name.clone(),
+                        cron: CronSchedule::parse(&s.schedule).ok(),
+                        count: s.retention_count(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.schedules.insert(
+            (cluster.namespace().unwrap_or_default(), cluster.name_any()),
+            schedules,
+        );
+    }
+
+    /// Forgets a deleted cluster.
+    pub fn remove_cluster(&mut self, namespace: &str, name: &str) {
+        self.schedules
+            .remove(&(namespace.to_owned(), name.to_owned()));
+    }
+
+    fn storage_key(namespace: &str, view: &BackupView) -> StorageKey {
+        StorageKey {
+            namespace: namespace.to_owned(),
+            cluster: view.cluster.clone(),
+            storage: view.storage.clone(),
+        }
+    }
+
+    /// Current backups by storage and state (`""` is reported as `New`).
+    pub fn count_by_state(&self) -> BTreeMap<(StorageKey, String), u64> {
+        let mut counts = BTreeMap::new();
+        for ((ns, _), view) in &self.backups {
+            let state = if view.state.is_empty() {
+                "New".to_owned()
+            } else {
+                view.state.clone()
+            };
+            *counts
+                .entry((Self::storage_key(ns, view), state))
+                .or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// The newest completion time of a Succeeded backup, per storage.
+    pub fn last_success(&self) -> BTreeMap<StorageKey, Timestamp> {
+        self.latest(|v| v.state == state::SUCCEEDED, |v| v.completed)
+    }
+
+    /// The newest failure time per storage (completion time, else creation time: failed
+    /// backups often have no completion time).
+    pub fn last_failure(&self) -> BTreeMap<StorageKey, Timestamp> {
+        self.latest(|v| v.state == state::FAILED, |v| v.completed.or(v.created))
+    }
+
+    fn latest(
+        &self,
+        keep: impl Fn(&BackupView) -> bool,
+        when: impl Fn(&BackupView) -> Option<Timestamp>,
+    ) -> BTreeMap<StorageKey, Timestamp> {
+        let mut latest: BTreeMap<StorageKey, Timestamp> = BTreeMap::new();
+        for ((ns, _), view) in &self.backups {
+            if let Some(t) = when(view).filter(|_| keep(view)) {
+                let entry = latest.entry(Self::storage_key(ns, view)).or_insert(t);
+                if t > *entry {
+                    *entry = t;
+                }
+            }
+        }
+        latest
+    }
+
+    /// The newest successful backup of a cluster, on any storage.
+    pub fn cluster_last_success(&self, namespace: &str, cluster: &str) -> Option<Timestamp> {
+        self.backups
+            .iter()
+            .filter(|((ns, _), v)| {
+                ns == namespace && v.cluster == cluster && v.state == state::SUCCEEDED
+            })
+            .filter_map(|(_, v)| v.completed)
+            .max()
+    }
+
+    /// Every schedule's SLO at `now`.
+    pub fn schedule_slos(&self, now: Timestamp) -> Vec<ScheduleSlo> {
+        let mut out = Vec::new();
+        for ((ns, cluster), schedules) in &self.schedules {
+            let age = self
+                .cluster_last_success(ns, cluster)
+                .map(|t| now.duration_since(t).max(SignedDuration::ZERO));
+            for schedule in schedules {
+                let window = match (&schedule.cron, schedule.count) {
+                    (Some(cron), Some(count)) => retention_window(cron, count, now),
+                    _ => None,
+                };
+                let budget_ratio = match (age, window) {
+                    (Some(age), Some(window)) if window.is_positive() => {
+                        Some(age.as_secs_f64() / window.as_secs_f64())
+                    }
+                    _ => None,
+                };
+                out.push(ScheduleSlo {
+                    key: ScheduleKey {
+                        namespace: ns.clone(),
+                        cluster: cluster.clone(),
+                        schedule: schedule.name.clone(),
+                    },
+                    window,
+                    last_success_age: age,
+                    budget_ratio,
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn backup(
+        name: &str,
+        storage: &str,
+        state: &str,
+        completed: Option<&str>,
+    ) -> PerconaXtraDBClusterBackup {
+        serde_json::from_value(json!({
+            "apiVersion": "pxc.percona.com/v1", "kind": "PerconaXtraDBClusterBackup",
+            "metadata": {"name": name, "namespace": "percona", "creationTimestamp": "2026-11-20T00:00:00Z"},
+            "spec": {"pxcCluster": "cluster1", "storageName": storage},
+            "status": {"state": state, "storageName": storage, "completed": completed},
+        }))
+        .unwrap()
+    }
+
+    fn cluster(schedule: &str, count: i64) -> PerconaXtraDBCluster {
+        serde_json::from_value(json!({
+            "apiVersion": "pxc.percona.com/v1", "kind": "PerconaXtraDBCluster",
+            "metadata": {"name": "cluster1", "namespace": "percona"},
+            "spec": {"backup": {"schedule": [{"name": "daily", "schedule": schedule,
+                "storageName": "s3-us-west", "retention": {"type": "count", "count": count}}]}},
+        }))
+        .unwrap()
+    }
+
+    fn key(storage: &str) -> StorageKey {
+        StorageKey {
+            namespace: "percona".into(),
+            cluster: "cluster1".into(),
+            storage: storage.into(),
+        }
+    }
+
+    #[test]
+    fn last_success_and_failure_per_storage() {
+        let mut index = BackupIndex::new();
+        index.upsert_backup(&backup(
+            "a",
+            "s3-us-west",
+            "Succeeded",
+            Some("2026-11-22T04:00:00Z"),
+        ));
+        index.upsert_backup(&backup(
+            "b",
+            "s3-us-west",
+            "Succeeded",
+            Some("2026-11-23T04:00:00Z"),
+        ));
+        index.upsert_backup(&backup("c", "s3-us-west", "Failed", None));
+        index.upsert_backup(&backup(
+            "d",
+            "backstop-secondary",
+            "Succeeded",
+            Some("2026-11-24T04:00:00Z"),
+        ));
+        let success = index.last_success();
+        assert_eq!(
+            success[&key("s3-us-west")].to_string(),
+            "2026-11-23T04:00:00Z"
+        );
+        assert_eq!(
+            success[&key("backstop-secondary")].to_string(),
+            "2026-11-24T04:00:00Z"
+        );
+        assert_eq!(
+            index.last_failure()[&key("s3-us-west")].to_string(),
+            "2026-11-20T00:00:00Z",
+            "a failure without completion time counts at creation"
+        );
+        let counts = index.count_by_state();
+        assert_eq!(counts[&(key("s3-us-west"), "Succeeded".to_owned())], 2);
+        assert_eq!(counts[&(key("s3-us-west"), "Failed".to_owned())], 1);
+
+        index.remove_backup("percona", "b");
+        assert_eq!(
+            index.last_success()[&key("s3-us-west")].to_string(),
+            "2026-11-22T04:00:00Z"
+        );
+    }
+
+    #[test]
+    fn budget_ratio_is_the_newest_good_backups_age_over_the_window() {
+        let mut index = BackupIndex::new();
+        index.upsert_cluster(&cluster("0 4 * * *", 7));
+        index.upsert_backup(&backup(
+            "a",
+            "s3-us-west",
+            "Succeeded",
+            Some("2026-11-20T04:00:00Z"),
+        ));
+        // A failover backup on the secondary is a good backup too.
+        index.upsert_backup(&backup(
+            "b",
+            "backstop-secondary",
+            "Succeeded",
+            Some("2026-11-21T04:00:00Z"),
+        ));
+        let now: Timestamp = "2026-11-24T16:00:00Z".parse().unwrap();
+        let slo = &index.schedule_slos(now)[0];
+        assert_eq!(slo.window, Some(SignedDuration::from_hours(7 * 24)));
+        assert_eq!(slo.last_success_age, Some(SignedDuration::from_hours(84)));
+        assert_eq!(slo.budget_ratio, Some(0.5));
+    }
+
+    #[test]
+    fn no_success_or_unbounded_retention_gives_no_ratio() {
+        let mut index = BackupIndex::new();
+        index.upsert_cluster(&cluster("0 4 * * *", 0));
+        index.upsert_backup(&backup(
+            "a",
+            "s3-us-west",
+            "Succeeded",
+            Some("2026-11-20T04:00:00Z"),
+        ));
+        let now: Timestamp = "2026-11-24T16:00:00Z".parse().unwrap();
+        assert_eq!(index.schedule_slos(now)[0].budget_ratio, None);
+
+        let mut empty = BackupIndex::new();
+        empty.upsert_cluster(&cluster("0 4 * * *", 7));
+        let slo = &empty.schedule_slos(now)[0];
+        assert_eq!((slo.last_success_age, slo.budget_ratio), (None, None));
+        assert!(slo.window.is_some());
+    }
+}
