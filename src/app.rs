@@ -4,16 +4,19 @@
 //! the sandbox) can listen on port 0 and learn where the service is before it starts.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::server::{self, AppState};
+use crate::watch::collector::BackupCollector;
+use crate::watch::index::BackupIndex;
 
 /// A bound, not yet serving, Backstop service.
 pub struct App {
@@ -21,24 +24,56 @@ pub struct App {
     listener: TcpListener,
     metrics: Arc<Metrics>,
     readiness: Readiness,
+    background: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl App {
-    /// Builds the service for `config` and binds its listen address.
+    /// Builds the service for `config` without Kubernetes (HTTP endpoints only) and binds its
+    /// listen address.
     pub async fn bind(config: Config) -> Result<Self, Error> {
+        Self::bind_with(config, None, Arc::new(SystemClock)).await
+    }
+
+    /// Builds the service for `config` and binds its listen address. With a Kubernetes client
+    /// the backup watcher starts now, so `/readyz` reports not-ready until its first lists are
+    /// in; `clock` gives ages and windows their "now".
+    pub async fn bind_with(
+        config: Config,
+        kube: Option<kube::Client>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, Error> {
         let addr = config.listen_addr()?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| Error::Bind { addr, source })?;
         let readiness = Readiness::new();
-        // The configuration is loaded by the time an App exists; later components (watch
-        // caches) register their own gates and open them once synced.
+        // The configuration is loaded by the time an App exists; the watches register their
+        // own gates and open them once synced.
         readiness.gate("config").open();
+        let mut metrics = Metrics::new();
+        let background = CancellationToken::new();
+        let mut tasks = Vec::new();
+        if let Some(client) = kube {
+            let index = Arc::new(RwLock::new(BackupIndex::new()));
+            metrics
+                .registry_mut()
+                .register_collector(Box::new(BackupCollector::new(index.clone(), clock)));
+            tasks = crate::watch::runtime::spawn(
+                &client,
+                &config.kubernetes.namespaces,
+                &index,
+                &readiness,
+                &background,
+            );
+        }
         Ok(Self {
             config,
             listener,
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(metrics),
             readiness,
+            background,
+            tasks,
         })
     }
 
@@ -80,13 +115,18 @@ impl App {
             shutting_down.close();
         });
 
-        server::serve(
+        let served = server::serve(
             self.listener,
             router,
             shutdown,
             self.config.server.shutdown_timeout.get(),
         )
-        .await?;
+        .await;
+        self.background.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        served?;
         tracing::info!("stopped");
         Ok(())
     }

@@ -41,7 +41,15 @@ fn main() -> ExitCode {
             run_async(async move {
                 let shutdown = CancellationToken::new();
                 backstop::shutdown::cancel_on_signal(shutdown.clone());
-                App::bind(config).await?.serve(shutdown).await?;
+                // KUBECONFIG / ~/.kube/config, else the in-cluster service account.
+                let client = kube::Client::try_default()
+                    .await
+                    .context("connecting to Kubernetes (KUBECONFIG or in-cluster)")?;
+                let clock = std::sync::Arc::new(backstop::clock::SystemClock);
+                App::bind_with(config, Some(client), clock)
+                    .await?
+                    .serve(shutdown)
+                    .await?;
                 Ok(())
             })
         }

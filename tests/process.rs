@@ -1,4 +1,6 @@
-//! The real binary as a process: `backstop run` serves, and SIGTERM stops it cleanly.
+//! The real binary as a process: `backstop run` against a Kubernetes API (the simulator, through
+//! a kubeconfig) serves, becomes ready, and SIGTERM stops it cleanly.
+#![cfg(feature = "sandbox")]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -18,9 +20,24 @@ fn run_serves_until_sigterm_then_exits_zero() {
     )
     .unwrap();
 
+    // The simulator runs on this runtime's worker threads while the test blocks on the child.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sim = rt
+        .block_on(backstop::sandbox::kube::KubeSim::start(Default::default()))
+        .unwrap();
+    rt.block_on(async {
+        backstop::sandbox::crds::install_pxc_crds(&sim.admin_client().await.unwrap())
+            .await
+            .unwrap();
+    });
+    let kubeconfig = dir.path().join("kubeconfig");
+    sim.write_kubeconfig(&kubeconfig, sim.admin_token())
+        .unwrap();
+
     let mut child = Command::new(env!("CARGO_BIN_EXE_backstop"))
         .args(["--log-format", "json", "run", "--config"])
         .arg(&config)
+        .env("KUBECONFIG", &kubeconfig)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -46,6 +63,12 @@ fn run_serves_until_sigterm_then_exits_zero() {
 
     let body = reqwest::blocking_get(&format!("http://{addr}/healthz"));
     assert_eq!(body, "ok\n");
+    // Ready once the watches have listed (poll with a deadline; the lists are quick).
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while reqwest::blocking_get(&format!("http://{addr}/readyz")).contains("waiting_for") {
+        assert!(std::time::Instant::now() < deadline, "never became ready");
+        std::thread::yield_now();
+    }
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -59,6 +82,27 @@ fn run_serves_until_sigterm_then_exits_zero() {
     reader.join().unwrap();
     assert!(rest.iter().any(|l| l.contains("SIGTERM")), "{rest:#?}");
     assert!(rest.iter().any(|l| l.contains("\"stopped\"")), "{rest:#?}");
+    rt.block_on(sim.shutdown());
+}
+
+#[test]
+fn run_without_a_reachable_cluster_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("backstop.yaml");
+    std::fs::write(
+        &config,
+        "server: {listen: '127.0.0.1:0'}\nresponder: {auth: {allow_unauthenticated: true}}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_backstop"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("KUBECONFIG", dir.path().join("missing-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("connecting to Kubernetes"));
 }
 
 mod reqwest {

@@ -41,7 +41,12 @@ pub async fn run(listen: &str, shutdown: CancellationToken) -> Result<(), Error>
     let token_path = world.dir().join("webhook-token");
     std::fs::write(&token_path, &webhook_token).map_err(SandboxError::from)?;
     let config = world.backstop_config(listen, &token_path)?;
-    let app = App::bind(config.clone()).await?;
+    let app = App::bind_with(
+        config.clone(),
+        Some(world.client.clone()),
+        std::sync::Arc::new(crate::clock::SystemClock),
+    )
+    .await?;
     let addr = app.local_addr()?;
     let control = Control::start(world.s3.faults().clone())
         .await

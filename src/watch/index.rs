@@ -140,6 +140,30 @@ impl BackupIndex {
             .remove(&(namespace.to_owned(), name.to_owned()));
     }
 
+    /// `(namespace, name)` of every backup, in `namespace` when given.
+    pub fn backup_names(
+        &self,
+        namespace: Option<&str>,
+    ) -> std::collections::BTreeSet<(String, String)> {
+        self.backups
+            .keys()
+            .filter(|(ns, _)| namespace.is_none_or(|n| n == ns))
+            .cloned()
+            .collect()
+    }
+
+    /// `(namespace, name)` of every cluster, in `namespace` when given.
+    pub fn cluster_names(
+        &self,
+        namespace: Option<&str>,
+    ) -> std::collections::BTreeSet<(String, String)> {
+        self.schedules
+            .keys()
+            .filter(|(ns, _)| namespace.is_none_or(|n| n == ns))
+            .cloned()
+            .collect()
+    }
+
     fn storage_key(namespace: &str, view: &BackupView) -> StorageKey {
         StorageKey {
             namespace: namespace.to_owned(),

@@ -1,6 +1,9 @@
-//! The backup watcher: what the operator's backups say about each cluster. Pure parts first
-//! ([`retention`], [`cause`]); the watch-driven index and its metrics build on them.
+//! The backup watcher: what the operator's backups say about each cluster. Watches
+//! ([`runtime`]) feed a pure index ([`index`]) that a collector ([`collector`]) renders at
+//! scrape time; [`retention`] and [`cause`] hold the rules.
 
 pub mod cause;
+pub mod collector;
 pub mod index;
 pub mod retention;
+pub mod runtime;

@@ -1,0 +1,161 @@
+//! Backup metrics rendered from the index at scrape time, so ages are always current and no
+//! series outlives the object it describes (a deleted backup or cluster simply stops being
+//! rendered).
+
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use crate::clock::Clock;
+use crate::watch::index::{BackupIndex, ScheduleKey, StorageKey};
+
+/// The index shared by the watch tasks (writers) and the collector (reader).
+pub type SharedIndex = Arc<RwLock<BackupIndex>>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StorageLabels {
+    namespace: String,
+    cluster: String,
+    storage: String,
+}
+
+impl From<&StorageKey> for StorageLabels {
+    fn from(k: &StorageKey) -> Self {
+        Self {
+            namespace: k.namespace.clone(),
+            cluster: k.cluster.clone(),
+            storage: k.storage.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    namespace: String,
+    cluster: String,
+    storage: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScheduleLabels {
+    namespace: String,
+    cluster: String,
+    schedule: String,
+}
+
+impl From<&ScheduleKey> for ScheduleLabels {
+    fn from(k: &ScheduleKey) -> Self {
+        Self {
+            namespace: k.namespace.clone(),
+            cluster: k.cluster.clone(),
+            schedule: k.schedule.clone(),
+        }
+    }
+}
+
+/// Renders the backup metrics from the index.
+pub struct BackupCollector {
+    index: SharedIndex,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for BackupCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackupCollector").finish_non_exhaustive()
+    }
+}
+
+impl BackupCollector {
+    /// A collector reading `index`, computing ages on `clock`.
+    pub fn new(index: SharedIndex, clock: Arc<dyn Clock>) -> Self {
+        Self { index, clock }
+    }
+}
+
+fn gauge<L: EncodeLabelSet, V: prometheus_client::encoding::EncodeGaugeValue + Copy>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (L, V)>,
+) -> Result<(), fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in series {
+        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for BackupCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        let now = self.clock.now();
+        let secs = |t: jiff::Timestamp| t.as_millisecond() as f64 / 1000.0;
+
+        let by_state = index.count_by_state();
+        gauge(
+            &mut encoder,
+            "backstop_backups",
+            "Current PerconaXtraDBClusterBackup objects by storage and state",
+            by_state.iter().map(|((k, state), n)| {
+                (
+                    StateLabels {
+                        namespace: k.namespace.clone(),
+                        cluster: k.cluster.clone(),
+                        storage: k.storage.clone(),
+                        state: state.clone(),
+                    },
+                    i64::try_from(*n).unwrap_or(i64::MAX),
+                )
+            }),
+        )?;
+        let success = index.last_success();
+        gauge(
+            &mut encoder,
+            "backstop_backup_last_success_timestamp_seconds",
+            "Completion time of the newest Succeeded backup, per storage",
+            success
+                .iter()
+                .map(|(k, t)| (StorageLabels::from(k), secs(*t))),
+        )?;
+        gauge(
+            &mut encoder,
+            "backstop_backup_last_success_age_seconds",
+            "Seconds since the newest Succeeded backup completed, per storage (computed at scrape)",
+            success
+                .iter()
+                .map(|(k, t)| (StorageLabels::from(k), (secs(now) - secs(*t)).max(0.0))),
+        )?;
+        gauge(
+            &mut encoder,
+            "backstop_backup_last_failure_timestamp_seconds",
+            "Time of the newest Failed backup, per storage (completion, else creation)",
+            index
+                .last_failure()
+                .iter()
+                .map(|(k, t)| (StorageLabels::from(k), secs(*t))),
+        )?;
+        let slos = index.schedule_slos(now);
+        gauge(
+            &mut encoder,
+            "backstop_backup_retention_window_seconds",
+            "How far back a schedule's kept backups reach: retention count times the shortest gap between runs",
+            slos.iter().filter_map(|s| {
+                s.window
+                    .map(|w| (ScheduleLabels::from(&s.key), w.as_secs_f64()))
+            }),
+        )?;
+        gauge(
+            &mut encoder,
+            "backstop_backup_slo_budget_ratio",
+            "Age of the cluster's newest successful backup divided by the schedule's retention window (>= 1: outage outlived the window)",
+            slos.iter()
+                .filter_map(|s| s.budget_ratio.map(|r| (ScheduleLabels::from(&s.key), r))),
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,164 @@
+//! The watch tasks: kube-runtime watchers on PerconaXtraDBClusters and their backups feed the
+//! index. A (re)list replaces everything the index holds for that watch's scope, so objects
+//! deleted while a watch was down disappear; the readiness gate of each watch opens after its
+//! first complete list.
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+
+use futures::StreamExt as _;
+use kube::api::Api;
+use kube::runtime::WatchStreamExt as _;
+use kube::runtime::watcher::{self, Event};
+use kube::{Resource, ResourceExt as _};
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::pxc::{PerconaXtraDBCluster, PerconaXtraDBClusterBackup};
+use crate::readiness::{Gate, Readiness};
+use crate::watch::collector::SharedIndex;
+use crate::watch::index::BackupIndex;
+
+/// How one kind of object is applied to the index.
+trait Indexed: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static {
+    const WHAT: &'static str;
+    fn upsert(index: &mut BackupIndex, object: &Self);
+    fn remove(index: &mut BackupIndex, namespace: &str, name: &str);
+    fn names(index: &BackupIndex, namespace: Option<&str>) -> BTreeSet<(String, String)>;
+}
+
+impl Indexed for PerconaXtraDBCluster {
+    const WHAT: &'static str = "clusters";
+    fn upsert(index: &mut BackupIndex, object: &Self) {
+        index.upsert_cluster(object);
+    }
+    fn remove(index: &mut BackupIndex, namespace: &str, name: &str) {
+        index.remove_cluster(namespace, name);
+    }
+    fn names(index: &BackupIndex, namespace: Option<&str>) -> BTreeSet<(String, String)> {
+        index.cluster_names(namespace)
+    }
+}
+
+impl Indexed for PerconaXtraDBClusterBackup {
+    const WHAT: &'static str = "backups";
+    fn upsert(index: &mut BackupIndex, object: &Self) {
+        index.upsert_backup(object);
+    }
+    fn remove(index: &mut BackupIndex, namespace: &str, name: &str) {
+        index.remove_backup(namespace, name);
+    }
+    fn names(index: &BackupIndex, namespace: Option<&str>) -> BTreeSet<(String, String)> {
+        index.backup_names(namespace)
+    }
+}
+
+/// Starts the watches for `namespaces` (all namespaces when empty); each registers a closed
+/// readiness gate and opens it once its first list is in the index.
+pub fn spawn(
+    client: &kube::Client,
+    namespaces: &[String],
+    index: &SharedIndex,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut tasks = Vec::new();
+    for scope in scopes {
+        tasks.push(watch::<PerconaXtraDBCluster>(
+            client,
+            scope.clone(),
+            index,
+            readiness,
+            shutdown,
+        ));
+        tasks.push(watch::<PerconaXtraDBClusterBackup>(
+            client, scope, index, readiness, shutdown,
+        ));
+    }
+    tasks
+}
+
+fn watch<K>(
+    client: &kube::Client,
+    scope: Option<String>,
+    index: &SharedIndex,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<()>
+where
+    K: Indexed + Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    let api: Api<K> = match &scope {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let gate = readiness.gate(&format!(
+        "watch:{}:{}",
+        scope.as_deref().unwrap_or("*"),
+        K::WHAT
+    ));
+    let index = index.clone();
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut events = watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        let mut relisted: Option<Vec<K>> = None;
+        loop {
+            let event = tokio::select! {
+                event = events.next() => event,
+                () = shutdown.cancelled() => return,
+            };
+            match event {
+                None => return,
+                Some(Err(e)) => tracing::warn!(what = K::WHAT, error = %e, "watch error; retrying"),
+                Some(Ok(event)) => apply(&index, &gate, scope.as_deref(), &mut relisted, event),
+            }
+        }
+    })
+}
+
+fn apply<K: Indexed>(
+    index: &SharedIndex,
+    gate: &Gate,
+    scope: Option<&str>,
+    relisted: &mut Option<Vec<K>>,
+    event: Event<K>,
+) {
+    let mut index = index
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match event {
+        Event::Init => *relisted = Some(Vec::new()),
+        Event::InitApply(object) => relisted.get_or_insert_with(Vec::new).push(object),
+        Event::InitDone => {
+            let fresh = relisted.take().unwrap_or_default();
+            let keep: BTreeSet<(String, String)> = fresh
+                .iter()
+                .map(|o| (o.namespace().unwrap_or_default(), o.name_any()))
+                .collect();
+            for (ns, name) in K::names(&index, scope) {
+                if !keep.contains(&(ns.clone(), name.clone())) {
+                    K::remove(&mut index, &ns, &name);
+                }
+            }
+            for object in &fresh {
+                K::upsert(&mut index, object);
+            }
+            gate.open();
+        }
+        Event::Apply(object) => K::upsert(&mut index, &object),
+        Event::Delete(object) => {
+            K::remove(
+                &mut index,
+                &object.namespace().unwrap_or_default(),
+                &object.name_any(),
+            );
+        }
+    }
+}
