@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt as _;
 
-use crate::pxc::{PerconaXtraDBCluster, PerconaXtraDBClusterBackup, state};
+use crate::pxc::{PerconaXtraDBCluster, PerconaXtraDBClusterBackup, Storage, state};
 use crate::schedule::CronSchedule;
 use crate::watch::retention::retention_window;
 
@@ -74,6 +74,8 @@ pub struct ScheduleSlo {
 pub struct BackupIndex {
     backups: BTreeMap<(String, String), BackupView>,
     schedules: BTreeMap<(String, String), Vec<ScheduleView>>,
+    storages: BTreeMap<(String, String), BTreeMap<String, Storage>>,
+    generation: u64,
 }
 
 fn timestamp(text: Option<&str>) -> Option<Timestamp> {
@@ -128,16 +130,38 @@ impl BackupIndex {
                     .collect()
             })
             .unwrap_or_default();
-        self.schedules.insert(
-            (cluster.namespace().unwrap_or_default(), cluster.name_any()),
-            schedules,
-        );
+        let key = (cluster.namespace().unwrap_or_default(), cluster.name_any());
+        let storages = cluster
+            .spec
+            .backup
+            .as_ref()
+            .and_then(|b| b.storages.clone())
+            .unwrap_or_default();
+        if self.storages.get(&key) != Some(&storages) {
+            self.generation += 1;
+        }
+        self.storages.insert(key.clone(), storages);
+        self.schedules.insert(key, schedules);
+    }
+
+    /// Every cluster's storages by `(namespace, cluster)`: what target discovery reads.
+    pub fn storages(&self) -> &BTreeMap<(String, String), BTreeMap<String, Storage>> {
+        &self.storages
+    }
+
+    /// Increases whenever any cluster's storages change, so discovery can skip unchanged
+    /// rounds cheaply.
+    pub fn storages_generation(&self) -> u64 {
+        self.generation
     }
 
     /// Forgets a deleted cluster.
     pub fn remove_cluster(&mut self, namespace: &str, name: &str) {
-        self.schedules
-            .remove(&(namespace.to_owned(), name.to_owned()));
+        let key = (namespace.to_owned(), name.to_owned());
+        self.schedules.remove(&key);
+        if self.storages.remove(&key).is_some() {
+            self.generation += 1;
+        }
     }
 
     /// `(namespace, name)` of every backup, in `namespace` when given.
@@ -368,6 +392,34 @@ mod tests {
         assert_eq!(slo.window, Some(SignedDuration::from_hours(7 * 24)));
         assert_eq!(slo.last_success_age, Some(SignedDuration::from_hours(84)));
         assert_eq!(slo.budget_ratio, Some(0.5));
+    }
+
+    #[test]
+    fn storages_are_indexed_and_changes_bump_the_generation() {
+        let mut index = BackupIndex::new();
+        let mut c = cluster("0 4 * * *", 7);
+        c.spec.backup.as_mut().unwrap().storages = Some(
+            [(
+                "s3-us-west".to_owned(),
+                serde_json::from_value(json!({"type": "s3", "s3": {"bucket": "b"}})).unwrap(),
+            )]
+            .into(),
+        );
+        index.upsert_cluster(&c);
+        let g1 = index.storages_generation();
+        index.upsert_cluster(&c);
+        assert_eq!(
+            index.storages_generation(),
+            g1,
+            "an unchanged cluster is not a change"
+        );
+        assert_eq!(
+            index.storages()[&("percona".into(), "cluster1".into())].len(),
+            1
+        );
+        index.remove_cluster("percona", "cluster1");
+        assert!(index.storages().is_empty());
+        assert!(index.storages_generation() > g1);
     }
 
     #[test]
