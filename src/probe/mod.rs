@@ -8,6 +8,8 @@
 //! an interval, exported as metrics) share exactly the same probe. Discovery of targets
 //! from clusters and the scheduling loop build on these parts.
 
+pub mod classify;
 pub mod target;
 
+pub use classify::{ErrorClass, classify};
 pub use target::{CredentialSource, Target, TargetError, TargetKey, User};
