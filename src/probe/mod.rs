@@ -9,7 +9,12 @@
 //! from clusters and the scheduling loop build on these parts.
 
 pub mod classify;
+pub mod cycle;
 pub mod target;
 
 pub use classify::{ErrorClass, classify};
+pub use cycle::{
+    CycleOptions, CycleResult, NewestObject, Operation, OperationResult, Outcome, TargetState,
+    run_cycle,
+};
 pub use target::{CredentialSource, Target, TargetError, TargetKey, User};
