@@ -1,7 +1,7 @@
 //! Backstop keeps Percona XtraDB Cluster backups landing when their S3 target fails.
 //!
 //! The crate is laid out by job: [`config`] (the file and its schema), [`server`] (HTTP),
-//! [`metrics`] (the registry), [`readiness`], [`shutdown`] and [`telemetry`] (process
+//! [`metrics`] (the registry), [`probe`] (the S3 prober's core), [`readiness`], [`shutdown`] and [`telemetry`] (process
 //! lifecycle), [`app`] (wiring), [`cli`] (the command line) and, behind the `sandbox` feature,
 //! [`sandbox`] (the embedded world that tests and new users run against).
 
@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod https;
 pub mod metrics;
+pub mod probe;
 pub mod pxc;
 pub mod readiness;
 pub mod s3client;

@@ -1,0 +1,680 @@
+//! One probe cycle of one target: the S3 calls a backup Job depends on, each timed and
+//! classified on its own.
+//!
+//! A cycle is `HeadBucket` (can the bucket be reached?), then the canary (can a backup be
+//! written, read back byte for byte, and cleaned up?), then the listing (what is the newest
+//! backup object?). Each is one [`OperationResult`], so a dashboard shows *which* step of a
+//! backup would fail and why, rather than one opaque "down". The client does the timing
+//! out: [`crate::s3client`] builds it with a per-operation timeout and no retries, so each
+//! call here is bounded and each failure is seen once. Streaming the canary's body back is
+//! bounded by the same timeout, because the SDK's operation timeout ends when the response
+//! headers arrive.
+//!
+//! Design choices:
+//! - The listing is incremental. Buckets of long-lived clusters hold many thousands of
+//!   objects, and listing them all every 30 seconds would cost more than the backups.
+//!   [`TargetState`] remembers the newest object seen and the key the last page ended at;
+//!   each cycle resumes after that key with `StartAfter` and reads at most `max_pages`
+//!   pages. The resume key is kept apart from the newest object's key, because "newest"
+//!   is by `LastModified` and need not be the last key in key order (a backup's files are
+//!   uploaded in parallel); resuming after the newest key would re-read everything behind
+//!   it every cycle. The price of resuming is that a key created *before* the resume key
+//!   in key order is not seen. Backups of one cluster are named
+//!   `<cluster>-<YYYY-MM-DD-HH:MM:SS>-full`, so their keys only grow.
+//! - The canary is deleted whenever it was written, even when reading it back failed, so
+//!   canaries are not left behind. A delete that fails (or a write whose outcome is
+//!   unknown because it timed out) leaves the key in [`TargetState`], and later cycles
+//!   delete it quietly once the bucket answers again.
+//! - When `HeadBucket` fails at the transport level (timeout, connect, DNS, TLS), the
+//!   other operations are not attempted: they would fail the same way, each after a full
+//!   timeout, and a cycle must stay well inside the probe interval. Any other failure
+//!   (denied, no bucket, throttled) still runs them, because their answers carry error
+//!   codes a bodyless HEAD answer does not (see [`super::classify`]).
+//! - Credential validity is derived from the S3 error classes of the cycle, not from STS:
+//!   [`CycleResult::credentials_valid`] is false iff some operation failed with
+//!   [`ErrorClass::InvalidCredentials`]. STS `GetCallerIdentity` is not part of a cycle.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+
+use super::classify::{ErrorClass, chain_text, classify, classify_transport};
+use super::target::Target;
+use crate::config::{CanaryConfig, ListConfig, ProbeConfig};
+
+/// Canary keys that failed to be deleted and are retried in later cycles, at most. Beyond
+/// this the oldest are forgotten: a bucket that refuses deletes for that long needs a
+/// human, and the state must stay small.
+pub const MAX_LEFTOVER_CANARIES: usize = 16;
+
+/// An S3 operation of a cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Operation {
+    /// `HeadBucket`.
+    HeadBucket,
+    /// `PutObject` of the canary.
+    PutObject,
+    /// `GetObject` of the canary, including reading and comparing its body.
+    GetObject,
+    /// `DeleteObject` of the canary.
+    DeleteObject,
+    /// `ListObjectsV2` of the storage prefix, all pages of one cycle together.
+    ListObjects,
+}
+
+impl Operation {
+    /// Every operation, in the order a cycle runs them.
+    pub const ALL: [Self; 5] = [
+        Self::HeadBucket,
+        Self::PutObject,
+        Self::GetObject,
+        Self::DeleteObject,
+        Self::ListObjects,
+    ];
+
+    /// The `operation` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HeadBucket => "head_bucket",
+            Self::PutObject => "put_object",
+            Self::GetObject => "get_object",
+            Self::DeleteObject => "delete_object",
+            Self::ListObjects => "list_objects",
+        }
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How one operation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It succeeded.
+    Ok,
+    /// It failed.
+    Err {
+        /// Why, as a metric label.
+        class: ErrorClass,
+        /// What happened, for logs and reports.
+        message: String,
+    },
+}
+
+/// One operation of a cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationResult {
+    /// Which operation.
+    pub operation: Operation,
+    /// How long it took, from sending to the last byte used.
+    pub duration: Duration,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+impl OperationResult {
+    /// Whether it succeeded.
+    pub fn is_ok(&self) -> bool {
+        self.outcome == Outcome::Ok
+    }
+
+    /// Its error class, if it failed.
+    pub fn error_class(&self) -> Option<ErrorClass> {
+        match &self.outcome {
+            Outcome::Ok => None,
+            Outcome::Err { class, .. } => Some(*class),
+        }
+    }
+}
+
+/// What one cycle found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CycleResult {
+    /// [`Target::id`] of the target probed.
+    pub target_id: String,
+    /// The operations attempted, in order. Operations that were not attempted (disabled,
+    /// or skipped because an earlier one made them pointless) are absent.
+    pub operations: Vec<OperationResult>,
+    /// The newest backup object known after this cycle: its key and `LastModified`.
+    /// `None` when listing is disabled or no object was ever seen.
+    pub newest_object: Option<(String, jiff::Timestamp)>,
+    /// `HeadBucket` succeeded, and the canary (unless disabled) and the listing (unless
+    /// disabled) succeeded too.
+    pub up: bool,
+}
+
+impl CycleResult {
+    /// The result of `operation`, if it was attempted.
+    pub fn operation(&self, operation: Operation) -> Option<&OperationResult> {
+        self.operations.iter().find(|o| o.operation == operation)
+    }
+
+    /// Whether the credentials were not rejected: false iff some operation failed with
+    /// [`ErrorClass::InvalidCredentials`]. This is derived from S3's answers alone (STS is
+    /// not consulted), so a cycle in which S3 never answered counts as valid.
+    pub fn credentials_valid(&self) -> bool {
+        !self
+            .operations
+            .iter()
+            .any(|o| o.error_class() == Some(ErrorClass::InvalidCredentials))
+    }
+}
+
+/// What a cycle does, from the `probe` section of the configuration.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CycleOptions {
+    /// The canary write-read-delete.
+    pub canary: CanaryConfig,
+    /// The incremental listing.
+    pub list: ListConfig,
+}
+
+impl From<&ProbeConfig> for CycleOptions {
+    fn from(config: &ProbeConfig) -> Self {
+        Self {
+            canary: config.canary.clone(),
+            list: config.list.clone(),
+        }
+    }
+}
+
+/// The newest backup object seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewestObject {
+    /// Its key.
+    pub key: String,
+    /// Its `LastModified`.
+    pub last_modified: jiff::Timestamp,
+}
+
+/// What a target's cycles remember from one to the next. One per target; start with
+/// [`TargetState::default`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetState {
+    newest: Option<NewestObject>,
+    resume_after: Option<String>,
+    leftover_canaries: Vec<String>,
+}
+
+impl TargetState {
+    /// The newest backup object seen so far.
+    pub fn newest(&self) -> Option<&NewestObject> {
+        self.newest.as_ref()
+    }
+
+    /// The key the next listing resumes after.
+    pub fn resume_after(&self) -> Option<&str> {
+        self.resume_after.as_deref()
+    }
+
+    /// Canary keys still to be deleted.
+    pub fn leftover_canaries(&self) -> &[String] {
+        &self.leftover_canaries
+    }
+
+    /// Takes one listed object into account: `key` moves the resume point forward (keys
+    /// are listed in ascending order), and becomes the newest object when its
+    /// `LastModified` is at least the newest one's. Ties go to the later key, so the
+    /// result does not depend on where a cycle's pages happened to end.
+    pub(crate) fn observe(
+        &mut self,
+        key: &str,
+        last_modified: Option<jiff::Timestamp>,
+        ignored_prefix: &str,
+    ) {
+        if self.resume_after.as_deref().is_none_or(|r| key > r) {
+            self.resume_after = Some(key.to_owned());
+        }
+        // Canaries are Backstop's own objects, not backups.
+        if !ignored_prefix.is_empty() && key.starts_with(ignored_prefix) {
+            return;
+        }
+        let Some(last_modified) = last_modified else {
+            return;
+        };
+        let newer = self.newest.as_ref().is_none_or(|n| {
+            last_modified > n.last_modified
+                || (last_modified == n.last_modified && key >= n.key.as_str())
+        });
+        if newer {
+            self.newest = Some(NewestObject {
+                key: key.to_owned(),
+                last_modified,
+            });
+        }
+    }
+
+    fn remember_canary(&mut self, key: String) {
+        if !self.leftover_canaries.contains(&key) {
+            self.leftover_canaries.push(key);
+        }
+        if self.leftover_canaries.len() > MAX_LEFTOVER_CANARIES {
+            let excess = self.leftover_canaries.len() - MAX_LEFTOVER_CANARIES;
+            for key in self.leftover_canaries.drain(..excess) {
+                tracing::warn!(%key, "giving up deleting a canary object; delete it by hand");
+            }
+        }
+    }
+}
+
+/// The key prefix of `target`'s canaries: `<storage prefix><canary key_prefix>`.
+pub fn canary_prefix(target: &Target, canary: &CanaryConfig) -> String {
+    format!("{}{}", target.prefix(), canary.key_prefix)
+}
+
+/// Runs one cycle of `target` with `client` (built for the target by
+/// [`crate::s3client::client`]), updating `state`.
+pub async fn run_cycle(
+    client: &Client,
+    target: &Target,
+    options: &CycleOptions,
+    state: &mut TargetState,
+) -> CycleResult {
+    let bucket = target.bucket();
+    let budget = client
+        .config()
+        .timeout_config()
+        .and_then(|t| t.operation_timeout());
+    let mut operations = Vec::with_capacity(Operation::ALL.len());
+
+    let (head, _) = measure(
+        Operation::HeadBucket,
+        client.head_bucket().bucket(bucket).send(),
+    )
+    .await;
+    let head_ok = head.is_ok();
+    let unreachable = matches!(
+        head.error_class(),
+        Some(ErrorClass::Timeout | ErrorClass::Connect | ErrorClass::Dns | ErrorClass::Tls)
+    );
+    operations.push(head);
+
+    // Disabled or skipped parts do not count against `up`; a skip only happens after
+    // `HeadBucket` failed, which already makes the target down.
+    let mut canary_ok = true;
+    let mut list_ok = true;
+    if !unreachable {
+        if head_ok {
+            delete_leftovers(client, bucket, state).await;
+        }
+        if options.canary.enabled {
+            let results = canary(client, target, &options.canary, budget, state).await;
+            canary_ok = results.len() == 3 && results.iter().all(OperationResult::is_ok);
+            operations.extend(results);
+        }
+        if options.list.enabled {
+            let result = list(client, target, options, state).await;
+            list_ok = result.is_ok();
+            operations.push(result);
+        }
+    }
+
+    CycleResult {
+        target_id: target.id(),
+        operations,
+        newest_object: options
+            .list
+            .enabled
+            .then(|| {
+                state
+                    .newest
+                    .as_ref()
+                    .map(|n| (n.key.clone(), n.last_modified))
+            })
+            .flatten(),
+        up: head_ok && canary_ok && list_ok,
+    }
+}
+
+/// Times `call` and classifies its failure.
+async fn measure<T, E>(
+    operation: Operation,
+    call: impl Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+) -> (OperationResult, Option<T>)
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let started = Instant::now();
+    let result = call.await;
+    let duration = started.elapsed();
+    match result {
+        Ok(output) => (
+            OperationResult {
+                operation,
+                duration,
+                outcome: Outcome::Ok,
+            },
+            Some(output),
+        ),
+        Err(error) => {
+            let (class, message) = classify(&error);
+            tracing::debug!(%operation, %class, %message, "S3 probe operation failed");
+            (
+                OperationResult {
+                    operation,
+                    duration,
+                    outcome: Outcome::Err { class, message },
+                },
+                None,
+            )
+        }
+    }
+}
+
+/// Write, read back and compare, delete. Returns put, then get and delete when the put
+/// succeeded.
+async fn canary(
+    client: &Client,
+    target: &Target,
+    config: &CanaryConfig,
+    budget: Option<Duration>,
+    state: &mut TargetState,
+) -> Vec<OperationResult> {
+    let bucket = target.bucket();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let key = format!("{}{id}", canary_prefix(target, config));
+    // The id in the body makes a read of some other canary (a stale cache, a mixed-up
+    // key) a mismatch rather than a success.
+    let body = format!("backstop canary {id} written {}\n", jiff::Timestamp::now()).into_bytes();
+
+    let (put, _) = measure(
+        Operation::PutObject,
+        client
+            .put_object()
+            .bucket(bucket)
+            .key(&key)
+            .body(ByteStream::from(body.clone()))
+            .send(),
+    )
+    .await;
+    if !put.is_ok() {
+        // A write that timed out or lost its connection may still have landed.
+        if matches!(
+            put.error_class(),
+            Some(ErrorClass::Timeout | ErrorClass::Connect)
+        ) {
+            state.remember_canary(key);
+        }
+        return vec![put];
+    }
+
+    let get = read_back(client, bucket, &key, &body, budget).await;
+    let (delete, _) = measure(
+        Operation::DeleteObject,
+        client.delete_object().bucket(bucket).key(&key).send(),
+    )
+    .await;
+    if !delete.is_ok() {
+        state.remember_canary(key);
+    }
+    vec![put, get, delete]
+}
+
+/// `GetObject` of the canary, its body read within what is left of `budget`, compared
+/// with `expected`.
+async fn read_back(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    expected: &[u8],
+    budget: Option<Duration>,
+) -> OperationResult {
+    let started = Instant::now();
+    let (mut result, output) = measure(
+        Operation::GetObject,
+        client.get_object().bucket(bucket).key(key).send(),
+    )
+    .await;
+    let Some(output) = output else {
+        return result;
+    };
+    let collect = output.body.collect();
+    let read = match budget {
+        Some(budget) => {
+            match tokio::time::timeout(budget.saturating_sub(started.elapsed()), collect).await {
+                Ok(read) => read,
+                Err(_) => {
+                    result.duration = started.elapsed();
+                    result.outcome = Outcome::Err {
+                        class: ErrorClass::Timeout,
+                        message: format!(
+                            "reading the canary body took longer than the {budget:?} \
+                             operation timeout"
+                        ),
+                    };
+                    return result;
+                }
+            }
+        }
+        None => collect.await,
+    };
+    result.duration = started.elapsed();
+    result.outcome = match read {
+        Ok(bytes) => {
+            let bytes = bytes.into_bytes();
+            if bytes.as_ref() == expected {
+                Outcome::Ok
+            } else {
+                Outcome::Err {
+                    class: ErrorClass::Other,
+                    message: format!(
+                        "canary body mismatch: wrote {} bytes, read {} different bytes",
+                        expected.len(),
+                        bytes.len()
+                    ),
+                }
+            }
+        }
+        Err(error) => {
+            let text = chain_text(&error);
+            Outcome::Err {
+                class: classify_transport(&text, false),
+                message: format!("reading the canary body: {text}"),
+            }
+        }
+    };
+    result
+}
+
+/// Deletes canaries earlier cycles could not, quietly: they are housekeeping, not probes.
+async fn delete_leftovers(client: &Client, bucket: &str, state: &mut TargetState) {
+    let mut still_there = Vec::new();
+    for key in std::mem::take(&mut state.leftover_canaries) {
+        match client.delete_object().bucket(bucket).key(&key).send().await {
+            Ok(_) => tracing::debug!(%key, "deleted a leftover canary object"),
+            Err(error) => {
+                let (class, message) = classify(&error);
+                tracing::debug!(%key, %class, %message, "leftover canary object not deleted yet");
+                still_there.push(key);
+            }
+        }
+    }
+    state.leftover_canaries = still_there;
+}
+
+/// Reads at most `max_pages` pages of the storage prefix after the resume point.
+async fn list(
+    client: &Client,
+    target: &Target,
+    options: &CycleOptions,
+    state: &mut TargetState,
+) -> OperationResult {
+    let started = Instant::now();
+    let ignored = if options.canary.key_prefix.is_empty() {
+        String::new()
+    } else {
+        canary_prefix(target, &options.canary)
+    };
+    let page_size = i32::try_from(options.list.page_size).unwrap_or(1000).max(1);
+    let mut token: Option<String> = None;
+    let mut outcome = Outcome::Ok;
+    for page in 0..options.list.max_pages.max(1) {
+        let mut request = client
+            .list_objects_v2()
+            .bucket(target.bucket())
+            .max_keys(page_size);
+        if !target.prefix().is_empty() {
+            request = request.prefix(target.prefix());
+        }
+        // The first page resumes where the last cycle stopped; later pages follow the
+        // continuation token, which S3 gives precedence anyway.
+        request = match (&token, page) {
+            (Some(token), _) => request.continuation_token(token),
+            (None, 0) => request.set_start_after(state.resume_after.clone()),
+            (None, _) => request,
+        };
+        let (result, output) = measure(Operation::ListObjects, request.send()).await;
+        let Some(output) = output else {
+            outcome = result.outcome;
+            break;
+        };
+        for object in output.contents() {
+            let Some(key) = object.key() else { continue };
+            let last_modified = object.last_modified().and_then(|t| {
+                let nanos = i32::try_from(t.subsec_nanos()).ok()?;
+                jiff::Timestamp::new(t.secs(), nanos).ok()
+            });
+            state.observe(key, last_modified, &ignored);
+        }
+        match (output.is_truncated(), output.next_continuation_token()) {
+            (Some(true), Some(next)) => token = Some(next.to_owned()),
+            // Not truncated: the listing caught up.
+            (Some(false) | None, _) => break,
+            (Some(true), None) => {
+                outcome = Outcome::Err {
+                    class: ErrorClass::Other,
+                    message: "ListObjectsV2 said the page was truncated but gave no \
+                              continuation token"
+                        .to_owned(),
+                };
+                break;
+            }
+        }
+    }
+    OperationResult {
+        operation: Operation::ListObjects,
+        duration: started.elapsed(),
+        outcome,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(secs: i64) -> Option<jiff::Timestamp> {
+        Some(jiff::Timestamp::from_second(secs).unwrap())
+    }
+
+    #[test]
+    fn newest_is_by_last_modified_and_the_cursor_by_key() {
+        let mut state = TargetState::default();
+        state.observe("p/a-backup/file1", ts(100), "p/.canary/");
+        state.observe("p/a-backup/xtrabackup_info", ts(300), "p/.canary/");
+        state.observe("p/a-backup/zz-chunk", ts(200), "p/.canary/");
+        let newest = state.newest().unwrap();
+        assert_eq!(newest.key, "p/a-backup/xtrabackup_info");
+        assert_eq!(newest.last_modified, ts(300).unwrap());
+        assert_eq!(state.resume_after(), Some("p/a-backup/zz-chunk"));
+    }
+
+    #[test]
+    fn ties_go_to_the_later_key_and_older_objects_never_win() {
+        let mut state = TargetState::default();
+        state.observe("k1", ts(100), "");
+        state.observe("k2", ts(100), "");
+        assert_eq!(state.newest().unwrap().key, "k2");
+        state.observe("k3", ts(50), "");
+        assert_eq!(state.newest().unwrap().key, "k2");
+        assert_eq!(state.resume_after(), Some("k3"));
+    }
+
+    #[test]
+    fn canaries_move_the_cursor_but_are_never_newest() {
+        let mut state = TargetState::default();
+        state.observe("p/backup", ts(100), "p/.backstop-canary/");
+        state.observe("p/.backstop-canary/zzz", ts(900), "p/.backstop-canary/");
+        assert_eq!(state.newest().unwrap().key, "p/backup");
+        assert_eq!(state.resume_after(), Some("p/backup"));
+        state.observe("q/.backstop-canary/x", ts(901), "p/.backstop-canary/");
+        assert_eq!(state.newest().unwrap().key, "q/.backstop-canary/x");
+    }
+
+    #[test]
+    fn objects_without_a_date_only_move_the_cursor() {
+        let mut state = TargetState::default();
+        state.observe("a", None, "");
+        assert!(state.newest().is_none());
+        assert_eq!(state.resume_after(), Some("a"));
+    }
+
+    #[test]
+    fn leftover_canaries_are_bounded_oldest_first() {
+        let mut state = TargetState::default();
+        for i in 0..MAX_LEFTOVER_CANARIES + 3 {
+            state.remember_canary(format!("c{i}"));
+        }
+        state.remember_canary("c5".to_owned());
+        assert_eq!(state.leftover_canaries().len(), MAX_LEFTOVER_CANARIES);
+        assert_eq!(state.leftover_canaries()[0], "c3");
+    }
+
+    #[test]
+    fn operation_labels_are_exactly_the_documented_ones() {
+        let labels: Vec<_> = Operation::ALL.iter().map(|o| o.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "head_bucket",
+                "put_object",
+                "get_object",
+                "delete_object",
+                "list_objects"
+            ]
+        );
+    }
+
+    #[test]
+    fn credentials_are_invalid_only_on_that_class() {
+        let op = |operation, class: Option<ErrorClass>| OperationResult {
+            operation,
+            duration: Duration::ZERO,
+            outcome: match class {
+                None => Outcome::Ok,
+                Some(class) => Outcome::Err {
+                    class,
+                    message: String::new(),
+                },
+            },
+        };
+        let mut result = CycleResult {
+            target_id: "t".into(),
+            operations: vec![
+                op(Operation::HeadBucket, Some(ErrorClass::AccessDenied)),
+                op(Operation::ListObjects, Some(ErrorClass::Timeout)),
+            ],
+            newest_object: None,
+            up: false,
+        };
+        assert!(result.credentials_valid());
+        result.operations.push(op(
+            Operation::PutObject,
+            Some(ErrorClass::InvalidCredentials),
+        ));
+        assert!(!result.credentials_valid());
+        assert_eq!(
+            result
+                .operation(Operation::PutObject)
+                .unwrap()
+                .error_class(),
+            Some(ErrorClass::InvalidCredentials)
+        );
+        assert!(result.operation(Operation::GetObject).is_none());
+    }
+}
