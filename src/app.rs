@@ -13,6 +13,7 @@ use crate::Error;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::probe::ProbeMetrics;
 use crate::readiness::Readiness;
 use crate::server::{self, AppState};
 use crate::watch::collector::BackupCollector;
@@ -59,6 +60,7 @@ impl App {
             metrics
                 .registry_mut()
                 .register_collector(Box::new(BackupCollector::new(index.clone(), clock)));
+            let probe_metrics = Arc::new(ProbeMetrics::register(metrics.registry_mut()));
             tasks = crate::watch::runtime::spawn(
                 &client,
                 &config.kubernetes.namespaces,
@@ -66,6 +68,13 @@ impl App {
                 &readiness,
                 &background,
             );
+            tasks.push(crate::probe::scheduler::spawn(
+                client,
+                index,
+                Arc::new(config.clone()),
+                probe_metrics,
+                background.clone(),
+            ));
         }
         Ok(Self {
             config,

@@ -6,6 +6,7 @@
 //! [`sandbox`] (the embedded world that tests and new users run against).
 
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;

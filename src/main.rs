@@ -65,7 +65,13 @@ fn main() -> ExitCode {
             eprintln!("backstop: this build has no sandbox (built without the `sandbox` feature)");
             ExitCode::from(EXIT_USAGE)
         }
-        Command::Check(args) => not_yet(&args.config, "check", "the S3 prober"),
+        Command::Check(args) => {
+            let config = match load(&args.config) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            run_check(config, args.output)
+        }
         Command::Failover(args) => not_yet(&args.config, "failover", "the responder"),
         Command::Revert(args) => not_yet(&args.config, "revert", "the responder"),
         Command::Status(args) => not_yet(&args.config, "status", "the responder"),
@@ -108,6 +114,53 @@ fn not_yet(config_path: &std::path::Path, command: &str, needs: &str) -> ExitCod
     }
     eprintln!("backstop {command}: needs {needs}, which is not part of this build yet");
     ExitCode::from(EXIT_USAGE)
+}
+
+/// `backstop check`: 0 healthy, 1 unhealthy, 2 when the check cannot run at all.
+fn run_check(config: config::Config, output: backstop::cli::OutputFormat) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&anyhow::Error::from(e)),
+    };
+    runtime.block_on(async move {
+        let client = match kube::Client::try_default().await {
+            Ok(client) => client,
+            Err(e) => {
+                eprintln!(
+                    "backstop check: cannot reach Kubernetes (KUBECONFIG or in-cluster): {e}"
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+        let clock = std::sync::Arc::new(backstop::clock::SystemClock);
+        match backstop::check::run(&config, &client, clock).await {
+            Ok(report) => {
+                match output {
+                    backstop::cli::OutputFormat::Table => {
+                        print!("{}", backstop::check::render_table(&report))
+                    }
+                    backstop::cli::OutputFormat::Json => {
+                        match serde_json::to_string_pretty(&report) {
+                            Ok(text) => println!("{text}"),
+                            Err(e) => return fail(&anyhow::Error::from(e)),
+                        }
+                    }
+                }
+                ExitCode::from(if report.healthy {
+                    EXIT_OK
+                } else {
+                    EXIT_UNHEALTHY
+                })
+            }
+            Err(e) => {
+                eprintln!("backstop check: {e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        }
+    })
 }
 
 fn run_async(future: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {

@@ -98,6 +98,28 @@ pub fn client(
     aws_sdk_s3::Client::from_conf(builder.build())
 }
 
+/// A client for `endpoint` with the ambient credential chain (environment, web identity /
+/// IRSA, profile, IMDS), no retries, and `timeouts`.
+pub async fn ambient_client(endpoint: &Endpoint, timeouts: Timeouts) -> aws_sdk_s3::Client {
+    let shared = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(endpoint.region.clone()))
+        .load()
+        .await;
+    let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(endpoint.force_path_style)
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(timeouts.connect)
+                .operation_timeout(timeouts.operation)
+                .build(),
+        );
+    if let Some(url) = &endpoint.endpoint_url {
+        builder = builder.endpoint_url(url);
+    }
+    aws_sdk_s3::Client::from_conf(builder.build())
+}
+
 /// Reads `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` from a Secret's data.
 pub fn credentials_from_secret(
     secret: &k8s_openapi::api::core::v1::Secret,

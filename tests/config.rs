@@ -222,3 +222,11 @@ fn tls_is_refused_rather_than_silently_ignored() {
         "server.tls: not supported by this build yet: terminate TLS in front of Backstop for now",
     );
 }
+
+#[test]
+fn a_loaded_config_serializes_back_to_an_equal_valid_one() {
+    let c = config::load_file(std::path::Path::new("deploy/config.example.yaml")).unwrap();
+    let text = serde_yaml_ng::to_string(&c).unwrap();
+    let again = config::load_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(again, c);
+}

@@ -63,6 +63,7 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish. Default `20s`.
     pub shutdown_timeout: HumanDuration,
     /// Serve HTTPS instead of HTTP (all paths). Default: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
 }
 
@@ -89,6 +90,7 @@ pub struct TlsConfig {
     pub key_file: String,
     /// PEM CA bundle; when set, clients must present a certificate signed by it.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_ca_file: Option<String>,
 }
 
@@ -113,6 +115,7 @@ pub struct LeaderElectionConfig {
     /// Name of the Lease. Default `backstop-leader`.
     pub lease_name: String,
     /// Namespace of the Lease. Default: the pod's namespace (`POD_NAMESPACE`), else `default`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_namespace: Option<String>,
     /// How long a leader holds the Lease without renewing it. Default `15s`.
     pub lease_duration: HumanDuration,
@@ -237,6 +240,7 @@ pub struct StaticTarget {
     pub region: String,
     /// S3-compatible endpoint; empty means AWS.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
     /// Path-style addressing. Default `false`.
     #[serde(default)]
@@ -246,6 +250,7 @@ pub struct StaticTarget {
     pub verify_tls: bool,
     /// Credentials; absent means the ambient AWS chain (env, web identity, profile, IMDS).
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<SecretRef>,
 }
 
@@ -299,8 +304,10 @@ impl Default for ResponderConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookAuth {
     /// File holding the bearer token (Alertmanager `http_config.authorization.credentials`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub bearer_token_file: Option<String>,
     /// File holding `user:password` (Alertmanager `http_config.basic_auth`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub basic_auth_file: Option<String>,
     /// Accept unauthenticated webhooks. Default `false`; meant for local experiments only.
     pub allow_unauthenticated: bool,
@@ -443,12 +450,15 @@ pub struct FailoverPolicy {
     pub strategy: Strategy,
     /// The storage entry to protect. Default: every S3 storage the schedules use.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
     /// The verified-healthy S3 target to fail over to.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub secondary: Option<SecondaryTarget>,
     /// The local PVC buffer used when the secondary is unhealthy or absent.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub buffer: Option<BufferPolicy>,
     /// PITR while on the buffer: `disable` (default) or `keep`.
     #[serde(default)]
@@ -469,6 +479,7 @@ pub struct SecondaryTarget {
     pub region: String,
     /// S3-compatible endpoint; empty means AWS.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
     /// Name of the Secret (in the cluster's namespace) with the backup Job's credentials.
     pub credentials_secret: String,
@@ -494,6 +505,7 @@ pub struct BufferPolicy {
     pub storage_name: String,
     /// StorageClass of the PVCs (e.g. an EBS class such as `gp3`). Default: the cluster's.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
     /// Size of each backup PVC, as a Kubernetes quantity (e.g. `100Gi`).
     pub size: String,

@@ -10,7 +10,9 @@
 
 pub mod classify;
 pub mod cycle;
+pub mod discovery;
 pub mod metrics;
+pub mod scheduler;
 pub mod target;
 
 pub use classify::{ErrorClass, classify};

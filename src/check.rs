@@ -1,0 +1,264 @@
+//! `backstop check`: the runbook's first step ("identify S3 service failure") in one command.
+//! It lists the clusters once, probes every target once with the same cycle as the service
+//! (credentials read as the backup Job reads them), and reports each target's operations
+//! and each storage's newest successful backup. Healthy means every target is up.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use futures::StreamExt as _;
+use kube::Api;
+use kube::api::ListParams;
+use serde::Serialize;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::probe::cycle::{CycleOptions, Outcome, TargetState};
+use crate::probe::discovery::desired_targets;
+use crate::probe::scheduler::probe_once;
+use crate::pxc::{PerconaXtraDBCluster, PerconaXtraDBClusterBackup};
+use crate::s3client::Timeouts;
+use crate::watch::index::BackupIndex;
+
+/// Why a check could not run (as opposed to finding something unhealthy).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// Listing clusters or backups failed.
+    #[error("reading the cluster: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// One operation of one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct OperationReport {
+    /// `head_bucket`, `put_object`, ...
+    pub operation: String,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// How long it took.
+    pub seconds: f64,
+    /// Error class when it failed.
+    pub class: Option<String>,
+    /// Error message when it failed.
+    pub message: Option<String>,
+}
+
+/// One target.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetReport {
+    /// The target's id (the `target` label).
+    pub target: String,
+    /// Who uses it: `namespace/cluster/storage` or `static/NAME`.
+    pub used_by: Vec<String>,
+    /// All essential operations passed.
+    pub up: bool,
+    /// Each operation.
+    pub operations: Vec<OperationReport>,
+}
+
+/// The newest successful backup of one storage.
+#[derive(Debug, Clone, Serialize)]
+pub struct StorageReport {
+    /// `namespace/cluster/storage`.
+    pub storage: String,
+    /// Completion time of the newest Succeeded backup (RFC 3339).
+    pub last_success: String,
+    /// Its age in seconds.
+    pub age_seconds: i64,
+}
+
+/// The whole diagnosis.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    /// Every target probed.
+    pub targets: Vec<TargetReport>,
+    /// Every storage with a successful backup.
+    pub backups: Vec<StorageReport>,
+    /// Whether every target is up.
+    pub healthy: bool,
+}
+
+/// Probes everything once.
+pub async fn run(
+    config: &Config,
+    client: &kube::Client,
+    clock: Arc<dyn Clock>,
+) -> Result<CheckReport, CheckError> {
+    let mut index = BackupIndex::new();
+    let scopes: Vec<Option<&str>> = if config.kubernetes.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config
+            .kubernetes
+            .namespaces
+            .iter()
+            .map(|n| Some(n.as_str()))
+            .collect()
+    };
+    for scope in scopes {
+        let clusters: Api<PerconaXtraDBCluster> = match scope {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        for cluster in clusters.list(&ListParams::default()).await?.items {
+            index.upsert_cluster(&cluster);
+        }
+        let backups: Api<PerconaXtraDBClusterBackup> = match scope {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        for backup in backups.list(&ListParams::default()).await?.items {
+            index.upsert_backup(&backup);
+        }
+    }
+
+    let (targets, problems) = desired_targets(index.storages(), config);
+    for problem in problems {
+        tracing::info!(%problem, "storage not probed");
+    }
+    let options = CycleOptions::from(&config.probe);
+    let timeouts = Timeouts {
+        connect: config.probe.timeout.get(),
+        operation: config.probe.timeout.get(),
+    };
+    let concurrency = usize::try_from(config.probe.concurrency)
+        .unwrap_or(1)
+        .max(1);
+    let mut reports: Vec<TargetReport> = futures::stream::iter(targets)
+        .map(|target| {
+            let options = options.clone();
+            async move {
+                let mut state = TargetState::default();
+                let result = probe_once(&target, client, &options, timeouts, &mut state).await;
+                TargetReport {
+                    target: target.id(),
+                    used_by: target
+                        .users
+                        .iter()
+                        .map(|u| match (u.namespace(), u.cluster()) {
+                            ("", "") => format!("static/{}", u.storage()),
+                            (ns, c) => format!("{ns}/{c}/{}", u.storage()),
+                        })
+                        .collect(),
+                    up: result.up,
+                    operations: result
+                        .operations
+                        .iter()
+                        .map(|o| {
+                            let (class, message) = match &o.outcome {
+                                Outcome::Ok => (None, None),
+                                Outcome::Err { class, message } => {
+                                    (Some(class.as_str().to_owned()), Some(message.clone()))
+                                }
+                            };
+                            OperationReport {
+                                operation: o.operation.as_str().to_owned(),
+                                ok: o.is_ok(),
+                                seconds: o.duration.as_secs_f64(),
+                                class,
+                                message,
+                            }
+                        })
+                        .collect(),
+                }
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    reports.sort_by(|a, b| a.target.cmp(&b.target));
+
+    let now = clock.now();
+    let backups: Vec<StorageReport> = index
+        .last_success()
+        .into_iter()
+        .map(|(k, t)| StorageReport {
+            storage: format!("{}/{}/{}", k.namespace, k.cluster, k.storage),
+            last_success: t.to_string(),
+            age_seconds: now.as_second().saturating_sub(t.as_second()),
+        })
+        .collect();
+    let healthy = reports.iter().all(|r| r.up);
+    Ok(CheckReport {
+        targets: reports,
+        backups,
+        healthy,
+    })
+}
+
+/// The report as aligned text.
+pub fn render_table(report: &CheckReport) -> String {
+    let mut rows: Vec<[String; 5]> = vec![[
+        "TARGET".into(),
+        "OPERATION".into(),
+        "RESULT".into(),
+        "LATENCY".into(),
+        "ERROR".into(),
+    ]];
+    for t in &report.targets {
+        for o in &t.operations {
+            rows.push([
+                t.target.clone(),
+                o.operation.clone(),
+                if o.ok { "ok".into() } else { "FAIL".into() },
+                format!("{:.0}ms", o.seconds * 1000.0),
+                match (&o.class, &o.message) {
+                    (Some(c), Some(m)) => format!("{c}: {}", m.lines().next().unwrap_or_default()),
+                    _ => String::new(),
+                },
+            ]);
+        }
+    }
+    let mut widths = [0usize; 5];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    let _ = writeln!(out);
+    let mut by_target: BTreeMap<&str, (&bool, &Vec<String>)> = BTreeMap::new();
+    for t in &report.targets {
+        by_target.insert(&t.target, (&t.up, &t.used_by));
+    }
+    for (target, (up, users)) in by_target {
+        let _ = writeln!(
+            out,
+            "{} {target} (used by {})",
+            if *up { "UP  " } else { "DOWN" },
+            users.join(", ")
+        );
+    }
+    if !report.backups.is_empty() {
+        let _ = writeln!(out);
+        for b in &report.backups {
+            let _ = writeln!(
+                out,
+                "last successful backup of {}: {} ({}h{:02}m ago)",
+                b.storage,
+                b.last_success,
+                b.age_seconds / 3600,
+                (b.age_seconds % 3600) / 60
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n{}",
+        if report.healthy {
+            "healthy"
+        } else {
+            "UNHEALTHY"
+        }
+    );
+    out
+}

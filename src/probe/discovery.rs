@@ -1,0 +1,65 @@
+//! Which targets to probe: every S3 storage of every watched cluster (when `probe.discover`
+//! is on), the secondary of every managed cluster's failover policy (failover may only go to a
+//! target that has been probed), and the configuration's static targets. Identical targets
+//! used by several clusters are probed once; storages that are not S3 are skipped.
+
+use std::collections::BTreeMap;
+
+use crate::config::{Config, ManagedCluster};
+use crate::probe::target::{Target, TargetError, dedupe};
+use crate::pxc::{S3Storage, Storage};
+
+/// The targets `config` and the clusters' `storages` call for, and the entries that could not
+/// be made into targets (reported, not fatal).
+pub fn desired_targets(
+    storages: &BTreeMap<(String, String), BTreeMap<String, Storage>>,
+    config: &Config,
+) -> (Vec<Target>, Vec<TargetError>) {
+    let mut targets = Vec::new();
+    let mut problems = Vec::new();
+    if config.probe.discover {
+        for ((namespace, cluster), by_name) in storages {
+            for (name, storage) in by_name.iter().filter(|(_, s)| s.is_s3()) {
+                match Target::from_storage(namespace, cluster, name, storage) {
+                    Ok(t) => targets.push(t),
+                    Err(e) => problems.push(e),
+                }
+            }
+        }
+    }
+    for managed in &config.clusters {
+        if let Some((name, storage)) = secondary_storage(managed) {
+            match Target::from_storage(&managed.namespace, &managed.name, &name, &storage) {
+                Ok(t) => targets.push(t),
+                Err(e) => problems.push(e),
+            }
+        }
+    }
+    for entry in &config.targets {
+        match Target::from_static(entry) {
+            Ok(t) => targets.push(t),
+            Err(e) => problems.push(e),
+        }
+    }
+    (dedupe(targets), problems)
+}
+
+/// The storage entry a managed cluster's secondary becomes on failover, as the operator will
+/// see it (so the probe uses exactly the settings and credentials the backup Job will).
+pub fn secondary_storage(managed: &ManagedCluster) -> Option<(String, Storage)> {
+    let secondary = managed.failover.secondary.as_ref()?;
+    let storage = Storage {
+        kind: Some(crate::pxc::STORAGE_S3.to_owned()),
+        s3: Some(S3Storage {
+            bucket: secondary.bucket.clone(),
+            credentials_secret: Some(secondary.credentials_secret.clone()),
+            region: Some(secondary.region.clone()),
+            endpoint_url: secondary.endpoint_url.clone(),
+            force_path_style: Some(secondary.force_path_style),
+            ..S3Storage::default()
+        }),
+        verify_tls: Some(secondary.verify_tls),
+        ..Storage::default()
+    };
+    Some((secondary.storage_name.clone(), storage))
+}

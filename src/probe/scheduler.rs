@@ -1,0 +1,227 @@
+//! Runs the probes: one task per target, cycling every `probe.interval` without ever
+//! overlapping itself; a global semaphore caps concurrent cycles at `probe.concurrency`. A
+//! hanging target holds only its own task (and one permit, until the SDK's operation timeout
+//! ends the call), so it never delays another target's results.
+//!
+//! A reconcile loop follows discovery: the watch-fed index says which storages exist, so a
+//! storage added, changed or removed starts, restarts or stops its target's task, and a
+//! removed target's series are deleted.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use tokio::sync::Semaphore;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ProbeConfig};
+use crate::probe::classify::ErrorClass;
+use crate::probe::cycle::{
+    CycleOptions, CycleResult, Operation, OperationResult, Outcome, TargetState, run_cycle,
+};
+use crate::probe::discovery::desired_targets;
+use crate::probe::metrics::ProbeMetrics;
+use crate::probe::target::{CredentialSource, Target};
+use crate::s3client::{self, Timeouts};
+use crate::watch::collector::SharedIndex;
+
+/// How often the reconcile loop compares the index with the running tasks. The comparison is
+/// in memory (the index is fed by watches), so this costs no API requests.
+const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+
+struct Running {
+    target: Target,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the prober; it stops when `shutdown` is cancelled.
+pub fn spawn(
+    client: kube::Client,
+    index: SharedIndex,
+    config: Arc<Config>,
+    metrics: Arc<ProbeMetrics>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let semaphore = Arc::new(Semaphore::new(
+            usize::try_from(config.probe.concurrency)
+                .unwrap_or(1)
+                .max(1),
+        ));
+        let mut running: BTreeMap<String, Running> = BTreeMap::new();
+        let mut seen_generation = None;
+        let mut ticker = tokio::time::interval(RECONCILE_EVERY);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = shutdown.cancelled() => break,
+            }
+            let (generation, desired) = {
+                let index = index.read().unwrap_or_else(PoisonError::into_inner);
+                let generation = index.storages_generation();
+                if seen_generation == Some(generation) {
+                    continue;
+                }
+                (generation, desired_targets(index.storages(), &config))
+            };
+            seen_generation = Some(generation);
+            let (targets, problems) = desired;
+            for problem in problems {
+                tracing::debug!(%problem, "storage not probed");
+            }
+            reconcile(
+                &mut running,
+                targets,
+                &client,
+                &config.probe,
+                &metrics,
+                &semaphore,
+            );
+        }
+        for (_, r) in std::mem::take(&mut running) {
+            r.cancel.cancel();
+            let _ = r.task.await;
+        }
+    })
+}
+
+fn reconcile(
+    running: &mut BTreeMap<String, Running>,
+    targets: Vec<Target>,
+    client: &kube::Client,
+    probe: &ProbeConfig,
+    metrics: &Arc<ProbeMetrics>,
+    semaphore: &Arc<Semaphore>,
+) {
+    let desired: BTreeMap<String, Target> = targets.into_iter().map(|t| (t.id(), t)).collect();
+    let stale: Vec<String> = running
+        .iter()
+        .filter(|(id, r)| desired.get(*id) != Some(&r.target))
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in stale {
+        if let Some(r) = running.remove(&id) {
+            r.cancel.cancel();
+            r.task.abort();
+            metrics.forget(&r.target);
+            tracing::info!(target = %id, "stopped probing");
+        }
+    }
+    for (id, target) in desired {
+        if running.contains_key(&id) {
+            continue;
+        }
+        metrics.set_info(&target);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_target(
+            target.clone(),
+            client.clone(),
+            probe.clone(),
+            metrics.clone(),
+            semaphore.clone(),
+            cancel.clone(),
+        ));
+        tracing::info!(target = %id, "probing");
+        running.insert(
+            id,
+            Running {
+                target,
+                cancel,
+                task,
+            },
+        );
+    }
+}
+
+async fn run_target(
+    target: Target,
+    client: kube::Client,
+    probe: ProbeConfig,
+    metrics: Arc<ProbeMetrics>,
+    semaphore: Arc<Semaphore>,
+    cancel: CancellationToken,
+) {
+    let mut state = TargetState::default();
+    let options = CycleOptions::from(&probe);
+    let timeouts = Timeouts {
+        connect: probe.timeout.get(),
+        operation: probe.timeout.get(),
+    };
+    let mut ticker = tokio::time::interval(probe.interval.get());
+    // A slow cycle pushes the next one back instead of bunching cycles up.
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = cancel.cancelled() => return,
+        }
+        let Ok(_permit) = semaphore.acquire().await else {
+            return;
+        };
+        let result = tokio::select! {
+            result = probe_once(&target, &client, &options, timeouts, &mut state) => result,
+            () = cancel.cancelled() => return,
+        };
+        metrics.record(&target, &result);
+    }
+}
+
+/// One cycle with the credentials the backup Job would use right now.
+pub async fn probe_once(
+    target: &Target,
+    client: &kube::Client,
+    options: &CycleOptions,
+    timeouts: Timeouts,
+    state: &mut TargetState,
+) -> CycleResult {
+    let endpoint = target.endpoint();
+    let s3 = match &target.key.credentials {
+        CredentialSource::Secret { namespace, name } => {
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+            match secrets.get_opt(name).await {
+                Ok(Some(secret)) => match s3client::credentials_from_secret(&secret) {
+                    Some(creds) => s3client::client(&endpoint, &creds, timeouts),
+                    None => {
+                        return unavailable(
+                            target,
+                            format!(
+                                "Secret {namespace}/{name} lacks AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY"
+                            ),
+                        );
+                    }
+                },
+                Ok(None) => {
+                    return unavailable(target, format!("Secret {namespace}/{name} not found"));
+                }
+                Err(e) => {
+                    return unavailable(target, format!("reading Secret {namespace}/{name}: {e}"));
+                }
+            }
+        }
+        CredentialSource::Ambient => s3client::ambient_client(&endpoint, timeouts).await,
+    };
+    run_cycle(&s3, target, options, state).await
+}
+
+/// A cycle that could not start because the credentials are unusable: reported as invalid
+/// credentials on HeadBucket, the first operation the backup Job would fail.
+fn unavailable(target: &Target, message: String) -> CycleResult {
+    CycleResult {
+        target_id: target.id(),
+        operations: vec![OperationResult {
+            operation: Operation::HeadBucket,
+            duration: Duration::ZERO,
+            outcome: Outcome::Err {
+                class: ErrorClass::InvalidCredentials,
+                message,
+            },
+        }],
+        newest_object: None,
+        up: false,
+    }
+}
