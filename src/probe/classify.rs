@@ -195,6 +195,7 @@ fn classify_answer(
         .unwrap_or_else(|| class_of_status(status, code.is_some()));
 
     let mut text = String::new();
+    let mut details = Vec::new();
     // Writing to a String cannot fail, so the results are ignored.
     match code {
         // `NotFound` is the SDK's stand-in for a bodyless 404, not something S3 said.
@@ -203,19 +204,21 @@ fn classify_answer(
             if let Some(message) = message.filter(|m| !m.is_empty()) {
                 let _ = write!(text, ": {message}");
             }
+            details.push(format!("HTTP {status}"));
         }
         _ => {
             let _ = write!(text, "HTTP {status} without an error body");
         }
     }
-    let _ = write!(text, " (HTTP {status}");
     if let Some(region) = raw.headers().get("x-amz-bucket-region") {
-        let _ = write!(text, ", bucket region {region}");
+        details.push(format!("bucket region {region}"));
     }
     if let Some(id) = raw.headers().get("x-amz-request-id") {
-        let _ = write!(text, ", request id {id}");
+        details.push(format!("request id {id}"));
     }
-    text.push(')');
+    if !details.is_empty() {
+        let _ = write!(text, " ({})", details.join(", "));
+    }
     (class, text)
 }
 
