@@ -29,7 +29,7 @@
 //!   other operations are not attempted: they would fail the same way, each after a full
 //!   timeout, and a cycle must stay well inside the probe interval. Any other failure
 //!   (denied, no bucket, throttled) still runs them, because their answers carry error
-//!   codes a bodyless HEAD answer does not (see [`super::classify`]).
+//!   codes a bodyless HEAD answer does not (see [`mod@super::classify`]).
 //! - Credential validity is derived from the S3 error classes of the cycle, not from STS:
 //!   [`CycleResult::credentials_valid`] is false iff some operation failed with
 //!   [`ErrorClass::InvalidCredentials`]. STS `GetCallerIdentity` is not part of a cycle.

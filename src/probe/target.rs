@@ -275,7 +275,8 @@ impl Target {
     /// for an S3-compatible endpoint, then only what sets this target apart from the
     /// usual case: ` path-style`, ` no-verify-tls`, and ` secret=<namespace>/<name>`
     /// (ambient credentials add nothing). It is a function of [`TargetKey`] alone, so
-    /// every user of a target shares it, and distinct keys get distinct ids: two
+    /// every user of a target shares it, and keys that differ get different ids (unless
+    /// their endpoint URLs differ only in path, which S3 endpoints do not have): two
     /// namespaces reaching one bucket with their own Secrets are two targets and two
     /// series, not one series overwritten by both.
     pub fn id(&self) -> String {
