@@ -232,7 +232,8 @@ pub struct SecretRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StaticTarget {
-    /// A name for the `target` label; unique among static targets.
+    /// A name, unique among static targets; it appears as the `storage` label of
+    /// `backstop_s3_target_info` (the `target` label is derived from the bucket and region).
     pub name: String,
     /// Bucket, optionally followed by `/prefix` as in the operator's `s3.bucket`.
     pub bucket: String,
