@@ -74,7 +74,7 @@ pub fn client(
     credentials: &StaticCredentials,
     timeouts: Timeouts,
 ) -> aws_sdk_s3::Client {
-    let mut builder = aws_sdk_s3::config::Builder::new()
+    let builder = aws_sdk_s3::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(endpoint.region.clone()))
         .credentials_provider(Credentials::new(
@@ -83,19 +83,8 @@ pub fn client(
             None,
             None,
             "backstop-static",
-        ))
-        .force_path_style(endpoint.force_path_style)
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(timeouts.connect)
-                .operation_timeout(timeouts.operation)
-                .build(),
-        );
-    if let Some(url) = &endpoint.endpoint_url {
-        builder = builder.endpoint_url(url);
-    }
-    aws_sdk_s3::Client::from_conf(builder.build())
+        ));
+    finish(builder, endpoint, timeouts)
 }
 
 /// A client for `endpoint` with the ambient credential chain (environment, web identity /
@@ -105,7 +94,21 @@ pub async fn ambient_client(endpoint: &Endpoint, timeouts: Timeouts) -> aws_sdk_
         .region(Region::new(endpoint.region.clone()))
         .load()
         .await;
-    let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+    finish(
+        aws_sdk_s3::config::Builder::from(&shared),
+        endpoint,
+        timeouts,
+    )
+}
+
+/// What every Backstop S3 client shares: the endpoint and addressing style, no retries (a
+/// retry hides the failure being measured), and explicit timeouts.
+fn finish(
+    builder: aws_sdk_s3::config::Builder,
+    endpoint: &Endpoint,
+    timeouts: Timeouts,
+) -> aws_sdk_s3::Client {
+    let mut builder = builder
         .force_path_style(endpoint.force_path_style)
         .retry_config(RetryConfig::disabled())
         .timeout_config(

@@ -7,90 +7,28 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backstop::app::App;
 use backstop::clock::SystemClock;
 use backstop::pxc::PerconaXtraDBCluster;
 use backstop::sandbox::s3::{self, Fault, Rule};
-use backstop::sandbox::world::{self, World, WorldOptions};
+use backstop::sandbox::world::{self, WorldOptions};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
-const DEADLINE: Duration = Duration::from_secs(60);
+mod common;
 
-struct Running {
-    world: World,
-    base: String,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), backstop::Error>>,
-}
+use common::sandbox::{self, Running, sample};
 
 async fn start() -> Running {
-    let world = World::start(WorldOptions {
+    let options = WorldOptions {
         operator_interval: None,
         history: 1,
         ..WorldOptions::default()
+    };
+    sandbox::start(options, Arc::new(SystemClock), |config| {
+        config.probe.interval = backstop::config::HumanDuration(Duration::from_secs(1));
+        config.probe.timeout = backstop::config::HumanDuration(Duration::from_millis(500));
     })
     .await
-    .unwrap();
-    let token = world.dir().join("token");
-    std::fs::write(&token, "t").unwrap();
-    let mut config = world.backstop_config("127.0.0.1:0", &token).unwrap();
-    config.probe.interval = backstop::config::HumanDuration(Duration::from_secs(1));
-    config.probe.timeout = backstop::config::HumanDuration(Duration::from_millis(500));
-    let app = App::bind_with(config, Some(world.client.clone()), Arc::new(SystemClock))
-        .await
-        .unwrap();
-    let base = format!("http://{}", app.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(app.serve(shutdown.clone()));
-    Running {
-        world,
-        base,
-        shutdown,
-        task,
-    }
-}
-
-impl Running {
-    async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    /// Polls `/metrics` until `check` holds, with a deadline (probes are asynchronous).
-    async fn wait_until(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let text = self.metrics().await;
-            if check(&text) {
-                return text;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "never: {what}\n{text}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
-        self.world.shutdown().await;
-    }
-}
-
-fn sample(text: &str, name: &str, needles: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .find(|l| needles.iter().all(|n| l.contains(n)))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 fn primary() -> String {

@@ -5,84 +5,32 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backstop::app::App;
 use backstop::clock::ManualClock;
 use backstop::pxc::PerconaXtraDBClusterBackup;
 use backstop::sandbox::s3::{self, Fault, Rule};
-use backstop::sandbox::world::{self, World, WorldOptions};
+use backstop::sandbox::world::{self, WorldOptions};
 use jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams};
-use tokio_util::sync::CancellationToken;
 
-const DEADLINE: Duration = Duration::from_secs(30);
+mod common;
 
-struct Running {
-    world: World,
+use common::sandbox::{self, DEADLINE, Running};
+
+struct Watched {
+    r: Running,
     clock: ManualClock,
-    base: String,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), backstop::Error>>,
 }
 
-async fn start() -> Running {
+async fn start() -> Watched {
     let clock = ManualClock::new("2026-11-24T12:00:30Z".parse::<Timestamp>().unwrap());
-    let world = World::start(WorldOptions {
+    let options = WorldOptions {
         clock: Arc::new(clock.clone()),
         operator_interval: None,
         history: 3,
         retention: 10,
-    })
-    .await
-    .unwrap();
-    let token = world.dir().join("token");
-    std::fs::write(&token, "t").unwrap();
-    let config = world.backstop_config("127.0.0.1:0", &token).unwrap();
-    let app = App::bind_with(config, Some(world.client.clone()), Arc::new(clock.clone()))
-        .await
-        .unwrap();
-    let base = format!("http://{}", app.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(app.serve(shutdown.clone()));
-    Running {
-        world,
-        clock,
-        base,
-        shutdown,
-        task,
-    }
-}
-
-impl Running {
-    async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    /// Polls `/metrics` until `line` appears (watch events are asynchronous), with a deadline.
-    async fn wait_for(&self, line: &str) -> String {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let text = self.metrics().await;
-            if text.lines().any(|l| l == line) {
-                return text;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{line:?} never appeared in:\n{text}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
-        self.world.shutdown().await;
-    }
+    };
+    let r = sandbox::start(options, Arc::new(clock.clone()), |_| {}).await;
+    Watched { r, clock }
 }
 
 fn value(text: &str, prefix: &str) -> f64 {
@@ -97,7 +45,8 @@ const PRIMARY: &str = "namespace=\"percona\",cluster=\"cluster1\",storage=\"s3-u
 
 #[tokio::test]
 async fn readiness_waits_for_the_first_lists_and_history_is_exported() {
-    let r = start().await;
+    let w = start().await;
+    let r = &w.r;
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let resp = reqwest::get(format!("{}/readyz", r.base)).await.unwrap();
@@ -123,12 +72,13 @@ async fn readiness_waits_for_the_first_lists_and_history_is_exported() {
         "backstop_backup_retention_window_seconds{namespace=\"percona\",cluster=\"cluster1\",schedule=\"every-minute\"}",
     );
     assert_eq!(window, 600.0, "10 backups, one a minute");
-    r.stop().await;
+    w.r.stop().await;
 }
 
 #[tokio::test]
 async fn ages_follow_the_clock_and_a_failed_backup_is_counted() {
-    let r = start().await;
+    let w = start().await;
+    let r = &w.r;
     r.wait_for(&format!(
         "backstop_backups{{{PRIMARY},state=\"Succeeded\"}} 3"
     ))
@@ -137,7 +87,7 @@ async fn ages_follow_the_clock_and_a_failed_backup_is_counted() {
         &r.metrics().await,
         &format!("backstop_backup_last_success_age_seconds{{{PRIMARY}}}"),
     );
-    r.clock.advance(SignedDuration::from_hours(1));
+    w.clock.advance(SignedDuration::from_hours(1));
     let after = value(
         &r.metrics().await,
         &format!("backstop_backup_last_success_age_seconds{{{PRIMARY}}}"),
@@ -151,7 +101,7 @@ async fn ages_follow_the_clock_and_a_failed_backup_is_counted() {
         .await
         .unwrap();
     r.world.operator.step().await.unwrap();
-    r.clock.advance(SignedDuration::from_secs(60));
+    w.clock.advance(SignedDuration::from_secs(60));
     let report = r.world.operator.step().await.unwrap();
     assert_eq!(report.failed.len(), 1, "{report:?}");
     let text = r
@@ -170,12 +120,13 @@ async fn ages_follow_the_clock_and_a_failed_backup_is_counted() {
         ratio > 1.0,
         "7 h without a good backup outlives a 10-minute window: {ratio}"
     );
-    r.stop().await;
+    w.r.stop().await;
 }
 
 #[tokio::test]
 async fn the_watch_survives_a_dropped_connection_and_410_and_sees_deletions() {
-    let r = start().await;
+    let w = start().await;
+    let r = &w.r;
     r.wait_for(&format!(
         "backstop_backups{{{PRIMARY},state=\"Succeeded\"}} 3"
     ))
@@ -201,5 +152,5 @@ async fn the_watch_survives_a_dropped_connection_and_410_and_sees_deletions() {
         "backstop_backups{{{PRIMARY},state=\"Succeeded\"}} 2"
     ))
     .await;
-    r.stop().await;
+    w.r.stop().await;
 }
