@@ -17,6 +17,7 @@ use crate::probe::ProbeMetrics;
 use crate::readiness::Readiness;
 use crate::server::{self, AppState};
 use crate::watch::collector::BackupCollector;
+use crate::watch::completions::{CompletionMetrics, CompletionRecorder};
 use crate::watch::index::BackupIndex;
 
 /// A bound, not yet serving, Backstop service.
@@ -61,10 +62,15 @@ impl App {
                 .registry_mut()
                 .register_collector(Box::new(BackupCollector::new(index.clone(), clock)));
             let probe_metrics = Arc::new(ProbeMetrics::register(metrics.registry_mut()));
+            let recorder = CompletionRecorder::new(
+                client.clone(),
+                CompletionMetrics::register(metrics.registry_mut()),
+            );
             tasks = crate::watch::runtime::spawn(
                 &client,
                 &config.kubernetes.namespaces,
                 &index,
+                Some(recorder),
                 &readiness,
                 &background,
             );

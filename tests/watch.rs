@@ -154,3 +154,131 @@ async fn the_watch_survives_a_dropped_connection_and_410_and_sees_deletions() {
     .await;
     w.r.stop().await;
 }
+
+fn sum_of(text: &str, name: &str, needles: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && needles.iter().all(|n| l.contains(n)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn completions_are_counted_once_and_failures_by_cause_with_an_event() {
+    use k8s_openapi::api::core::v1::Event;
+    let w = start().await;
+    let r = &w.r;
+    // History that finished before any Backstop ran is counted, not skipped.
+    r.wait_for(&format!(
+        "backstop_backup_completions_total{{{PRIMARY},result=\"succeeded\"}} 3"
+    ))
+    .await;
+    let backups: Api<PerconaXtraDBClusterBackup> =
+        Api::namespaced(r.world.client.clone(), world::NAMESPACE);
+    for b in backups.list(&Default::default()).await.unwrap().items {
+        assert_eq!(
+            b.metadata.annotations.unwrap_or_default()["backstop.percona.com/observed"],
+            "succeeded"
+        );
+    }
+
+    r.world
+        .s3
+        .faults()
+        .set(Rule::new(Fault::AccessDenied).in_region(s3::PRIMARY_REGION))
+        .await
+        .unwrap();
+    r.world.operator.step().await.unwrap();
+    w.clock.advance(SignedDuration::from_secs(60));
+    let failed = r.world.operator.step().await.unwrap().failed.remove(0);
+    r.wait_for(&format!(
+        "backstop_backup_failures_total{{{PRIMARY},cause=\"s3_access_denied\"}} 1"
+    ))
+    .await;
+    r.wait_for(&format!(
+        "backstop_backup_completions_total{{{PRIMARY},result=\"failed\"}} 1"
+    ))
+    .await;
+    let events: Api<Event> = Api::namespaced(r.world.client.clone(), world::NAMESPACE);
+    let event = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|e| e.involved_object.name.as_deref() == Some(failed.as_str()))
+        .expect("a BackupFailed Event on the failed backup");
+    assert_eq!(event.reason.as_deref(), Some("BackupFailed"));
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    let message = event.message.unwrap();
+    assert!(message.starts_with("cause=s3_access_denied"), "{message}");
+    assert!(
+        message.contains("Upload failed"),
+        "the log tail is quoted: {message}"
+    );
+
+    // A second Backstop (a restart, or another replica) sees everything claimed: it counts
+    // nothing old, and a new completion is counted by exactly one of the two.
+    let token = r.world.dir().join("token");
+    let config = r.world.backstop_config("127.0.0.1:0", &token).unwrap();
+    let second = backstop::app::App::bind_with(
+        config,
+        Some(r.world.client.clone()),
+        Arc::new(w.clock.clone()),
+    )
+    .await
+    .unwrap();
+    let second_base = format!("http://{}", second.local_addr().unwrap());
+    let stop_second = tokio_util::sync::CancellationToken::new();
+    let second_task = tokio::spawn(second.serve(stop_second.clone()));
+    let second_metrics = || async {
+        reqwest::get(format!("{second_base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while reqwest::get(format!("{second_base}/readyz"))
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(tokio::time::Instant::now() < deadline, "second never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    r.world.s3.faults().clear_all().await.unwrap();
+    w.clock.advance(SignedDuration::from_secs(60));
+    let succeeded = r.world.operator.step().await.unwrap().succeeded;
+    assert_eq!(succeeded.len(), 1);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (a, b) = (r.metrics().await, second_metrics().await);
+        let total = |t: &str| {
+            sum_of(
+                t,
+                "backstop_backup_completions_total{",
+                &["result=\"succeeded\""],
+            )
+        };
+        if total(&a) + total(&b) == 4.0 {
+            assert_eq!(
+                sum_of(&b, "backstop_backup_failures_total{", &[]),
+                0.0,
+                "the second instance does not count the old failure again"
+            );
+            break;
+        }
+        assert!(
+            total(&a) + total(&b) < 4.0 && tokio::time::Instant::now() < deadline,
+            "completions across both instances: {} + {}",
+            total(&a),
+            total(&b)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop_second.cancel();
+    second_task.await.unwrap().unwrap();
+    w.r.stop().await;
+}

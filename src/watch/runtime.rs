@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use futures::StreamExt as _;
 use kube::api::Api;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::pxc::{PerconaXtraDBCluster, PerconaXtraDBClusterBackup};
 use crate::readiness::{Gate, Readiness};
 use crate::watch::collector::SharedIndex;
+use crate::watch::completions::CompletionRecorder;
 use crate::watch::index::BackupIndex;
 
 /// How one kind of object is applied to the index.
@@ -25,6 +27,8 @@ trait Indexed: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'stat
     fn upsert(index: &mut BackupIndex, object: &Self);
     fn remove(index: &mut BackupIndex, namespace: &str, name: &str);
     fn names(index: &BackupIndex, namespace: Option<&str>) -> BTreeSet<(String, String)>;
+    /// Hook for objects seen (listed or changed); backups offer themselves to the recorder.
+    fn seen(_object: &Self, _recorder: Option<&Arc<CompletionRecorder>>) {}
 }
 
 impl Indexed for PerconaXtraDBCluster {
@@ -51,6 +55,11 @@ impl Indexed for PerconaXtraDBClusterBackup {
     fn names(index: &BackupIndex, namespace: Option<&str>) -> BTreeSet<(String, String)> {
         index.backup_names(namespace)
     }
+    fn seen(object: &Self, recorder: Option<&Arc<CompletionRecorder>>) {
+        if let Some(recorder) = recorder {
+            recorder.offer(object);
+        }
+    }
 }
 
 /// Starts the watches for `namespaces` (all namespaces when empty); each registers a closed
@@ -59,6 +68,7 @@ pub fn spawn(
     client: &kube::Client,
     namespaces: &[String],
     index: &SharedIndex,
+    recorder: Option<Arc<CompletionRecorder>>,
     readiness: &Readiness,
     shutdown: &CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -73,11 +83,17 @@ pub fn spawn(
             client,
             scope.clone(),
             index,
+            None,
             readiness,
             shutdown,
         ));
         tasks.push(watch::<PerconaXtraDBClusterBackup>(
-            client, scope, index, readiness, shutdown,
+            client,
+            scope,
+            index,
+            recorder.clone(),
+            readiness,
+            shutdown,
         ));
     }
     tasks
@@ -87,6 +103,7 @@ fn watch<K>(
     client: &kube::Client,
     scope: Option<String>,
     index: &SharedIndex,
+    recorder: Option<Arc<CompletionRecorder>>,
     readiness: &Readiness,
     shutdown: &CancellationToken,
 ) -> tokio::task::JoinHandle<()>
@@ -117,7 +134,12 @@ where
             match event {
                 None => return,
                 Some(Err(e)) => tracing::warn!(what = K::WHAT, error = %e, "watch error; retrying"),
-                Some(Ok(event)) => apply(&index, &gate, scope.as_deref(), &mut relisted, event),
+                Some(Ok(event)) => {
+                    if let Event::Apply(object) | Event::InitApply(object) = &event {
+                        K::seen(object, recorder.as_ref());
+                    }
+                    apply(&index, &gate, scope.as_deref(), &mut relisted, event);
+                }
             }
         }
     })
