@@ -37,6 +37,17 @@ pub struct ClusterSpec {
     pub extra: Extra,
 }
 
+impl PerconaXtraDBCluster {
+    /// `spec.backup.schedule`, empty when absent.
+    pub fn schedules(&self) -> &[Schedule] {
+        self.spec
+            .backup
+            .as_ref()
+            .and_then(|b| b.schedule.as_deref())
+            .unwrap_or_default()
+    }
+}
+
 /// `status` of a PerconaXtraDBCluster.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

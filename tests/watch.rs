@@ -34,11 +34,7 @@ async fn start() -> Watched {
 }
 
 fn value(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+    sandbox::sample(text, prefix, &[]).unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
 }
 
 const PRIMARY: &str = "namespace=\"percona\",cluster=\"cluster1\",storage=\"s3-us-west\"";

@@ -148,12 +148,7 @@ impl SimOperator {
         let ns = cluster.namespace().unwrap_or_default();
         let name = cluster.name_any();
         let now = self.clock.now();
-        let schedules = cluster
-            .spec
-            .backup
-            .as_ref()
-            .and_then(|b| b.schedule.clone())
-            .unwrap_or_default();
+        let schedules = cluster.schedules().to_vec();
         for schedule in schedules {
             let key = format!("{ns}/{name}/{}", schedule.name);
             let Ok(cron) = CronSchedule::parse(&schedule.schedule) else {
@@ -397,12 +392,7 @@ impl SimOperator {
         let ns = cluster.namespace().unwrap_or_default();
         let name = cluster.name_any();
         let api: Api<PerconaXtraDBClusterBackup> = Api::namespaced(self.client.clone(), &ns);
-        let schedules = cluster
-            .spec
-            .backup
-            .as_ref()
-            .and_then(|b| b.schedule.clone())
-            .unwrap_or_default();
+        let schedules = cluster.schedules().to_vec();
         for schedule in schedules {
             let Some(count) = schedule
                 .retention_count()
