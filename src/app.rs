@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::probe::ProbeMetrics;
 use crate::readiness::Readiness;
+use crate::responder::{Engine, Webhook};
 use crate::server::{self, AppState};
 use crate::watch::collector::BackupCollector;
 use crate::watch::completions::{CompletionMetrics, CompletionRecorder};
@@ -26,6 +27,8 @@ pub struct App {
     listener: TcpListener,
     metrics: Arc<Metrics>,
     readiness: Readiness,
+    webhook: Option<Arc<Webhook>>,
+    engine: Option<Arc<Engine>>,
     background: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -56,11 +59,13 @@ impl App {
         let mut metrics = Metrics::new();
         let background = CancellationToken::new();
         let mut tasks = Vec::new();
+        let mut webhook = None;
+        let mut engine = None;
         if let Some(client) = kube {
             let index = Arc::new(RwLock::new(BackupIndex::new()));
             metrics
                 .registry_mut()
-                .register_collector(Box::new(BackupCollector::new(index.clone(), clock)));
+                .register_collector(Box::new(BackupCollector::new(index.clone(), clock.clone())));
             let probe_metrics = Arc::new(ProbeMetrics::register(metrics.registry_mut()));
             let recorder = CompletionRecorder::new(
                 client.clone(),
@@ -74,19 +79,34 @@ impl App {
                 &readiness,
                 &background,
             );
+            let shared = Arc::new(config.clone());
             tasks.push(crate::probe::scheduler::spawn(
-                client,
+                client.clone(),
                 index,
-                Arc::new(config.clone()),
+                shared.clone(),
                 probe_metrics,
                 background.clone(),
             ));
+            if config.responder.enabled {
+                let started = crate::responder::start(
+                    client,
+                    shared,
+                    metrics.registry_mut(),
+                    clock,
+                    &background,
+                )?;
+                tasks.extend(started.tasks);
+                webhook = Some(started.webhook);
+                engine = Some(started.engine);
+            }
         }
         Ok(Self {
             config,
             listener,
             metrics: Arc::new(metrics),
             readiness,
+            webhook,
+            engine,
             background,
             tasks,
         })
@@ -100,6 +120,11 @@ impl App {
     /// The readiness gates behind `/readyz`.
     pub fn readiness(&self) -> &Readiness {
         &self.readiness
+    }
+
+    /// The playbook engine, when the responder runs.
+    pub fn engine(&self) -> Option<&Arc<Engine>> {
+        self.engine.as_ref()
     }
 
     /// Serves until `shutdown` is cancelled, then drains within `server.shutdown_timeout`.
@@ -116,6 +141,7 @@ impl App {
         let state = AppState {
             metrics: self.metrics.clone(),
             readiness: self.readiness.clone(),
+            webhook: self.webhook.clone(),
         };
         let router = extend(server::router(state, &self.config.server));
         let addr = self.local_addr()?;

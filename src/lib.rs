@@ -10,11 +10,14 @@ pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod events;
 pub mod https;
+pub mod leader;
 pub mod metrics;
 pub mod probe;
 pub mod pxc;
 pub mod readiness;
+pub mod responder;
 pub mod s3client;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
@@ -47,6 +50,9 @@ pub enum Error {
     /// Logging could not be set up.
     #[error(transparent)]
     Telemetry(#[from] telemetry::TelemetryError),
+    /// The responder could not start.
+    #[error(transparent)]
+    Responder(#[from] responder::ResponderError),
     /// The sandbox failed.
     #[cfg(feature = "sandbox")]
     #[error(transparent)]
@@ -64,6 +70,7 @@ impl Error {
             Self::Bind { .. } => "bind",
             Self::Server(_) => "server",
             Self::Telemetry(_) => "telemetry",
+            Self::Responder(_) => "responder",
             #[cfg(feature = "sandbox")]
             Self::Sandbox(_) => "sandbox",
             Self::Io(_) => "io",

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -21,6 +21,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::config::ServerConfig;
 use crate::metrics::{Format, Metrics};
 use crate::readiness::Readiness;
+use crate::responder::Webhook;
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The gates behind `/readyz`.
     pub readiness: Readiness,
+    /// The Alertmanager webhook, when the responder runs (it needs Kubernetes and
+    /// `responder.enabled`).
+    pub webhook: Option<Arc<Webhook>>,
 }
 
 /// Builds the router for `settings`.
@@ -49,7 +53,7 @@ pub fn router(state: AppState, settings: &ServerConfig) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route(&settings.webhook_path, post(webhook_not_implemented))
+        .route(&settings.webhook_path, post(webhook))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -126,12 +130,17 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn webhook_not_implemented() -> Response {
-    (
-        StatusCode::NOT_IMPLEMENTED,
-        axum::Json(json!({"error": "the webhook responder is not part of this build yet"})),
-    )
-        .into_response()
+async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    match &state.webhook {
+        Some(webhook) => webhook.handle(&headers, &body).await,
+        // Without Kubernetes there is nowhere to record an intent; 503 makes Alertmanager
+        // retry rather than drop the notification.
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"error": "the responder is not running (no Kubernetes client, or responder.enabled is false)"})),
+        )
+            .into_response(),
+    }
 }
 
 async fn not_found() -> Response {

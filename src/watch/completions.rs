@@ -17,10 +17,9 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
-use kube::api::{Api, ListParams, LogParams, Patch, PatchParams, PostParams};
-use kube::{Resource, ResourceExt as _};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt as _;
+use kube::api::{Api, ListParams, LogParams, Patch, PatchParams};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -28,6 +27,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
+use crate::events::{EventSpec, EventType};
 use crate::pxc::{PerconaXtraDBClusterBackup, labels, state};
 use crate::watch::cause::{self, FailureCause};
 
@@ -287,41 +287,20 @@ impl CompletionRecorder {
         error: Option<&str>,
         tail: &str,
     ) -> Result<(), kube::Error> {
-        let ns = backup.namespace().unwrap_or_default();
-        let now = jiff::Timestamp::now();
-        let event = Event {
-            metadata: ObjectMeta {
-                generate_name: Some(format!("{}.", backup.name_any())),
-                namespace: Some(ns.clone()),
-                ..ObjectMeta::default()
+        crate::events::emit(
+            &self.client,
+            backup,
+            EventSpec {
+                type_: EventType::Warning,
+                reason: "BackupFailed",
+                action: "ObserveBackup",
+                message: format!(
+                    "cause={}: {}\n{tail}",
+                    found.as_str(),
+                    error.unwrap_or("backup failed")
+                ),
             },
-            involved_object: ObjectReference {
-                api_version: Some(PerconaXtraDBClusterBackup::api_version(&()).into_owned()),
-                kind: Some(PerconaXtraDBClusterBackup::kind(&()).into_owned()),
-                name: Some(backup.name_any()),
-                namespace: Some(ns.clone()),
-                uid: backup.uid(),
-                resource_version: backup.resource_version(),
-                ..ObjectReference::default()
-            },
-            reason: Some("BackupFailed".into()),
-            type_: Some("Warning".into()),
-            message: Some(format!(
-                "cause={}: {}\n{tail}",
-                found.as_str(),
-                error.unwrap_or("backup failed")
-            )),
-            reporting_component: Some("backstop".into()),
-            reporting_instance: std::env::var("POD_NAME").ok(),
-            first_timestamp: Some(Time(now)),
-            last_timestamp: Some(Time(now)),
-            event_time: Some(MicroTime(now)),
-            action: Some("ObserveBackup".into()),
-            count: Some(1),
-            ..Event::default()
-        };
-        let events: Api<Event> = Api::namespaced(self.client.clone(), &ns);
-        events.create(&PostParams::default(), &event).await?;
-        Ok(())
+        )
+        .await
     }
 }

@@ -1,0 +1,118 @@
+//! The responder: the Alertmanager webhook and the failover/revert playbooks it drives.
+//!
+//! Alerts are intents; a reconciler converges. The [`webhook`] records what the alerts say on
+//! each affected PerconaXtraDBCluster ([`intent`]) and answers at once; the [`controller`]
+//! (leader only) runs the [`engine`], which moves each managed cluster one idempotent step at
+//! a time towards its intent, keeping a [`journal`] of every field it changed in the same
+//! write as the change. [`plan`] and [`routing`] are the pure parts, tested exhaustively.
+
+pub mod alertmanager;
+pub mod auth;
+pub mod controller;
+pub mod engine;
+pub mod intent;
+pub mod journal;
+pub mod metrics;
+pub mod plan;
+pub mod routing;
+pub mod verify;
+pub mod webhook;
+
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::leader::{self, Election};
+
+pub use engine::{ClusterKey, Engine};
+pub use metrics::ResponderMetrics;
+pub use webhook::Webhook;
+
+/// Why the responder could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponderError {
+    /// The webhook credentials could not be loaded.
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+}
+
+/// The running responder's parts.
+pub struct Started {
+    /// The webhook handler.
+    pub webhook: Arc<Webhook>,
+    /// The engine (shared with the controller).
+    pub engine: Arc<Engine>,
+    /// Background tasks: the election and the controller.
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts the responder: loads the webhook credentials, registers the metrics, and starts
+/// leader election and the controller.
+///
+/// # Errors
+///
+/// [`ResponderError`] when the webhook credentials cannot be loaded.
+pub fn start(
+    client: kube::Client,
+    config: Arc<Config>,
+    registry: &mut Registry,
+    clock: Arc<dyn Clock>,
+    shutdown: &CancellationToken,
+) -> Result<Started, ResponderError> {
+    let auth = auth::Authenticator::load(&config.responder.auth)?;
+    let metrics = ResponderMetrics::register(registry);
+    for managed in &config.clusters {
+        // Exported from the start, so "not failed over" is a 0 rather than no data.
+        metrics.set_active(&managed.namespace, &managed.name, None);
+        metrics.set_verification_failed(&managed.namespace, &managed.name, false);
+    }
+    let engine = Engine::new(client.clone(), config.clone(), metrics, clock);
+    let triggers = controller::Triggers::default();
+    let mut tasks = Vec::new();
+    let settings = &config.kubernetes.leader_election;
+    let leading = if settings.enabled {
+        let namespace = settings
+            .lease_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".to_owned());
+        let (rx, task) = leader::spawn(
+            client,
+            Election {
+                namespace,
+                name: settings.lease_name.clone(),
+                identity: leader::default_identity(),
+                lease_duration: settings.lease_duration.get(),
+                renew_interval: settings.renew_interval.get(),
+            },
+            shutdown.clone(),
+        );
+        tasks.push(task);
+        rx
+    } else {
+        // A single replica leads unconditionally; the sender lives as long as the task.
+        let (tx, rx) = watch::channel(true);
+        let done = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            done.cancelled().await;
+            drop(tx);
+        }));
+        rx
+    };
+    tasks.push(controller::spawn(
+        engine.clone(),
+        leading,
+        triggers.clone(),
+        shutdown.clone(),
+    ));
+    let webhook = Arc::new(Webhook::new(auth, engine.clone(), triggers));
+    Ok(Started {
+        webhook,
+        engine,
+        tasks,
+    })
+}

@@ -1,0 +1,502 @@
+//! Planning, without I/O: the exact field changes a failover makes to `spec.backup`, and the
+//! changes a revert makes to put the saved values back.
+//!
+//! Plans work on the raw JSON of `spec.backup`, so fields this version of Backstop does not
+//! know survive untouched, and a revert restores the original byte for byte.
+
+use serde_json::{Map, Value, json};
+
+use crate::config::{FailoverPolicy, PitrOnBuffer, Strategy};
+use crate::probe::discovery::secondary_storage;
+use crate::pxc::{STORAGE_FILESYSTEM, STORAGE_S3};
+
+use super::journal::{Change, Field, Journal, TargetKind};
+
+/// Why no failover can be planned for a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// The cluster has no `spec.backup`.
+    #[error("the cluster has no spec.backup")]
+    NoBackupSpec,
+    /// No schedule or PITR uses an S3 storage the policy protects.
+    #[error("no schedule or PITR uses a protected S3 storage ({0})")]
+    NothingProtected(String),
+    /// The policy has no secondary (or no buffer) to switch to.
+    #[error("the failover policy has no {0}")]
+    NoTarget(&'static str),
+    /// The secondary's storage name is one of the failing storages.
+    #[error("the secondary storage name {0:?} is one of the protected storages")]
+    TargetIsProtected(String),
+}
+
+/// A failover, ready to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailoverPlan {
+    /// `repoint`, `in-place` or `buffer`.
+    pub strategy: &'static str,
+    /// Secondary or buffer.
+    pub target_kind: TargetKind,
+    /// The storage entry backups will use.
+    pub target_storage: String,
+    /// The storage definition the backup Job will use: what must be verified healthy before
+    /// the plan is written (`None` for the buffer, which has nothing to probe).
+    pub verify: Option<Value>,
+    /// The failing storages.
+    pub protected: Vec<String>,
+    /// Every field changed.
+    pub changes: Vec<Change>,
+}
+
+/// A revert, ready to write.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RevertPlan {
+    /// Fields to set back, with the value to set (`None` removes the field).
+    pub restore: Vec<(Field, Option<Value>)>,
+    /// Fields changed by someone else since the failover: left as they are.
+    pub kept: Vec<Field>,
+}
+
+/// The value of `field` in `backup` (`spec.backup`).
+pub fn get(backup: &Value, field: &Field) -> Option<Value> {
+    match field {
+        Field::ScheduleStorage(name) => schedules(backup)
+            .iter()
+            .find(|s| s.get("name").and_then(Value::as_str) == Some(name))
+            .and_then(|s| s.get("storageName").cloned()),
+        Field::Pitr => backup.get("pitr").cloned(),
+        Field::Storage(name) => backup.get("storages").and_then(|s| s.get(name)).cloned(),
+    }
+}
+
+/// Sets (or with `None` removes) `field` in `backup`. A schedule that no longer exists is
+/// left alone: someone removed it, and re-creating it would undo their change.
+pub fn set(backup: &mut Value, field: &Field, value: Option<Value>) {
+    let Some(backup) = backup.as_object_mut() else {
+        return;
+    };
+    match field {
+        Field::ScheduleStorage(name) => {
+            let Some(Value::Array(list)) = backup.get_mut("schedule") else {
+                return;
+            };
+            let Some(Value::Object(entry)) = list
+                .iter_mut()
+                .find(|s| s.get("name").and_then(Value::as_str) == Some(name))
+            else {
+                return;
+            };
+            put(entry, "storageName", value);
+        }
+        Field::Pitr => put(backup, "pitr", value),
+        Field::Storage(name) => {
+            let storages = backup
+                .entry("storages")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(storages) = storages {
+                put(storages, name, value);
+            }
+        }
+    }
+}
+
+fn put(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+    match value {
+        Some(v) => {
+            map.insert(key.to_owned(), v);
+        }
+        None => {
+            map.remove(key);
+        }
+    }
+}
+
+/// Applies every change's `after`.
+pub fn apply(backup: &mut Value, changes: &[Change]) {
+    for change in changes {
+        set(backup, &change.field, change.after.clone());
+    }
+}
+
+fn schedules(backup: &Value) -> &[Value] {
+    backup
+        .get("schedule")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+fn storage_is_s3(backup: &Value, name: &str) -> bool {
+    backup
+        .get("storages")
+        .and_then(|s| s.get(name))
+        .and_then(|s| s.get("type"))
+        .and_then(Value::as_str)
+        == Some(STORAGE_S3)
+}
+
+fn pitr_storage(backup: &Value) -> Option<&str> {
+    let pitr = backup.get("pitr")?;
+    if pitr.get("enabled").and_then(Value::as_bool) != Some(true) {
+        return None;
+    }
+    pitr.get("storageName").and_then(Value::as_str)
+}
+
+/// The storages a failover moves backups away from: the policy's `storage`, else every S3
+/// storage a schedule or an enabled PITR uses. Sorted, without repeats.
+pub fn protected_storages(backup: &Value, policy: &FailoverPolicy) -> Vec<String> {
+    let mut names: Vec<String> = match &policy.storage {
+        Some(name) => vec![name.clone()],
+        None => schedules(backup)
+            .iter()
+            .filter_map(|s| s.get("storageName").and_then(Value::as_str))
+            .chain(pitr_storage(backup))
+            .filter(|name| storage_is_s3(backup, name))
+            .map(str::to_owned)
+            .collect(),
+    };
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Plans a failover of `backup` to `kind` under `policy`.
+///
+/// # Errors
+///
+/// [`PlanError`] when the cluster has nothing to protect or the policy nothing to go to.
+pub fn plan_failover(
+    backup: &Value,
+    policy: &FailoverPolicy,
+    kind: TargetKind,
+) -> Result<FailoverPlan, PlanError> {
+    if !backup.is_object() {
+        return Err(PlanError::NoBackupSpec);
+    }
+    let protected = protected_storages(backup, policy);
+    let uses_protected = |name: Option<&str>| name.is_some_and(|n| protected.iter().any(|p| p == n));
+    let scheduled: Vec<String> = schedules(backup)
+        .iter()
+        .filter(|s| uses_protected(s.get("storageName").and_then(Value::as_str)))
+        .filter_map(|s| s.get("name").and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    let pitr_protected = uses_protected(pitr_storage(backup));
+    if scheduled.is_empty() && !pitr_protected {
+        return Err(PlanError::NothingProtected(protected.join(", ")));
+    }
+    let mut changes = Vec::new();
+    let mut change = |field: Field, after: Option<Value>| {
+        let before = get(backup, &field);
+        if before != after {
+            changes.push(Change {
+                field,
+                before,
+                after,
+            });
+        }
+    };
+    match (kind, policy.strategy) {
+        (TargetKind::Secondary, Strategy::Repoint) => {
+            let (name, from_policy) = policy_secondary(policy)?;
+            if protected.contains(&name) {
+                return Err(PlanError::TargetIsProtected(name));
+            }
+            // An entry a human already made under that name is used as it is (with its pod
+            // settings); otherwise the policy's definition is added.
+            let storage = get(backup, &Field::Storage(name.clone())).unwrap_or(from_policy);
+            change(Field::Storage(name.clone()), Some(storage.clone()));
+            for schedule in &scheduled {
+                change(
+                    Field::ScheduleStorage(schedule.clone()),
+                    Some(Value::String(name.clone())),
+                );
+            }
+            if pitr_protected && let Some(mut pitr) = get(backup, &Field::Pitr) {
+                pitr["storageName"] = Value::String(name.clone());
+                change(Field::Pitr, Some(pitr));
+            }
+            Ok(FailoverPlan {
+                strategy: "repoint",
+                target_kind: kind,
+                target_storage: name,
+                verify: Some(storage),
+                protected,
+                changes,
+            })
+        }
+        (TargetKind::Secondary, Strategy::InPlace) => {
+            let secondary = policy
+                .secondary
+                .as_ref()
+                .ok_or(PlanError::NoTarget("secondary"))?;
+            let mut verify = None;
+            for name in &protected {
+                let mut storage = get(backup, &Field::Storage(name.clone()))
+                    .unwrap_or_else(|| json!({"type": STORAGE_S3}));
+                let s3 = &mut storage["s3"];
+                if !s3.is_object() {
+                    *s3 = json!({});
+                }
+                s3["bucket"] = json!(secondary.bucket);
+                s3["region"] = json!(secondary.region);
+                s3["credentialsSecret"] = json!(secondary.credentials_secret);
+                s3["forcePathStyle"] = json!(secondary.force_path_style);
+                match &secondary.endpoint_url {
+                    Some(url) => s3["endpointUrl"] = json!(url),
+                    None => {
+                        if let Some(map) = s3.as_object_mut() {
+                            map.remove("endpointUrl");
+                        }
+                    }
+                }
+                storage["verifyTLS"] = json!(secondary.verify_tls);
+                verify.get_or_insert_with(|| storage.clone());
+                change(Field::Storage(name.clone()), Some(storage));
+            }
+            Ok(FailoverPlan {
+                strategy: "in-place",
+                target_kind: kind,
+                target_storage: protected.first().cloned().unwrap_or_default(),
+                verify,
+                protected,
+                changes,
+            })
+        }
+        (TargetKind::Buffer, _) => {
+            let buffer = policy.buffer.as_ref().ok_or(PlanError::NoTarget("buffer"))?;
+            let mut claim = json!({
+                "accessModes": buffer.access_modes,
+                "resources": {"requests": {"storage": buffer.size}},
+            });
+            if let Some(class) = &buffer.storage_class_name {
+                claim["storageClassName"] = json!(class);
+            }
+            let storage = json!({
+                "type": STORAGE_FILESYSTEM,
+                "volume": {"persistentVolumeClaim": claim},
+            });
+            let name = buffer.storage_name.clone();
+            change(Field::Storage(name.clone()), Some(storage));
+            for schedule in &scheduled {
+                change(
+                    Field::ScheduleStorage(schedule.clone()),
+                    Some(Value::String(name.clone())),
+                );
+            }
+            // The binlog collector cannot write to a filesystem storage.
+            if pitr_protected
+                && policy.pitr_on_buffer == PitrOnBuffer::Disable
+                && let Some(mut pitr) = get(backup, &Field::Pitr)
+            {
+                pitr["enabled"] = Value::Bool(false);
+                change(Field::Pitr, Some(pitr));
+            }
+            Ok(FailoverPlan {
+                strategy: "buffer",
+                target_kind: kind,
+                target_storage: name,
+                verify: None,
+                protected,
+                changes,
+            })
+        }
+    }
+}
+
+fn policy_secondary(policy: &FailoverPolicy) -> Result<(String, Value), PlanError> {
+    let managed = crate::config::ManagedCluster {
+        namespace: String::new(),
+        name: String::new(),
+        failover: policy.clone(),
+    };
+    let (name, storage) = secondary_storage(&managed).ok_or(PlanError::NoTarget("secondary"))?;
+    let value = serde_json::to_value(storage).map_err(|_| PlanError::NoTarget("secondary"))?;
+    Ok((name, value))
+}
+
+/// Plans the revert of `journal` against the current `backup`: every field still holding
+/// what the failover wrote gets its original back; a field someone changed since is kept.
+pub fn plan_revert(backup: &Value, journal: &Journal) -> RevertPlan {
+    let mut plan = RevertPlan::default();
+    for change in &journal.changes {
+        let current = get(backup, &change.field);
+        if current == change.after {
+            plan.restore.push((change.field.clone(), change.before.clone()));
+        } else if current != change.before {
+            plan.kept.push(change.field.clone());
+        }
+    }
+    plan
+}
+
+/// Applies a revert plan.
+pub fn apply_revert(backup: &mut Value, plan: &RevertPlan) {
+    for (field, value) in &plan.restore {
+        set(backup, field, value.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BufferPolicy, SecondaryTarget};
+
+    fn backup() -> Value {
+        json!({
+            "allowParallel": true,
+            "storages": {
+                "s3-us-west": {"type": "s3", "s3": {"bucket": "pxc/c1", "region": "us-west-2",
+                    "credentialsSecret": "creds", "endpointUrl": "https://a"},
+                    "nodeSelector": {"a": "b"}},
+                "fs": {"type": "filesystem", "volume": {"emptyDir": {}}},
+            },
+            "schedule": [
+                {"name": "daily", "schedule": "0 0 * * *", "storageName": "s3-us-west", "keep": 3},
+                {"name": "local", "schedule": "0 1 * * *", "storageName": "fs"},
+            ],
+            "pitr": {"enabled": true, "storageName": "s3-us-west", "timeBetweenUploads": 60},
+        })
+    }
+
+    fn policy(strategy: Strategy) -> FailoverPolicy {
+        FailoverPolicy {
+            strategy,
+            storage: None,
+            secondary: Some(SecondaryTarget {
+                storage_name: "dr".into(),
+                bucket: "pxc-dr/c1".into(),
+                region: "us-east-1".into(),
+                endpoint_url: None,
+                credentials_secret: "dr-creds".into(),
+                force_path_style: true,
+                verify_tls: true,
+            }),
+            buffer: Some(BufferPolicy {
+                storage_name: "buf".into(),
+                storage_class_name: Some("gp3".into()),
+                size: "10Gi".into(),
+                access_modes: vec!["ReadWriteOnce".into()],
+            }),
+            pitr_on_buffer: PitrOnBuffer::Disable,
+        }
+    }
+
+    fn round_trip(strategy: Strategy, kind: TargetKind) -> (Value, FailoverPlan) {
+        let original = backup();
+        let plan = plan_failover(&original, &policy(strategy), kind).unwrap();
+        let mut failed = original.clone();
+        apply(&mut failed, &plan.changes);
+        assert_ne!(failed, original);
+        let journal = journal(&plan);
+        let revert = plan_revert(&failed, &journal);
+        assert!(revert.kept.is_empty());
+        let mut back = failed.clone();
+        apply_revert(&mut back, &revert);
+        assert_eq!(back, original, "the revert restores every field exactly");
+        (failed, plan)
+    }
+
+    fn journal(plan: &FailoverPlan) -> Journal {
+        Journal {
+            version: 1,
+            run_id: "r".into(),
+            phase: super::super::journal::Phase::FailedOver,
+            strategy: plan.strategy.into(),
+            target_kind: plan.target_kind,
+            target_storage: plan.target_storage.clone(),
+            protected: plan.protected.clone(),
+            changes: plan.changes.clone(),
+            failed_over_at: jiff::Timestamp::UNIX_EPOCH,
+            cover_backup: None,
+            reverted_at: None,
+            test_backup: None,
+            finished_at: None,
+            kept_edits: vec![],
+            message: None,
+        }
+    }
+
+    #[test]
+    fn repoint_moves_schedules_and_pitr_only() {
+        let (failed, plan) = round_trip(Strategy::Repoint, TargetKind::Secondary);
+        assert_eq!(plan.protected, vec!["s3-us-west"]);
+        assert_eq!(failed["schedule"][0]["storageName"], "dr");
+        assert_eq!(failed["schedule"][1]["storageName"], "fs");
+        assert_eq!(failed["pitr"]["storageName"], "dr");
+        assert_eq!(failed["storages"]["dr"]["s3"]["bucket"], "pxc-dr/c1");
+        assert_eq!(failed["storages"]["s3-us-west"], backup()["storages"]["s3-us-west"]);
+        assert_eq!(plan.verify.as_ref(), Some(&failed["storages"]["dr"]));
+    }
+
+    #[test]
+    fn in_place_rewrites_the_storage_and_keeps_pod_settings() {
+        let (failed, plan) = round_trip(Strategy::InPlace, TargetKind::Secondary);
+        let s = &failed["storages"]["s3-us-west"];
+        assert_eq!(s["s3"]["bucket"], "pxc-dr/c1");
+        assert_eq!(s["s3"]["region"], "us-east-1");
+        assert_eq!(s["s3"]["credentialsSecret"], "dr-creds");
+        assert!(s["s3"].get("endpointUrl").is_none());
+        assert_eq!(s["nodeSelector"]["a"], "b");
+        assert_eq!(failed["schedule"][0]["storageName"], "s3-us-west");
+        assert_eq!(plan.target_storage, "s3-us-west");
+    }
+
+    #[test]
+    fn buffer_uses_a_pvc_template_and_disables_pitr() {
+        let (failed, plan) = round_trip(Strategy::Repoint, TargetKind::Buffer);
+        let claim = &failed["storages"]["buf"]["volume"]["persistentVolumeClaim"];
+        assert_eq!(claim["storageClassName"], "gp3");
+        assert_eq!(claim["resources"]["requests"]["storage"], "10Gi");
+        assert!(claim.get("claimName").is_none());
+        assert_eq!(failed["schedule"][0]["storageName"], "buf");
+        assert_eq!(failed["pitr"]["enabled"], false);
+        assert_eq!(failed["pitr"]["storageName"], "s3-us-west");
+        assert!(plan.verify.is_none());
+        let mut keep = policy(Strategy::Repoint);
+        keep.pitr_on_buffer = PitrOnBuffer::Keep;
+        let plan = plan_failover(&backup(), &keep, TargetKind::Buffer).unwrap();
+        assert!(plan.changes.iter().all(|c| c.field != Field::Pitr));
+    }
+
+    #[test]
+    fn a_human_edit_after_the_failover_is_kept() {
+        let original = backup();
+        let plan = plan_failover(&original, &policy(Strategy::Repoint), TargetKind::Secondary)
+            .unwrap();
+        let mut failed = original.clone();
+        apply(&mut failed, &plan.changes);
+        failed["schedule"][0]["storageName"] = json!("fs");
+        let revert = plan_revert(&failed, &journal(&plan));
+        assert_eq!(revert.kept, vec![Field::ScheduleStorage("daily".into())]);
+        let mut back = failed.clone();
+        apply_revert(&mut back, &revert);
+        assert_eq!(back["schedule"][0]["storageName"], "fs");
+        assert_eq!(back["pitr"], original["pitr"]);
+        assert!(back["storages"].get("dr").is_none());
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_planned() {
+        let mut p = policy(Strategy::Repoint);
+        p.storage = Some("fs-none".into());
+        assert!(matches!(
+            plan_failover(&backup(), &p, TargetKind::Secondary),
+            Err(PlanError::NothingProtected(_))
+        ));
+        let mut p = policy(Strategy::Repoint);
+        p.secondary = None;
+        assert_eq!(
+            plan_failover(&backup(), &p, TargetKind::Secondary),
+            Err(PlanError::NoTarget("secondary"))
+        );
+        let mut p = policy(Strategy::Repoint);
+        p.secondary.as_mut().unwrap().storage_name = "s3-us-west".into();
+        assert!(matches!(
+            plan_failover(&backup(), &p, TargetKind::Secondary),
+            Err(PlanError::TargetIsProtected(_))
+        ));
+        assert_eq!(
+            plan_failover(&Value::Null, &p, TargetKind::Secondary),
+            Err(PlanError::NoBackupSpec)
+        );
+    }
+}

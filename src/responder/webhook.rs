@@ -1,0 +1,257 @@
+//! `POST /alertmanager`: authenticates, parses, routes, and records each affected cluster's
+//! intent on the cluster, then answers. It never runs a playbook itself: 2xx means "recorded",
+//! and the reconciler does the rest. Alertmanager retries 5xx and never 4xx, so 5xx is used
+//! only when an intent could not be recorded (the retry is safe: recording is idempotent).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kube::ResourceExt as _;
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
+
+use crate::config::ManagedCluster;
+
+use super::alertmanager::{self, AlertStatus, Notification};
+use super::auth::Authenticator;
+use super::controller::Triggers;
+use super::engine::{ClusterKey, Engine, PAUSE_ANNOTATION, cluster_api, read_intent, read_journal};
+use super::intent::{INTENT_ANNOTATION, Intent};
+use super::plan;
+use super::routing::{self, ProtectedStorage};
+
+/// Conflicts retried while recording one cluster's intent.
+const MAX_CONFLICTS: usize = 8;
+
+/// What the webhook handler needs.
+#[derive(Debug)]
+pub struct Webhook {
+    auth: Authenticator,
+    engine: Arc<Engine>,
+    triggers: Triggers,
+}
+
+/// Why an intent could not be recorded (answered with 503, so Alertmanager retries).
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// Reading or writing the cluster failed.
+    #[error("Kubernetes request failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// The cluster kept changing between our read and our write.
+    #[error("cluster {0} kept changing while its intent was recorded")]
+    Conflicts(ClusterKey),
+}
+
+/// One observation of an alert episode for a cluster.
+#[derive(Debug, Clone)]
+struct Observation {
+    key: String,
+    alertname: String,
+    starts_at: jiff::Timestamp,
+    status: AlertStatus,
+}
+
+impl Webhook {
+    /// Builds the handler state.
+    pub fn new(auth: Authenticator, engine: Arc<Engine>, triggers: Triggers) -> Self {
+        Self {
+            auth,
+            engine,
+            triggers,
+        }
+    }
+
+    /// Handles one request.
+    pub async fn handle(&self, headers: &HeaderMap, body: &Bytes) -> Response {
+        let response = self.answer(headers, body).await;
+        self.engine
+            .metrics()
+            .webhook_request(response.status().as_u16());
+        response
+    }
+
+    async fn answer(&self, headers: &HeaderMap, body: &Bytes) -> Response {
+        let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        if !self.auth.allows(authorization) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer realm=\"backstop\"")],
+                axum::Json(json!({"error": "missing or wrong credentials"})),
+            )
+                .into_response();
+        }
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let essence = content_type.split(';').next().unwrap_or_default().trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return bad_request(format!(
+                "content type must be application/json, got {content_type:?}"
+            ));
+        }
+        let notification = match alertmanager::parse(body) {
+            Ok(n) => n,
+            Err(e) => return bad_request(e.to_string()),
+        };
+        match self.record(&notification).await {
+            Ok(summary) => (StatusCode::OK, axum::Json(summary)).into_response(),
+            Err(e) => {
+                tracing::error!(error = %e, "could not record an intent; Alertmanager will retry");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(json!({"error": format!("could not record the intent: {e}")})),
+                )
+                    .into_response()
+            }
+        }
+    }
+
+    /// Routes the alerts and records each affected cluster's intent.
+    async fn record(&self, notification: &Notification) -> Result<Value, RecordError> {
+        let routes = &self.engine.config().responder.routes;
+        let mut per_cluster: BTreeMap<ClusterKey, Vec<Observation>> = BTreeMap::new();
+        let mut unrouted = 0;
+        let mut objects = BTreeMap::new();
+        for alert in &notification.alerts {
+            let routed = routing::route(routes, alert).is_some();
+            self.engine
+                .metrics()
+                .webhook_alert(alert.status.as_str(), routed);
+            if !routed {
+                unrouted += 1;
+                tracing::info!(alertname = alert.name(), fingerprint = %alert.fingerprint, "alert matches no route; ignored");
+                continue;
+            }
+            for managed in &self.engine.config().clusters {
+                let key = ClusterKey {
+                    namespace: managed.namespace.clone(),
+                    name: managed.name.clone(),
+                };
+                if !objects.contains_key(&key) {
+                    let object = cluster_api(self.engine.client(), &key.namespace)
+                        .get_opt(&key.name)
+                        .await?;
+                    objects.insert(key.clone(), object);
+                }
+                let Some(Some(object)) = objects.get(&key) else {
+                    continue;
+                };
+                let protected = protected_of(object, managed);
+                if routing::affects(&alert.labels, &key.namespace, &key.name, &protected) {
+                    per_cluster.entry(key).or_default().push(Observation {
+                        key: alert.fingerprint.clone(),
+                        alertname: alert.name().to_owned(),
+                        starts_at: alert.starts_at,
+                        status: alert.status,
+                    });
+                }
+            }
+        }
+        let mut recorded = Vec::new();
+        for (key, observations) in &per_cluster {
+            if self.record_cluster(key, observations).await? {
+                recorded.push(key.to_string());
+            }
+            self.triggers.poke(key);
+        }
+        Ok(json!({
+            "status": "recorded",
+            "alerts": notification.alerts.len(),
+            "unrouted": unrouted,
+            "clusters": per_cluster.keys().map(ToString::to_string).collect::<Vec<_>>(),
+            "changed": recorded,
+        }))
+    }
+
+    /// Merges the observations into one cluster's intent; `true` when it changed.
+    async fn record_cluster(
+        &self,
+        key: &ClusterKey,
+        observations: &[Observation],
+    ) -> Result<bool, RecordError> {
+        let now = jiff::Timestamp::now();
+        let merge = |intent: &mut Intent| {
+            let mut changed = false;
+            for o in observations {
+                changed |= intent.observe(&o.key, &o.alertname, o.starts_at, o.status, now);
+            }
+            if changed {
+                intent.prune(now);
+            }
+            changed
+        };
+        if self.engine.dry_run() {
+            return Ok(self.engine.dry_run_intent(key, merge));
+        }
+        let api = cluster_api(self.engine.client(), &key.namespace);
+        for _ in 0..MAX_CONFLICTS {
+            let Some(object) = api.get_opt(&key.name).await? else {
+                return Ok(false);
+            };
+            if object.annotations().get(PAUSE_ANNOTATION).map(String::as_str) == Some("true") {
+                tracing::info!(cluster = %key, "paused; intent not recorded");
+                return Ok(false);
+            }
+            let mut intent = read_intent(&object);
+            if !merge(&mut intent) {
+                return Ok(false);
+            }
+            let patch = json!({"metadata": {
+                "resourceVersion": object.resource_version(),
+                "annotations": {INTENT_ANNOTATION: intent.render()},
+            }});
+            match api
+                .patch(&key.name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(cluster = %key, wants_failover = intent.wants_failover(), "intent recorded");
+                    return Ok(true);
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RecordError::Conflicts(key.clone()))
+    }
+}
+
+/// The storages an alert about the cluster may name: the ones a failover protects, with their
+/// original S3 settings (from the journal while failed over, since `in-place` rewrote them).
+pub fn protected_of(object: &kube::api::DynamicObject, managed: &ManagedCluster) -> Vec<ProtectedStorage> {
+    let backup = object
+        .data
+        .get("spec")
+        .and_then(|s| s.get("backup"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let journal = read_journal(object).ok().flatten().filter(|j| j.phase.is_failed_over());
+    let names = match &journal {
+        Some(j) => j.protected.clone(),
+        None => plan::protected_storages(&backup, &managed.failover),
+    };
+    names
+        .iter()
+        .map(|name| {
+            let definition = journal
+                .as_ref()
+                .and_then(|j| j.original_storage(name).cloned())
+                .or_else(|| plan::get(&backup, &super::journal::Field::Storage(name.clone())))
+                .unwrap_or(Value::Null);
+            ProtectedStorage::from_definition(name, &definition)
+        })
+        .collect()
+}
+
+fn bad_request(message: String) -> Response {
+    tracing::info!(%message, "webhook request refused");
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({"error": message})),
+    )
+        .into_response()
+}
