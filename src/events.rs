@@ -33,7 +33,11 @@ pub struct EventSpec<'a> {
 /// # Errors
 ///
 /// The API error when the Event cannot be created.
-pub async fn emit<K>(client: &kube::Client, object: &K, event: EventSpec<'_>) -> Result<(), kube::Error>
+pub async fn emit<K>(
+    client: &kube::Client,
+    object: &K,
+    event: EventSpec<'_>,
+) -> Result<(), kube::Error>
 where
     K: Resource<DynamicType = ()>,
 {

@@ -62,7 +62,10 @@ pub fn spawn(
                     tracing::warn!(error = %e, lease = %election.name, "leader election request failed");
                     // A leader that cannot renew must assume it lost the Lease once the
                     // duration has passed since its last successful renewal.
-                    *tx.borrow() && observed.as_ref().is_some_and(|o| o.at.elapsed() < election.lease_duration)
+                    *tx.borrow()
+                        && observed
+                            .as_ref()
+                            .is_some_and(|o| o.at.elapsed() < election.lease_duration)
                 }
             };
             if *tx.borrow() != leading {
@@ -143,7 +146,10 @@ async fn try_acquire_or_renew(
         .lease_duration_seconds
         .and_then(|s| u64::try_from(s).ok())
         .map_or(election.lease_duration, Duration::from_secs);
-    let expired = holder.is_none() || observed.as_ref().is_some_and(|o| o.at.elapsed() >= duration);
+    let expired = holder.is_none()
+        || observed
+            .as_ref()
+            .is_some_and(|o| o.at.elapsed() >= duration);
     if !mine && !expired {
         return Ok(false);
     }

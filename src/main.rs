@@ -7,6 +7,8 @@ use anyhow::Context as _;
 use backstop::app::App;
 use backstop::cli::{Cli, Command, EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE};
 use backstop::config::{self, ConfigError};
+use backstop::responder::journal::Phase;
+use backstop::responder::manual::{self, Manual};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
@@ -72,9 +74,9 @@ fn main() -> ExitCode {
             };
             run_check(config, args.output)
         }
-        Command::Failover(args) => not_yet(&args.config, "failover", "the responder"),
-        Command::Revert(args) => not_yet(&args.config, "revert", "the responder"),
-        Command::Status(args) => not_yet(&args.config, "status", "the responder"),
+        Command::Failover(args) => run_manual(&args, Manual::Failover),
+        Command::Revert(args) => run_manual(&args, Manual::Revert),
+        Command::Status(args) => run_status(&args),
     }
 }
 
@@ -105,15 +107,102 @@ fn report_config_error(path: &std::path::Path, error: &ConfigError) {
     }
 }
 
-/// Commands whose engine is not in this build: the configuration is still validated, so a
-/// script gets the right exit code for a bad file, and then the command says plainly that it
-/// cannot run yet.
-fn not_yet(config_path: &std::path::Path, command: &str, needs: &str) -> ExitCode {
-    if let Err(code) = load(config_path) {
-        return code;
-    }
-    eprintln!("backstop {command}: needs {needs}, which is not part of this build yet");
-    ExitCode::from(EXIT_USAGE)
+/// `backstop failover|revert`: 0 when the cluster got there, 1 when it did not (refused,
+/// verification failed), 2 when the command cannot run.
+fn run_manual(args: &backstop::cli::PlaybookArgs, which: Manual) -> ExitCode {
+    let mut config = match load(&args.config) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    config.responder.dry_run |= args.dry_run;
+    let key = backstop::responder::ClusterKey {
+        namespace: args.namespace.clone(),
+        name: args.cluster.clone(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&anyhow::Error::from(e)),
+    };
+    runtime.block_on(async move {
+        let client = match kube::Client::try_default().await {
+            Ok(client) => client,
+            Err(e) => {
+                eprintln!("backstop: cannot reach Kubernetes (KUBECONFIG or in-cluster): {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+        let clock = std::sync::Arc::new(backstop::clock::SystemClock);
+        let say = |line: &str| println!("{} {key}: {line}", jiff::Timestamp::now());
+        match manual::run(client, std::sync::Arc::new(config), clock, &key, which, say).await {
+            Ok(phase) => {
+                let arrived = match which {
+                    Manual::Failover => phase == Some(Phase::FailedOver),
+                    Manual::Revert => matches!(phase, None | Some(Phase::Reverted)),
+                };
+                if arrived {
+                    ExitCode::from(EXIT_OK)
+                } else {
+                    ExitCode::from(EXIT_UNHEALTHY)
+                }
+            }
+            Err(e @ manual::ManualError::Unmanaged(_)) => {
+                eprintln!("backstop: {e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+            Err(e) => fail(&anyhow::Error::from(e)),
+        }
+    })
+}
+
+/// `backstop status`: every managed cluster's intent, phase and journal.
+fn run_status(args: &backstop::cli::StatusArgs) -> ExitCode {
+    let config = match load(&args.config) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&anyhow::Error::from(e)),
+    };
+    runtime.block_on(async move {
+        let client = match kube::Client::try_default().await {
+            Ok(client) => client,
+            Err(e) => {
+                eprintln!("backstop: cannot reach Kubernetes (KUBECONFIG or in-cluster): {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+        match manual::status(
+            &client,
+            &config,
+            args.namespace.as_deref(),
+            args.cluster.as_deref(),
+        )
+        .await
+        {
+            Ok(rows) => {
+                match args.output {
+                    backstop::cli::OutputFormat::Table => {
+                        println!("{}", manual::render_table(&rows))
+                    }
+                    backstop::cli::OutputFormat::Json => {
+                        match serde_json::to_string_pretty(&rows) {
+                            Ok(text) => println!("{text}"),
+                            Err(e) => return fail(&anyhow::Error::from(e)),
+                        }
+                    }
+                }
+                ExitCode::from(EXIT_OK)
+            }
+            Err(e) => fail(&anyhow::Error::from(e)),
+        }
+    })
 }
 
 /// `backstop check`: 0 healthy, 1 unhealthy, 2 when the check cannot run at all.

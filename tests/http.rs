@@ -179,7 +179,7 @@ async fn readyz_flips_with_its_gates() {
 }
 
 #[tokio::test]
-async fn webhook_route_answers_501_until_the_responder_exists() {
+async fn without_kubernetes_the_webhook_answers_503_so_alertmanager_retries() {
     let s = start().await;
     let c = client();
     let resp = c
@@ -189,7 +189,7 @@ async fn webhook_route_answers_501_until_the_responder_exists() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 501);
+    assert_eq!(resp.status(), 503);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("responder"));
     assert_eq!(
@@ -207,7 +207,7 @@ async fn the_webhook_path_is_configurable() {
     let c = client();
     assert_eq!(
         c.post(s.url("/hooks/am")).send().await.unwrap().status(),
-        501
+        503
     );
     assert_eq!(
         c.post(s.url("/alertmanager"))

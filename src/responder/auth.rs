@@ -71,7 +71,11 @@ impl Authenticator {
     ///
     /// [`AuthError`] when a file cannot be read or holds nothing usable.
     pub fn load(settings: &WebhookAuth) -> Result<Self, AuthError> {
-        let bearer = settings.bearer_token_file.as_deref().map(read).transpose()?;
+        let bearer = settings
+            .bearer_token_file
+            .as_deref()
+            .map(read)
+            .transpose()?;
         let basic = match settings.basic_auth_file.as_deref() {
             Some(path) => {
                 let pair = read(path)?;

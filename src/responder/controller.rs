@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use futures::channel::mpsc;
 use kube::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use futures::channel::mpsc;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 

@@ -72,7 +72,9 @@ pub enum EngineError {
     #[error("Kubernetes request failed: {0}")]
     Kube(#[from] kube::Error),
     /// The cluster kept changing under us.
-    #[error("cluster {0} changed {MAX_CONFLICTS} times while a step was being written; retrying later")]
+    #[error(
+        "cluster {0} changed {MAX_CONFLICTS} times while a step was being written; retrying later"
+    )]
     Conflicts(ClusterKey),
     /// The cluster is not in the configuration's `clusters`.
     #[error("cluster {0} is not managed by Backstop (not in `clusters`)")]
@@ -214,7 +216,11 @@ fn reference(object: &DynamicObject) -> ObjectReference {
 
 /// The name of a backup a run creates: deterministic, so creating it twice is harmless.
 pub fn run_backup_name(cluster: &str, purpose: &str, run_id: &str) -> String {
-    let short: String = run_id.chars().filter(char::is_ascii_alphanumeric).take(8).collect();
+    let short: String = run_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect();
     let mut name = format!("backstop-{purpose}-{cluster}-{short}");
     name.truncate(63);
     name.trim_end_matches('-').to_owned()
@@ -273,7 +279,11 @@ impl Engine {
     }
 
     /// Records the intent in memory (dry-run mode, where nothing is written to the cluster).
-    pub fn dry_run_intent(&self, key: &ClusterKey, update: impl FnOnce(&mut Intent) -> bool) -> bool {
+    pub fn dry_run_intent(
+        &self,
+        key: &ClusterKey,
+        update: impl FnOnce(&mut Intent) -> bool,
+    ) -> bool {
         let mut dry = self.dry.lock().unwrap_or_else(PoisonError::into_inner);
         update(dry.intents.entry(key.clone()).or_default())
     }
@@ -308,7 +318,11 @@ impl Engine {
         Err(EngineError::Conflicts(key.clone()))
     }
 
-    async fn step(&self, key: &ClusterKey, managed: &ManagedCluster) -> Result<Written, EngineError> {
+    async fn step(
+        &self,
+        key: &ClusterKey,
+        managed: &ManagedCluster,
+    ) -> Result<Written, EngineError> {
         let api = cluster_api(&self.client, &key.namespace);
         let Some(object) = api.get_opt(&key.name).await? else {
             self.metrics.set_active(&key.namespace, &key.name, None);
@@ -318,7 +332,12 @@ impl Engine {
                 note: "cluster not found".into(),
             }));
         };
-        if object.annotations().get(PAUSE_ANNOTATION).map(String::as_str) == Some("true") {
+        if object
+            .annotations()
+            .get(PAUSE_ANNOTATION)
+            .map(String::as_str)
+            == Some("true")
+        {
             return Ok(Written::Done(Outcome {
                 phase: None,
                 requeue: None,
@@ -338,8 +357,14 @@ impl Engine {
                     let message = format!(
                         "refusing to act: {problem}; fix or remove the {JOURNAL_ANNOTATION} annotation"
                     );
-                    self.notice(&object, EventType::Warning, "JournalUnreadable", "Reconcile", message.clone())
-                        .await;
+                    self.notice(
+                        &object,
+                        EventType::Warning,
+                        "JournalUnreadable",
+                        "Reconcile",
+                        message.clone(),
+                    )
+                    .await;
                     return Ok(Written::Done(Outcome {
                         phase: None,
                         requeue: None,
@@ -462,7 +487,10 @@ impl Engine {
     /// How long until the per-cluster cool-down allows another playbook run.
     fn cooldown_left(&self, journal: Option<&Journal>) -> Option<Duration> {
         let journal = journal?;
-        let last = journal.reverted_at.unwrap_or(journal.failed_over_at).max(journal.failed_over_at);
+        let last = journal
+            .reverted_at
+            .unwrap_or(journal.failed_over_at)
+            .max(journal.failed_over_at);
         let cooldown = self.config.responder.rate_limits.per_cluster_cooldown.get();
         let since = self.now().duration_since(last);
         let since = Duration::try_from(since).unwrap_or(Duration::ZERO);
@@ -494,7 +522,8 @@ impl Engine {
                     .and_then(|o| read_journal(&o).ok().flatten())
             };
             if let Some(j) = journal {
-                let age = Duration::try_from(now.duration_since(j.failed_over_at)).unwrap_or(Duration::ZERO);
+                let age = Duration::try_from(now.duration_since(j.failed_over_at))
+                    .unwrap_or(Duration::ZERO);
                 if age < window {
                     count += 1;
                 }
@@ -580,8 +609,14 @@ impl Engine {
             }
             Err(e @ PlanError::NothingProtected(_) | e @ PlanError::NoBackupSpec) => {
                 self.metrics.run(PLAYBOOK, "no_viable_target");
-                self.notice(&object, EventType::Warning, "FailoverRefused", "Failover", format!("nothing changed: {e}"))
-                    .await;
+                self.notice(
+                    &object,
+                    EventType::Warning,
+                    "FailoverRefused",
+                    "Failover",
+                    format!("nothing changed: {e}"),
+                )
+                .await;
                 return Ok(Written::Done(Outcome {
                     phase: previous.map(|j| j.phase),
                     requeue: None,
@@ -603,7 +638,10 @@ impl Engine {
                 EventType::Warning,
                 "FailoverRefused",
                 "Failover",
-                format!("no viable failover target, nothing changed: {}", reasons.join("; ")),
+                format!(
+                    "no viable failover target, nothing changed: {}",
+                    reasons.join("; ")
+                ),
             )
             .await;
             return Ok(Written::Done(Outcome {
@@ -651,11 +689,17 @@ impl Engine {
                 .journals
                 .insert(key.clone(), journal);
             self.metrics.run(PLAYBOOK, "dry_run");
-            self.event(&object, EventType::Normal, "FailedOver", "Failover", format!("would fail over: {summary}"))
-                .await;
+            self.event(
+                &object,
+                EventType::Normal,
+                "FailedOver",
+                "Failover",
+                format!("would fail over: {summary}"),
+            )
+            .await;
             return Ok(Written::Done(Outcome {
                 phase: Some(Phase::FailedOver),
-                requeue: None,
+                requeue: Some(Duration::ZERO),
                 note: format!("dry run: would fail over: {summary}"),
             }));
         }
@@ -669,14 +713,21 @@ impl Engine {
         self.metrics.run(PLAYBOOK, "succeeded");
         self.metrics
             .set_active(&key.namespace, &key.name, Some(plan.target_kind));
-        self.metrics.set_verification_failed(&key.namespace, &key.name, false);
+        self.metrics
+            .set_verification_failed(&key.namespace, &key.name, false);
         self.forget_notice(key);
         self.hold_down
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(key);
-        self.event(&written, EventType::Normal, "FailedOver", "Failover", summary.clone())
-            .await;
+        self.event(
+            &written,
+            EventType::Normal,
+            "FailedOver",
+            "Failover",
+            summary.clone(),
+        )
+        .await;
         if plan.target_kind == TargetKind::Buffer && !reasons.is_empty() {
             self.event(
                 &written,
@@ -704,7 +755,8 @@ impl Engine {
         run_id: &str,
         purpose: &str,
     ) -> Result<(), EngineError> {
-        let api: Api<PerconaXtraDBClusterBackup> = Api::namespaced(self.client.clone(), &key.namespace);
+        let api: Api<PerconaXtraDBClusterBackup> =
+            Api::namespaced(self.client.clone(), &key.namespace);
         let backup: PerconaXtraDBClusterBackup = serde_json::from_value(json!({
             "apiVersion": "pxc.percona.com/v1",
             "kind": "PerconaXtraDBClusterBackup",
@@ -748,8 +800,14 @@ impl Engine {
                 .unwrap_or_else(PoisonError::into_inner)
                 .journals
                 .insert(key.clone(), journal);
-            self.event(&object, EventType::Normal, "CoverBackup", "Failover", format!("would start backup {name} on storage that backups failed over to"))
-                .await;
+            self.event(
+                &object,
+                EventType::Normal,
+                "CoverBackup",
+                "Failover",
+                format!("would start backup {name} on storage that backups failed over to"),
+            )
+            .await;
             return Ok(Written::Done(Outcome {
                 phase: Some(Phase::FailedOver),
                 requeue: None,
@@ -759,7 +817,13 @@ impl Engine {
         self.timed(
             "failover",
             "cover_backup",
-            self.create_run_backup(key, &name, &journal.target_storage, &journal.run_id, "cover"),
+            self.create_run_backup(
+                key,
+                &name,
+                &journal.target_storage,
+                &journal.run_id,
+                "cover",
+            ),
         )
         .await?;
         journal.cover_backup = Some(name.clone());
@@ -805,7 +869,10 @@ impl Engine {
                 EventType::Normal,
                 "RevertWaiting",
                 "Revert",
-                format!("alert resolved; the per-cluster cool-down has {}s left", left.as_secs()),
+                format!(
+                    "alert resolved; the per-cluster cool-down has {}s left",
+                    left.as_secs()
+                ),
             )
             .await;
             return Ok(Written::Done(Outcome {
@@ -828,7 +895,14 @@ impl Engine {
                 .timed(
                     PLAYBOOK,
                     "verify_primary",
-                    verify_storage(&self.client, &self.config.probe, &key.namespace, &key.name, name, &definition),
+                    verify_storage(
+                        &self.client,
+                        &self.config.probe,
+                        &key.namespace,
+                        &key.name,
+                        name,
+                        &definition,
+                    ),
                 )
                 .await
             {
@@ -837,7 +911,10 @@ impl Engine {
         }
         let needed = self.config.responder.revert.hold_down_probes;
         let passed = {
-            let mut hold = self.hold_down.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut hold = self
+                .hold_down
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let count = hold.entry(key.clone()).or_insert(0);
             if problems.is_empty() {
                 *count += 1;
@@ -852,7 +929,11 @@ impl Engine {
                 EventType::Warning,
                 "RevertWaiting",
                 "Revert",
-                format!("alert resolved but the primary still fails its checks; staying on {:?}: {}", journal.target_storage, problems.join("; ")),
+                format!(
+                    "alert resolved but the primary still fails its checks; staying on {:?}: {}",
+                    journal.target_storage,
+                    problems.join("; ")
+                ),
             )
             .await;
             return Ok(Written::Done(Outcome {
@@ -872,7 +953,11 @@ impl Engine {
         let revert = plan::plan_revert(&backup, &journal);
         let now = self.now();
         let test = self.config.responder.revert.test_backup;
-        journal.phase = if test { Phase::Verifying } else { Phase::Reverted };
+        journal.phase = if test {
+            Phase::Verifying
+        } else {
+            Phase::Reverted
+        };
         journal.reverted_at = Some(now);
         journal.kept_edits = revert.kept.clone();
         journal.test_backup = test.then(|| run_backup_name(&key.name, "verify", &journal.run_id));
@@ -880,7 +965,10 @@ impl Engine {
         let kept = if revert.kept.is_empty() {
             String::new()
         } else {
-            format!("; kept changes made since the failover to {:?}", revert.kept)
+            format!(
+                "; kept changes made since the failover to {:?}",
+                revert.kept
+            )
         };
         let summary = format!(
             "restored the backup settings saved by run {}{kept}",
@@ -893,8 +981,14 @@ impl Engine {
                 .journals
                 .insert(key.clone(), journal.clone());
             self.metrics.run(PLAYBOOK, "dry_run");
-            self.event(&object, EventType::Normal, "Reverted", "Revert", format!("would have {summary}"))
-                .await;
+            self.event(
+                &object,
+                EventType::Normal,
+                "Reverted",
+                "Revert",
+                format!("would have {summary}"),
+            )
+            .await;
             return Ok(Written::Done(Outcome {
                 phase: Some(journal.phase),
                 requeue: None,
@@ -914,15 +1008,24 @@ impl Engine {
             .remove(key);
         self.forget_notice(key);
         self.metrics.set_active(&key.namespace, &key.name, None);
-        self.event(&written, EventType::Normal, "Reverted", "Revert", summary.clone())
-            .await;
+        self.event(
+            &written,
+            EventType::Normal,
+            "Reverted",
+            "Revert",
+            summary.clone(),
+        )
+        .await;
         if !revert.kept.is_empty() {
             self.event(
                 &written,
                 EventType::Warning,
                 "RevertKeptEdits",
                 "Revert",
-                format!("fields changed by someone else after the failover were kept: {:?}", revert.kept),
+                format!(
+                    "fields changed by someone else after the failover were kept: {:?}",
+                    revert.kept
+                ),
             )
             .await;
         }
@@ -960,7 +1063,8 @@ impl Engine {
         let storage = journal.protected.first().cloned().unwrap_or_default();
         let timeout = self.config.responder.revert.test_backup_timeout.get();
         let started = journal.reverted_at.unwrap_or(journal.failed_over_at);
-        let elapsed = Duration::try_from(self.now().duration_since(started)).unwrap_or(Duration::ZERO);
+        let elapsed =
+            Duration::try_from(self.now().duration_since(started)).unwrap_or(Duration::ZERO);
         let verdict: Option<Result<(), String>> = if self.dry_run() {
             Some(Ok(()))
         } else {
@@ -1008,7 +1112,11 @@ impl Engine {
                     phase: Some(Phase::Verifying),
                     // The backup watch wakes the controller on progress; this is the backstop
                     // for the timeout.
-                    requeue: Some(timeout.saturating_sub(elapsed).min(self.probe_interval().max(Duration::from_secs(1)))),
+                    requeue: Some(
+                        timeout
+                            .saturating_sub(elapsed)
+                            .min(self.probe_interval().max(Duration::from_secs(1))),
+                    ),
                     note: format!("waiting for test backup {name}"),
                 }));
             }
@@ -1021,7 +1129,9 @@ impl Engine {
                 (
                     "RevertVerified",
                     EventType::Normal,
-                    format!("test backup {name} on storage {storage:?} succeeded; the revert is verified"),
+                    format!(
+                        "test backup {name} on storage {storage:?} succeeded; the revert is verified"
+                    ),
                 )
             }
             Err(problem) => {
@@ -1030,7 +1140,9 @@ impl Engine {
                 (
                     "RevertVerificationFailed",
                     EventType::Warning,
-                    format!("{problem}; staying on the primary and not failing back over automatically"),
+                    format!(
+                        "{problem}; staying on the primary and not failing back over automatically"
+                    ),
                 )
             }
         };
@@ -1051,9 +1163,14 @@ impl Engine {
             .set_verification_failed(&key.namespace, &key.name, failed);
         self.metrics.run(
             PLAYBOOK,
-            if failed { "verification_failed" } else { "succeeded" },
+            if failed {
+                "verification_failed"
+            } else {
+                "succeeded"
+            },
         );
-        self.event(&object, type_, reason, "Revert", message.clone()).await;
+        self.event(&object, type_, reason, "Revert", message.clone())
+            .await;
         Ok(Written::Done(Outcome {
             phase: Some(journal.phase),
             requeue: None,
@@ -1091,15 +1208,36 @@ mod tests {
         use Phase::*;
         assert_eq!(decide(false, None, true), Step::Idle);
         assert_eq!(decide(true, None, true), Step::Failover);
-        assert_eq!(decide(true, Some(&journal(FailedOver, false)), true), Step::Cover);
-        assert_eq!(decide(true, Some(&journal(FailedOver, false)), false), Step::Idle);
-        assert_eq!(decide(true, Some(&journal(FailedOver, true)), true), Step::Idle);
-        assert_eq!(decide(false, Some(&journal(FailedOver, true)), true), Step::Revert);
-        assert_eq!(decide(false, Some(&journal(Verifying, true)), true), Step::Verify);
-        assert_eq!(decide(true, Some(&journal(Verifying, true)), true), Step::Failover);
+        assert_eq!(
+            decide(true, Some(&journal(FailedOver, false)), true),
+            Step::Cover
+        );
+        assert_eq!(
+            decide(true, Some(&journal(FailedOver, false)), false),
+            Step::Idle
+        );
+        assert_eq!(
+            decide(true, Some(&journal(FailedOver, true)), true),
+            Step::Idle
+        );
+        assert_eq!(
+            decide(false, Some(&journal(FailedOver, true)), true),
+            Step::Revert
+        );
+        assert_eq!(
+            decide(false, Some(&journal(Verifying, true)), true),
+            Step::Verify
+        );
+        assert_eq!(
+            decide(true, Some(&journal(Verifying, true)), true),
+            Step::Failover
+        );
         for done in [Reverted, VerificationFailed] {
             assert_eq!(decide(false, Some(&journal(done, true)), true), Step::Idle);
-            assert_eq!(decide(true, Some(&journal(done, true)), true), Step::Failover);
+            assert_eq!(
+                decide(true, Some(&journal(done, true)), true),
+                Step::Failover
+            );
         }
     }
 
@@ -1107,7 +1245,10 @@ mod tests {
     fn run_backup_names_are_stable_and_valid() {
         let a = run_backup_name("cluster1", "verify", "0f3c2a9e-1111-2222");
         assert_eq!(a, "backstop-verify-cluster1-0f3c2a9e");
-        assert_eq!(a, run_backup_name("cluster1", "verify", "0f3c2a9e-1111-2222"));
+        assert_eq!(
+            a,
+            run_backup_name("cluster1", "verify", "0f3c2a9e-1111-2222")
+        );
         let long = run_backup_name(&"x".repeat(80), "cover", "abc");
         assert!(long.len() <= 63 && !long.ends_with('-'));
     }

@@ -155,7 +155,8 @@ impl Intent {
     /// Firing episodes are never dropped: losing one would lose a failover.
     pub fn prune(&mut self, now: jiff::Timestamp) {
         self.episodes.retain(|_, e| {
-            e.status == AlertStatus::Firing || now.duration_since(e.updated_at) < FORGET_RESOLVED_AFTER
+            e.status == AlertStatus::Firing
+                || now.duration_since(e.updated_at) < FORGET_RESOLVED_AFTER
         });
         while self.episodes.len() > MAX_EPISODES {
             let oldest = self

@@ -206,9 +206,15 @@ mod tests {
             message: None,
         };
         let text = journal.render();
-        assert!(text.contains(r#""field":{"scheduleStorage":"daily"}"#), "{text}");
+        assert!(
+            text.contains(r#""field":{"scheduleStorage":"daily"}"#),
+            "{text}"
+        );
         assert_eq!(Journal::parse(&text).unwrap(), journal);
         let newer = text.replace(r#""version":1"#, r#""version":9"#);
-        assert!(matches!(Journal::parse(&newer), Err(JournalError::Version(9))));
+        assert!(matches!(
+            Journal::parse(&newer),
+            Err(JournalError::Version(9))
+        ));
     }
 }

@@ -12,6 +12,7 @@ pub mod controller;
 pub mod engine;
 pub mod intent;
 pub mod journal;
+pub mod manual;
 pub mod metrics;
 pub mod plan;
 pub mod routing;

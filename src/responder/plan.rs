@@ -173,7 +173,8 @@ pub fn plan_failover(
         return Err(PlanError::NoBackupSpec);
     }
     let protected = protected_storages(backup, policy);
-    let uses_protected = |name: Option<&str>| name.is_some_and(|n| protected.iter().any(|p| p == n));
+    let uses_protected =
+        |name: Option<&str>| name.is_some_and(|n| protected.iter().any(|p| p == n));
     let scheduled: Vec<String> = schedules(backup)
         .iter()
         .filter(|s| uses_protected(s.get("storageName").and_then(Value::as_str)))
@@ -262,7 +263,10 @@ pub fn plan_failover(
             })
         }
         (TargetKind::Buffer, _) => {
-            let buffer = policy.buffer.as_ref().ok_or(PlanError::NoTarget("buffer"))?;
+            let buffer = policy
+                .buffer
+                .as_ref()
+                .ok_or(PlanError::NoTarget("buffer"))?;
             let mut claim = json!({
                 "accessModes": buffer.access_modes,
                 "resources": {"requests": {"storage": buffer.size}},
@@ -320,7 +324,8 @@ pub fn plan_revert(backup: &Value, journal: &Journal) -> RevertPlan {
     for change in &journal.changes {
         let current = get(backup, &change.field);
         if current == change.after {
-            plan.restore.push((change.field.clone(), change.before.clone()));
+            plan.restore
+                .push((change.field.clone(), change.before.clone()));
         } else if current != change.before {
             plan.kept.push(change.field.clone());
         }
@@ -423,7 +428,10 @@ mod tests {
         assert_eq!(failed["schedule"][1]["storageName"], "fs");
         assert_eq!(failed["pitr"]["storageName"], "dr");
         assert_eq!(failed["storages"]["dr"]["s3"]["bucket"], "pxc-dr/c1");
-        assert_eq!(failed["storages"]["s3-us-west"], backup()["storages"]["s3-us-west"]);
+        assert_eq!(
+            failed["storages"]["s3-us-west"],
+            backup()["storages"]["s3-us-west"]
+        );
         assert_eq!(plan.verify.as_ref(), Some(&failed["storages"]["dr"]));
     }
 
@@ -460,8 +468,8 @@ mod tests {
     #[test]
     fn a_human_edit_after_the_failover_is_kept() {
         let original = backup();
-        let plan = plan_failover(&original, &policy(Strategy::Repoint), TargetKind::Secondary)
-            .unwrap();
+        let plan =
+            plan_failover(&original, &policy(Strategy::Repoint), TargetKind::Secondary).unwrap();
         let mut failed = original.clone();
         apply(&mut failed, &plan.changes);
         failed["schedule"][0]["storageName"] = json!("fs");

@@ -118,7 +118,11 @@ mod tests {
             labels(&[("bucket", "pxc-backups"), ("namespace", "percona")]),
             labels(&[("bucket", "pxc-backups/cluster1")]),
             labels(&[("namespace", "percona"), ("cluster", "c1")]),
-            labels(&[("cluster", "c1"), ("storage", "s3-us-west"), ("region", "us-west-2")]),
+            labels(&[
+                ("cluster", "c1"),
+                ("storage", "s3-us-west"),
+                ("region", "us-west-2"),
+            ]),
         ];
         for l in &yes {
             assert!(affects(l, "percona", "c1", &p), "{l:?}");

@@ -192,7 +192,12 @@ impl Webhook {
             let Some(object) = api.get_opt(&key.name).await? else {
                 return Ok(false);
             };
-            if object.annotations().get(PAUSE_ANNOTATION).map(String::as_str) == Some("true") {
+            if object
+                .annotations()
+                .get(PAUSE_ANNOTATION)
+                .map(String::as_str)
+                == Some("true")
+            {
                 tracing::info!(cluster = %key, "paused; intent not recorded");
                 return Ok(false);
             }
@@ -222,14 +227,20 @@ impl Webhook {
 
 /// The storages an alert about the cluster may name: the ones a failover protects, with their
 /// original S3 settings (from the journal while failed over, since `in-place` rewrote them).
-pub fn protected_of(object: &kube::api::DynamicObject, managed: &ManagedCluster) -> Vec<ProtectedStorage> {
+pub fn protected_of(
+    object: &kube::api::DynamicObject,
+    managed: &ManagedCluster,
+) -> Vec<ProtectedStorage> {
     let backup = object
         .data
         .get("spec")
         .and_then(|s| s.get("backup"))
         .cloned()
         .unwrap_or(Value::Null);
-    let journal = read_journal(object).ok().flatten().filter(|j| j.phase.is_failed_over());
+    let journal = read_journal(object)
+        .ok()
+        .flatten()
+        .filter(|j| j.phase.is_failed_over());
     let names = match &journal {
         Some(j) => j.protected.clone(),
         None => plan::protected_storages(&backup, &managed.failover),

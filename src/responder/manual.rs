@@ -1,0 +1,283 @@
+//! The playbooks by hand: `backstop failover`, `backstop revert` and `backstop status`.
+//!
+//! A manual failover records a firing `manual` episode in the cluster's intent, and a manual
+//! revert marks every episode resolved; then the same [`Engine`] steps run here until the
+//! cluster gets there. Because the request is recorded as intent, a running Backstop agrees
+//! with it instead of undoing it, and either can finish what the other started.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::ResourceExt as _;
+use kube::api::{Patch, PatchParams};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::clock::Clock;
+use crate::config::Config;
+
+use super::alertmanager::AlertStatus;
+use super::engine::{ClusterKey, Engine, EngineError, cluster_api, read_intent, read_journal};
+use super::intent::{INTENT_ANNOTATION, Intent, MANUAL_KEY};
+use super::journal::Phase;
+use super::metrics::ResponderMetrics;
+
+/// Which playbook to run by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Manual {
+    /// Fail over now.
+    Failover,
+    /// Switch back now (after the primary passes its hold-down).
+    Revert,
+}
+
+/// Why a manual run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManualError {
+    /// The cluster is not in `clusters`.
+    #[error("cluster {0} is not managed by Backstop (add it to `clusters`)")]
+    Unmanaged(ClusterKey),
+    /// The cluster does not exist.
+    #[error("cluster {0} not found")]
+    NotFound(ClusterKey),
+    /// A step failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// Recording the intent failed.
+    #[error("recording the intent: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// Runs `which` for `key` until the cluster gets there, reporting each step through `say`.
+/// Returns the final phase (`None`: nothing was ever failed over).
+///
+/// # Errors
+///
+/// [`ManualError`] when the cluster is unknown or a request fails.
+pub async fn run(
+    client: kube::Client,
+    config: Arc<Config>,
+    clock: Arc<dyn Clock>,
+    key: &ClusterKey,
+    which: Manual,
+    mut say: impl FnMut(&str),
+) -> Result<Option<Phase>, ManualError> {
+    let engine = Engine::new(
+        client.clone(),
+        config,
+        ResponderMetrics::register(&mut prometheus_client::registry::Registry::default()),
+        clock.clone(),
+    );
+    if engine.managed(key).is_none() {
+        return Err(ManualError::Unmanaged(key.clone()));
+    }
+    let now = clock.now();
+    let update = |intent: &mut Intent| match which {
+        Manual::Failover => intent.observe(MANUAL_KEY, "manual", now, AlertStatus::Firing, now),
+        Manual::Revert => intent.resolve_all(now),
+    };
+    if engine.dry_run() {
+        engine.dry_run_intent(key, update);
+        say("dry run: the intent is kept in memory; nothing will be written");
+    } else {
+        record(&client, key, update).await?;
+        say(match which {
+            Manual::Failover => "recorded a manual failover in the cluster's intent",
+            Manual::Revert => "marked every alert episode resolved in the cluster's intent",
+        });
+    }
+    loop {
+        let outcome = engine.reconcile(key).await?;
+        say(&outcome.note);
+        // A failover either happened (then its cover backup follows) or was refused, which
+        // a human wants to hear about now rather than wait on; a revert waits for the
+        // hold-down and its test backup.
+        let more = match which {
+            Manual::Failover => outcome.phase == Some(Phase::FailedOver),
+            Manual::Revert => true,
+        };
+        match outcome.requeue {
+            Some(after) if more => {
+                tokio::time::sleep(after.max(Duration::from_millis(100))).await;
+            }
+            _ => return Ok(outcome.phase),
+        }
+    }
+}
+
+async fn record(
+    client: &kube::Client,
+    key: &ClusterKey,
+    update: impl Fn(&mut Intent) -> bool,
+) -> Result<(), ManualError> {
+    let api = cluster_api(client, &key.namespace);
+    loop {
+        let object = api
+            .get_opt(&key.name)
+            .await?
+            .ok_or_else(|| ManualError::NotFound(key.clone()))?;
+        let mut intent = read_intent(&object);
+        if !update(&mut intent) {
+            return Ok(());
+        }
+        let patch = json!({"metadata": {
+            "resourceVersion": object.resource_version(),
+            "annotations": {INTENT_ANNOTATION: intent.render()},
+        }});
+        match api
+            .patch(&key.name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// One managed cluster as `backstop status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusRow {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub cluster: String,
+    /// Whether the cluster exists.
+    pub found: bool,
+    /// Whether the alerts want it failed over.
+    pub wants_failover: bool,
+    /// Whether the kill switch is on.
+    pub paused: bool,
+    /// The journal, if any (or the problem reading it).
+    pub journal: Option<serde_json::Value>,
+}
+
+/// Reads every managed cluster (optionally one namespace or cluster).
+///
+/// # Errors
+///
+/// The Kubernetes error when a cluster cannot be read.
+pub async fn status(
+    client: &kube::Client,
+    config: &Config,
+    namespace: Option<&str>,
+    cluster: Option<&str>,
+) -> Result<Vec<StatusRow>, kube::Error> {
+    let mut rows = Vec::new();
+    for managed in &config.clusters {
+        if namespace.is_some_and(|n| n != managed.namespace)
+            || cluster.is_some_and(|c| c != managed.name)
+        {
+            continue;
+        }
+        let object = cluster_api(client, &managed.namespace)
+            .get_opt(&managed.name)
+            .await?;
+        let row = match object {
+            None => StatusRow {
+                namespace: managed.namespace.clone(),
+                cluster: managed.name.clone(),
+                found: false,
+                wants_failover: false,
+                paused: false,
+                journal: None,
+            },
+            Some(object) => StatusRow {
+                namespace: managed.namespace.clone(),
+                cluster: managed.name.clone(),
+                found: true,
+                wants_failover: read_intent(&object).wants_failover(),
+                paused: object
+                    .annotations()
+                    .get(super::engine::PAUSE_ANNOTATION)
+                    .is_some_and(|v| v == "true"),
+                journal: match read_journal(&object) {
+                    Ok(j) => j.and_then(|j| serde_json::to_value(j).ok()),
+                    Err(problem) => Some(json!({"error": problem})),
+                },
+            },
+        };
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Renders status rows as aligned columns.
+pub fn render_table(rows: &[StatusRow]) -> String {
+    let mut lines = vec![
+        [
+            "NAMESPACE",
+            "CLUSTER",
+            "INTENT",
+            "PHASE",
+            "TARGET",
+            "SINCE",
+            "RUN",
+            "MESSAGE",
+        ]
+        .map(str::to_owned),
+    ];
+    for row in rows {
+        let j = row.journal.as_ref();
+        let field = |k: &str| {
+            j.and_then(|j| j.get(k))
+                .and_then(|v| v.as_str())
+                .unwrap_or("-")
+                .to_owned()
+        };
+        let intent = if !row.found {
+            "not found"
+        } else if row.paused {
+            "paused"
+        } else if row.wants_failover {
+            "failover"
+        } else {
+            "normal"
+        };
+        let since = j
+            .and_then(|j| {
+                j.get("finishedAt")
+                    .or_else(|| j.get("revertedAt"))
+                    .or_else(|| j.get("failedOverAt"))
+            })
+            .and_then(|v| v.as_str())
+            .unwrap_or("-")
+            .to_owned();
+        let target = match (field("targetKind").as_str(), field("targetStorage")) {
+            ("-", _) => "-".to_owned(),
+            (kind, storage) => format!("{kind}:{storage}"),
+        };
+        lines.push([
+            row.namespace.clone(),
+            row.cluster.clone(),
+            intent.to_owned(),
+            match field("phase").as_str() {
+                "-" => "never failed over".to_owned(),
+                phase => phase.to_owned(),
+            },
+            target,
+            since,
+            field("runId"),
+            j.and_then(|j| j.get("message").or_else(|| j.get("error")))
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_owned(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0))
+        .collect();
+    lines
+        .iter()
+        .map(|l| {
+            l.iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,737 @@
+//! The responder end to end in the sandbox: Alertmanager payloads over real HTTP, intents on
+//! the cluster, failover and revert with both strategies and the buffer, refusals, dry-run,
+//! duplicates and reordering, a concurrent human edit, restarts between steps, and two
+//! replicas.
+#![cfg(feature = "sandbox")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backstop::clock::{ManualClock, SystemClock};
+use backstop::config::{Config, HumanDuration, Strategy};
+use backstop::responder::engine::{ClusterKey, Engine, cluster_api, read_journal};
+use backstop::responder::journal::{Journal, Phase, TargetKind};
+use backstop::responder::{ResponderMetrics, intent};
+use backstop::sandbox::s3::{self, Fault, Rule};
+use backstop::sandbox::world::{self, WorldOptions};
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+
+mod common;
+
+use common::sandbox::{self, DEADLINE, Running, sample};
+
+const TOKEN: &str = "t";
+
+fn options() -> WorldOptions {
+    WorldOptions {
+        clock: Arc::new(ManualClock::new(
+            "2026-11-24T12:00:30Z".parse::<jiff::Timestamp>().unwrap(),
+        )),
+        operator_interval: None,
+        history: 1,
+        retention: 10,
+    }
+}
+
+/// Short intervals so the playbooks run in test time; no cool-down.
+fn fast(config: &mut Config) {
+    config.probe.interval = HumanDuration(Duration::from_millis(200));
+    config.probe.timeout = HumanDuration(Duration::from_millis(500));
+    config.responder.rate_limits.per_cluster_cooldown = HumanDuration(Duration::ZERO);
+    config.responder.revert.hold_down_probes = 2;
+    config.responder.revert.test_backup_timeout = HumanDuration(Duration::from_secs(60));
+}
+
+async fn start(tune: impl FnOnce(&mut Config)) -> Running {
+    sandbox::start(options(), Arc::new(SystemClock), |c| {
+        fast(c);
+        tune(c);
+    })
+    .await
+}
+
+fn fixture(name: &str) -> Value {
+    let path = format!("../shared/fixtures/alertmanager/{name}");
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// The real firing payload, with its episode's startsAt and fingerprint.
+fn firing(fingerprint: &str, starts_at: &str) -> Value {
+    let mut body = fixture("webhook-firing.json");
+    body["alerts"][0]["fingerprint"] = json!(fingerprint);
+    body["alerts"][0]["startsAt"] = json!(starts_at);
+    body
+}
+
+/// The real resolved payload for the same episode.
+fn resolved(fingerprint: &str, starts_at: &str) -> Value {
+    let mut body = fixture("webhook-resolved.json");
+    body["alerts"][0]["fingerprint"] = json!(fingerprint);
+    body["alerts"][0]["startsAt"] = json!(starts_at);
+    body
+}
+
+async fn post(base: &str, auth: Option<&str>, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/alertmanager"))
+        .header("content-type", content_type)
+        .body(body);
+    if let Some(a) = auth {
+        request = request.header("authorization", a);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+async fn notify(base: &str, body: &Value) -> Value {
+    let (status, answer) = post(
+        base,
+        Some(&format!("Bearer {TOKEN}")),
+        "application/json",
+        serde_json::to_vec(body).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+async fn cluster(r: &Running) -> kube::api::DynamicObject {
+    cluster_api(&r.world.client, world::NAMESPACE)
+        .get(world::CLUSTER)
+        .await
+        .unwrap()
+}
+
+fn backup_spec(object: &kube::api::DynamicObject) -> Value {
+    object.data["spec"]["backup"].clone()
+}
+
+async fn journal(r: &Running) -> Option<Journal> {
+    read_journal(&cluster(r).await).unwrap()
+}
+
+/// Steps the simulated operator and polls the journal until `phase`, failing after the
+/// deadline.
+async fn wait_phase(r: &Running, phase: Phase) -> Journal {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        r.world.operator.step().await.unwrap();
+        if let Some(j) = journal(r).await
+            && j.phase == phase
+        {
+            return j;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reached {phase:?}; journal {:?}",
+            journal(r).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn events(r: &Running, reason: &str) -> Vec<Event> {
+    let api: Api<Event> = Api::namespaced(r.world.client.clone(), world::NAMESPACE);
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect()
+}
+
+async fn wait_event(r: &Running, reason: &str) -> Vec<Event> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let found = events(r, reason).await;
+        if !found.is_empty() {
+            return found;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no {reason} Event");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn break_region(r: &Running, region: &str) {
+    r.world
+        .s3
+        .faults()
+        .set(Rule::new(Fault::ServiceUnavailable).in_region(region))
+        .await
+        .unwrap();
+}
+
+async fn backup_state(r: &Running, name: &str) -> Option<String> {
+    let api: Api<backstop::pxc::PerconaXtraDBClusterBackup> =
+        Api::namespaced(r.world.client.clone(), world::NAMESPACE);
+    api.get_opt(name)
+        .await
+        .unwrap()
+        .and_then(|b| b.status)
+        .and_then(|s| s.state)
+}
+
+/// Fails over on the real firing payload, lands the cover backup on the secondary, reverts on
+/// the resolved payload after the hold-down, proves it with a test backup, and restores
+/// `spec.backup` exactly.
+async fn failover_and_revert(strategy: Strategy) {
+    let r = start(|c| c.clusters[0].failover.strategy = strategy).await;
+    let original = backup_spec(&cluster(&r).await);
+    break_region(&r, s3::PRIMARY_REGION).await;
+    let answer = notify(&r.base, &fixture("webhook-firing.json")).await;
+    assert_eq!(answer["clusters"], json!(["percona/cluster1"]), "{answer}");
+
+    let j = wait_phase(&r, Phase::FailedOver).await;
+    assert_eq!(j.target_kind, TargetKind::Secondary);
+    assert_eq!(j.protected, vec![world::PRIMARY_STORAGE]);
+    let spec = backup_spec(&cluster(&r).await);
+    match strategy {
+        Strategy::Repoint => {
+            assert_eq!(spec["schedule"][0]["storageName"], "backstop-secondary");
+            assert_eq!(spec["pitr"]["storageName"], "backstop-secondary");
+            assert_eq!(
+                spec["storages"]["backstop-secondary"]["s3"]["bucket"],
+                format!("{}/{}", world::SECONDARY_BUCKET, world::CLUSTER)
+            );
+            assert_eq!(
+                spec["storages"][world::PRIMARY_STORAGE],
+                original["storages"][world::PRIMARY_STORAGE]
+            );
+        }
+        Strategy::InPlace => {
+            let s = &spec["storages"][world::PRIMARY_STORAGE]["s3"];
+            assert_eq!(
+                s["bucket"],
+                format!("{}/{}", world::SECONDARY_BUCKET, world::CLUSTER)
+            );
+            assert_eq!(s["region"], s3::SECONDARY_REGION);
+            assert_eq!(spec["schedule"][0]["storageName"], world::PRIMARY_STORAGE);
+        }
+    }
+    // The cover backup lands in the secondary bucket.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let cover = loop {
+        r.world.operator.step().await.unwrap();
+        if let Some(name) = journal(&r).await.and_then(|j| j.cover_backup)
+            && backup_state(&r, &name).await.as_deref() == Some("Succeeded")
+        {
+            break name;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cover backup never succeeded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(cover.starts_with("backstop-cover-cluster1-"));
+    assert_eq!(wait_event(&r, "FailedOver").await.len(), 1);
+    r.wait_for(
+        "backstop_failover_active{namespace=\"percona\",cluster=\"cluster1\",target_kind=\"secondary\"} 1",
+    )
+    .await;
+
+    // Resolved while the primary still fails: stays failed over and says why.
+    notify(&r.base, &fixture("webhook-resolved.json")).await;
+    wait_event(&r, "RevertWaiting").await;
+    assert_eq!(journal(&r).await.unwrap().phase, Phase::FailedOver);
+
+    r.world.s3.faults().clear_all().await.unwrap();
+    let j = wait_phase(&r, Phase::Reverted).await;
+    let test = j.test_backup.clone().unwrap();
+    assert_eq!(backup_state(&r, &test).await.as_deref(), Some("Succeeded"));
+    assert_eq!(
+        backup_spec(&cluster(&r).await),
+        original,
+        "the revert restores spec.backup field for field"
+    );
+    assert_eq!(events(&r, "RevertVerified").await.len(), 1);
+    let text = r
+        .wait_for(
+            "backstop_failover_active{namespace=\"percona\",cluster=\"cluster1\",target_kind=\"secondary\"} 0",
+        )
+        .await;
+    assert_eq!(
+        sample(
+            &text,
+            "backstop_playbook_runs_total",
+            &["playbook=\"failover\"", "result=\"succeeded\""]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "backstop_playbook_runs_total",
+            &["playbook=\"revert\"", "result=\"succeeded\""]
+        ),
+        Some(1.0)
+    );
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn repoint_failover_and_exact_revert() {
+    failover_and_revert(Strategy::Repoint).await;
+}
+
+#[tokio::test]
+async fn in_place_failover_and_exact_revert() {
+    failover_and_revert(Strategy::InPlace).await;
+}
+
+#[tokio::test]
+async fn an_unhealthy_secondary_falls_back_to_the_buffer() {
+    let r = start(|_| {}).await;
+    let original = backup_spec(&cluster(&r).await);
+    break_region(&r, s3::PRIMARY_REGION).await;
+    break_region(&r, s3::SECONDARY_REGION).await;
+    notify(&r.base, &firing("f-buffer", "2026-11-24T03:10:30Z")).await;
+    let j = wait_phase(&r, Phase::FailedOver).await;
+    assert_eq!(j.target_kind, TargetKind::Buffer);
+    assert!(j.message.unwrap().contains("secondary unhealthy"));
+    let spec = backup_spec(&cluster(&r).await);
+    let buffer = &spec["storages"]["backstop-buffer"];
+    assert_eq!(buffer["type"], "filesystem");
+    let claim = &buffer["volume"]["persistentVolumeClaim"];
+    assert_eq!(claim["resources"]["requests"]["storage"], "10Gi");
+    assert_eq!(claim["storageClassName"], "standard");
+    assert!(claim.get("claimName").is_none());
+    assert_eq!(spec["schedule"][0]["storageName"], "backstop-buffer");
+    // PITR cannot use a filesystem storage: disabled, to be restored by the revert.
+    assert_eq!(spec["pitr"]["enabled"], false);
+    wait_event(&r, "FailoverToBuffer").await;
+    r.wait_for(
+        "backstop_failover_active{namespace=\"percona\",cluster=\"cluster1\",target_kind=\"buffer\"} 1",
+    )
+    .await;
+
+    r.world.s3.faults().clear_all().await.unwrap();
+    notify(&r.base, &resolved("f-buffer", "2026-11-24T03:10:30Z")).await;
+    wait_phase(&r, Phase::Reverted).await;
+    assert_eq!(backup_spec(&cluster(&r).await), original);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn nothing_viable_changes_nothing_and_says_so() {
+    let r = start(|c| c.clusters[0].failover.buffer = None).await;
+    let before = cluster(&r).await;
+    break_region(&r, s3::PRIMARY_REGION).await;
+    break_region(&r, s3::SECONDARY_REGION).await;
+    notify(&r.base, &firing("f-none", "2026-11-24T03:10:30Z")).await;
+    let refused = wait_event(&r, "FailoverRefused").await;
+    assert!(
+        refused[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("no viable failover target"),
+        "{refused:?}"
+    );
+    r.wait_until("no_viable_target counted", |t| {
+        sample(
+            t,
+            "backstop_playbook_runs_total",
+            &["result=\"no_viable_target\""],
+        )
+        .is_some()
+    })
+    .await;
+    let after = cluster(&r).await;
+    assert_eq!(backup_spec(&after), backup_spec(&before));
+    assert!(read_journal(&after).unwrap().is_none());
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn duplicates_repeats_and_reordering_fail_over_once_and_revert_once() {
+    let r = start(|c| c.responder.failover.on_demand_backup = false).await;
+    let original = backup_spec(&cluster(&r).await);
+    let t0 = "2026-11-24T03:10:30Z";
+    // A resolved that overtook its firing: the late firing changes nothing.
+    notify(&r.base, &resolved("f-old", t0)).await;
+    notify(&r.base, &firing("f-old", t0)).await;
+    let object = cluster(&r).await;
+    let recorded = intent::Intent::parse(
+        &object.metadata.annotations.as_ref().unwrap()[intent::INTENT_ANNOTATION],
+    )
+    .unwrap();
+    assert!(!recorded.wants_failover());
+
+    break_region(&r, s3::PRIMARY_REGION).await;
+    let t1 = "2026-11-24T04:00:00Z";
+    // Duplicates (two replicas of Alertmanager) and repeats (repeat_interval).
+    for _ in 0..3 {
+        notify(&r.base, &firing("f-new", t1)).await;
+    }
+    let j = wait_phase(&r, Phase::FailedOver).await;
+    for _ in 0..3 {
+        notify(&r.base, &firing("f-new", t1)).await;
+    }
+    r.world.s3.faults().clear_all().await.unwrap();
+    notify(&r.base, &resolved("f-new", t1)).await;
+    notify(&r.base, &firing("f-new", t1)).await; // a repeat delivered late
+    notify(&r.base, &resolved("f-new", t1)).await;
+    let done = wait_phase(&r, Phase::Reverted).await;
+    assert_eq!(done.run_id, j.run_id, "one run from failover to revert");
+    assert_eq!(events(&r, "FailedOver").await.len(), 1);
+    assert_eq!(events(&r, "Reverted").await.len(), 1);
+    assert_eq!(backup_spec(&cluster(&r).await), original);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_concurrent_human_edit_is_kept() {
+    let r = start(|c| {
+        c.responder.failover.on_demand_backup = false;
+        c.probe.timeout = HumanDuration(Duration::from_secs(10));
+    })
+    .await;
+    break_region(&r, s3::PRIMARY_REGION).await;
+    // Slow the secondary's canary write so a human edit lands between the engine's read and
+    // its write: the write then gets a real 409 and the engine re-reads and re-plans.
+    r.world
+        .s3
+        .faults()
+        .set(
+            Rule::new(Fault::Latency(Duration::from_millis(1500)))
+                .in_region(s3::SECONDARY_REGION)
+                .on_operation("PutObject"),
+        )
+        .await
+        .unwrap();
+    let heads = || {
+        r.world
+            .s3
+            .requests()
+            .count(s3::SECONDARY_REGION, world::SECONDARY_BUCKET, "HeadBucket")
+    };
+    let before_heads = heads();
+    notify(&r.base, &firing("f-edit", "2026-11-24T03:10:30Z")).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while heads() == before_heads {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "verification never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let api = cluster_api(&r.world.client, world::NAMESPACE);
+    api.patch(
+        world::CLUSTER,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"edited-by": "human"}},
+            "spec": {"backup": {"allowParallel": false}}})),
+    )
+    .await
+    .unwrap();
+    wait_phase(&r, Phase::FailedOver).await;
+    let object = cluster(&r).await;
+    assert_eq!(
+        object.metadata.labels.as_ref().unwrap()["edited-by"],
+        "human"
+    );
+    assert_eq!(backup_spec(&object)["allowParallel"], false);
+    assert_eq!(
+        backup_spec(&object)["schedule"][0]["storageName"],
+        "backstop-secondary"
+    );
+    // Two writes: the first, planned before the edit, was refused with 409; the second was
+    // re-planned on the edited object.
+    let puts = r
+        .world
+        .kube
+        .requests()
+        .iter()
+        .filter(|q| q.method == "PUT" && q.path.ends_with("/perconaxtradbclusters/cluster1"))
+        .count();
+    assert_eq!(puts, 2);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn dry_run_writes_nothing_but_says_what_it_would_do() {
+    let r = start(|c| c.responder.dry_run = true).await;
+    let before = cluster(&r).await;
+    let backups_before = r.world.kube.resource_version();
+    break_region(&r, s3::PRIMARY_REGION).await;
+    notify(&r.base, &firing("f-dry", "2026-11-24T03:10:30Z")).await;
+    let said = wait_event(&r, "FailedOver").await;
+    assert!(
+        said[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .starts_with("[dry-run] would fail over")
+    );
+    wait_event(&r, "CoverBackup").await;
+    let after = cluster(&r).await;
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "the cluster was not written"
+    );
+    let api: Api<backstop::pxc::PerconaXtraDBClusterBackup> =
+        Api::namespaced(r.world.client.clone(), world::NAMESPACE);
+    assert!(
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .all(|b| !b
+                .metadata
+                .name
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with("backstop-")),
+        "no backup was created"
+    );
+    assert!(
+        r.world.kube.resource_version() > backups_before,
+        "Events were written"
+    );
+    r.wait_until("dry_run counted", |t| {
+        sample(t, "backstop_playbook_runs_total", &["result=\"dry_run\""]) == Some(1.0)
+    })
+    .await;
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_and_change_nothing() {
+    let r = start(|_| {}).await;
+    let before = cluster(&r).await;
+    let body = serde_json::to_vec(&fixture("webhook-firing.json")).unwrap();
+    let bearer = format!("Bearer {TOKEN}");
+    let (code, _) = post(&r.base, None, "application/json", body.clone()).await;
+    assert_eq!(code, 401);
+    let (code, _) = post(
+        &r.base,
+        Some("Bearer wrong"),
+        "application/json",
+        body.clone(),
+    )
+    .await;
+    assert_eq!(code, 401);
+    let (code, answer) = post(&r.base, Some(&bearer), "text/plain", body.clone()).await;
+    assert_eq!(code, 400);
+    assert!(
+        answer["error"].as_str().unwrap().contains("content type"),
+        "{answer}"
+    );
+    let (code, answer) = post(
+        &r.base,
+        Some(&bearer),
+        "application/json",
+        b"{\"version\":\"4\"".to_vec(),
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert!(
+        answer["error"].as_str().unwrap().contains("malformed"),
+        "{answer}"
+    );
+    let mut v5 = fixture("webhook-firing.json");
+    v5["version"] = json!("5");
+    let (code, answer) = post(
+        &r.base,
+        Some(&bearer),
+        "application/json",
+        serde_json::to_vec(&v5).unwrap(),
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert!(
+        answer["error"].as_str().unwrap().contains("\"5\""),
+        "{answer}"
+    );
+    let mut unrouted = fixture("webhook-firing.json");
+    unrouted["alerts"][0]["labels"]["alertname"] = json!("SomethingElse");
+    let answer = notify(&r.base, &unrouted).await;
+    assert_eq!(answer["unrouted"], 1);
+    let text = r
+        .wait_until("webhook metrics", |t| {
+            sample(t, "backstop_webhook_requests_total", &["code=\"401\""]) == Some(2.0)
+                && sample(t, "backstop_webhook_requests_total", &["code=\"400\""]) == Some(3.0)
+        })
+        .await;
+    assert_eq!(
+        sample(
+            &text,
+            "backstop_webhook_alerts_total",
+            &["status=\"firing\"", "routed=\"false\""]
+        ),
+        Some(1.0)
+    );
+    let after = cluster(&r).await;
+    assert_eq!(
+        after.metadata.resource_version,
+        before.metadata.resource_version
+    );
+    r.stop().await;
+}
+
+/// A fresh engine (a restarted process) for every step, and steps aborted part-way at
+/// increasing points: the cluster still fails over exactly once and reverts exactly.
+#[tokio::test]
+async fn restarts_between_and_within_steps_never_fail_over_twice() {
+    let r = start(|c| {
+        c.responder.enabled = false;
+        c.responder.revert.hold_down_probes = 1;
+    })
+    .await;
+    let mut config = r
+        .world
+        .backstop_config("127.0.0.1:0", &r.world.dir().join("token"))
+        .unwrap();
+    fast(&mut config);
+    config.responder.revert.hold_down_probes = 1;
+    let config = Arc::new(config);
+    let key = ClusterKey {
+        namespace: world::NAMESPACE.into(),
+        name: world::CLUSTER.into(),
+    };
+    let original = backup_spec(&cluster(&r).await);
+    let set_intent = |firing: bool| {
+        let mut i = intent::Intent::default();
+        let at = "2026-11-24T03:10:30Z".parse().unwrap();
+        i.observe(
+            "f",
+            "S3BackupTargetUnavailable",
+            at,
+            backstop::responder::alertmanager::AlertStatus::Firing,
+            at,
+        );
+        if !firing {
+            i.resolve_all(at);
+        }
+        json!({"metadata": {"annotations": {intent::INTENT_ANNOTATION: i.render()}}})
+    };
+    let api = cluster_api(&r.world.client, world::NAMESPACE);
+    break_region(&r, s3::PRIMARY_REGION).await;
+    api.patch(
+        world::CLUSTER,
+        &PatchParams::default(),
+        &Patch::Merge(set_intent(true)),
+    )
+    .await
+    .unwrap();
+
+    let mut runs = std::collections::BTreeSet::new();
+    let mut abort_after_ms = 0u64;
+    let deadline = tokio::time::Instant::now() + DEADLINE * 2;
+    let mut reverted = false;
+    while !reverted {
+        assert!(tokio::time::Instant::now() < deadline, "never converged");
+        // A new process: nothing remembered in memory.
+        let engine = Engine::new(
+            r.world.client.clone(),
+            config.clone(),
+            ResponderMetrics::register(&mut Registry::default()),
+            Arc::new(SystemClock),
+        );
+        abort_after_ms = (abort_after_ms + 7) % 120;
+        // Every other step is killed part-way through.
+        let budget = if abort_after_ms % 2 == 0 {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_millis(abort_after_ms)
+        };
+        let _ = tokio::time::timeout(budget, engine.reconcile(&key)).await;
+        r.world.operator.step().await.unwrap();
+        if let Some(j) = journal(&r).await {
+            runs.insert(j.run_id.clone());
+            if j.phase == Phase::FailedOver && j.cover_backup.is_some() {
+                r.world.s3.faults().clear_all().await.unwrap();
+                api.patch(
+                    world::CLUSTER,
+                    &PatchParams::default(),
+                    &Patch::Merge(set_intent(false)),
+                )
+                .await
+                .unwrap();
+            }
+            reverted = j.phase == Phase::Reverted;
+        }
+    }
+    assert_eq!(runs.len(), 1, "exactly one failover run: {runs:?}");
+    assert_eq!(backup_spec(&cluster(&r).await), original);
+    let covers = {
+        let backups: Api<backstop::pxc::PerconaXtraDBClusterBackup> =
+            Api::namespaced(r.world.client.clone(), world::NAMESPACE);
+        backups
+            .list(&ListParams::default().labels("backstop.percona.com/purpose=cover"))
+            .await
+            .unwrap()
+            .items
+            .len()
+    };
+    assert_eq!(covers, 1, "one cover backup");
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn two_replicas_one_acts() {
+    let r = start(|c| {
+        c.kubernetes.leader_election.enabled = true;
+        c.kubernetes.leader_election.lease_namespace = Some(world::NAMESPACE.into());
+        c.kubernetes.leader_election.lease_duration = HumanDuration(Duration::from_secs(3));
+        c.kubernetes.leader_election.renew_interval = HumanDuration(Duration::from_millis(200));
+        c.responder.failover.on_demand_backup = false;
+    })
+    .await;
+    // The second replica: same configuration, same cluster, its own identity.
+    let token = r.world.dir().join("token");
+    let mut config = r.world.backstop_config("127.0.0.1:0", &token).unwrap();
+    fast(&mut config);
+    config.kubernetes.leader_election.enabled = true;
+    config.kubernetes.leader_election.lease_namespace = Some(world::NAMESPACE.into());
+    config.kubernetes.leader_election.lease_duration = HumanDuration(Duration::from_secs(3));
+    config.kubernetes.leader_election.renew_interval = HumanDuration(Duration::from_millis(200));
+    config.responder.failover.on_demand_backup = false;
+    let app =
+        backstop::app::App::bind_with(config, Some(r.world.client.clone()), Arc::new(SystemClock))
+            .await
+            .unwrap();
+    let second = format!("http://{}", app.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(app.serve(stop.clone()));
+
+    let leader = |t: &str| sample(t, "backstop_leader", &[]).unwrap_or(0.0);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let a = leader(&r.metrics().await);
+        let b = leader(
+            &reqwest::get(format!("{second}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        );
+        if a + b == 1.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no single leader: {a} {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    break_region(&r, s3::PRIMARY_REGION).await;
+    // Alertmanager's HA peers both deliver, to both replicas.
+    let body = firing("f-ha", "2026-11-24T03:10:30Z");
+    notify(&r.base, &body).await;
+    notify(&second, &body).await;
+    wait_phase(&r, Phase::FailedOver).await;
+    assert_eq!(events(&r, "FailedOver").await.len(), 1);
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    r.stop().await;
+}
