@@ -38,7 +38,7 @@ pub struct Cli {
         long = "log",
         global = true,
         env = "BACKSTOP_LOG",
-        default_value = "info"
+        default_value = "info,s3s=off"
     )]
     pub log_filter: String,
 
@@ -92,6 +92,34 @@ pub struct SandboxArgs {
         default_value = "127.0.0.1:10317"
     )]
     pub listen: String,
+    /// Run a scripted outage end to end (break S3, alert, failover, backups on the target,
+    /// repair, revert, test backup), print its timeline, and exit 0 only if every step happened.
+    #[arg(long)]
+    pub drill: bool,
+    /// The failover strategy the drill uses.
+    #[arg(long, value_enum, default_value_t = DrillStrategy::Repoint, requires = "drill")]
+    pub strategy: DrillStrategy,
+    /// Break the secondary region too, so the drill fails over to the PVC buffer.
+    #[arg(long, requires = "drill")]
+    pub break_secondary: bool,
+}
+
+/// The failover strategy of `sandbox --drill`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DrillStrategy {
+    /// Point schedules at the secondary storage entry.
+    Repoint,
+    /// Rewrite the failing storage's bucket and region.
+    InPlace,
+}
+
+impl From<DrillStrategy> for crate::config::Strategy {
+    fn from(s: DrillStrategy) -> Self {
+        match s {
+            DrillStrategy::Repoint => Self::Repoint,
+            DrillStrategy::InPlace => Self::InPlace,
+        }
+    }
 }
 
 /// How `check` and `status` print.

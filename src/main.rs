@@ -56,6 +56,27 @@ fn main() -> ExitCode {
             })
         }
         #[cfg(feature = "sandbox")]
+        Command::Sandbox(args) if args.drill => {
+            let options = backstop::sandbox::drill::DrillOptions {
+                strategy: args.strategy.into(),
+                break_secondary: args.break_secondary,
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return fail(&anyhow::Error::from(e)),
+            };
+            match runtime.block_on(backstop::sandbox::drill::run(options)) {
+                Ok(_) => ExitCode::from(EXIT_OK),
+                Err(e) => {
+                    eprintln!("backstop sandbox --drill: FAILED: {e}");
+                    ExitCode::from(EXIT_UNHEALTHY)
+                }
+            }
+        }
+        #[cfg(feature = "sandbox")]
         Command::Sandbox(args) => run_async(async move {
             let shutdown = CancellationToken::new();
             backstop::shutdown::cancel_on_signal(shutdown.clone());

@@ -8,6 +8,7 @@
 pub mod certs;
 pub mod control;
 pub mod crds;
+pub mod drill;
 pub mod kube;
 pub mod operator;
 pub mod s3;

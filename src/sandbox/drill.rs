@@ -1,0 +1,511 @@
+//! `backstop sandbox --drill`: a scripted outage, end to end, with a timeline.
+//!
+//! The primary S3 region breaks; Backstop's probes see it; a small rule evaluator reads
+//! Backstop's own `/metrics` (the shipped `S3BackupTargetUnavailable` rule: `backstop_s3_up
+//! == 0` joined to the target's users, held for a `for` of two evaluations) and delivers the
+//! alert as an Alertmanager version-4 webhook; Backstop fails the cluster over; a scheduled
+//! backup lands on the failover target; the primary is repaired; the alert resolves; Backstop
+//! reverts and proves it with a test backup. Every step has a deadline; the drill succeeds
+//! only if every step happened.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ::kube::Api;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::clock::{ManualClock, SystemClock};
+use crate::config::{HumanDuration, Strategy};
+use crate::pxc::{PerconaXtraDBClusterBackup, state};
+use crate::responder::engine::{cluster_api, read_journal};
+use crate::responder::journal::{Journal, Phase, TargetKind};
+
+use super::s3::{self, Fault, Rule};
+use super::world::{self, World, WorldOptions};
+
+/// How long any one step may take.
+const STEP_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Polling period of every wait.
+const POLL: Duration = Duration::from_millis(100);
+
+/// What the drill exercises.
+#[derive(Debug, Clone, Copy)]
+pub struct DrillOptions {
+    /// The failover strategy of the cluster.
+    pub strategy: Strategy,
+    /// Break the secondary too, so the failover goes to the PVC buffer.
+    pub break_secondary: bool,
+}
+
+/// Why the drill failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DrillError {
+    /// A step did not happen within its deadline.
+    #[error("step {step:?} did not happen within {deadline:?}: {detail}")]
+    Missed {
+        /// The step.
+        step: &'static str,
+        /// Its deadline.
+        deadline: Duration,
+        /// What was seen last.
+        detail: String,
+    },
+    /// The sandbox or Backstop failed.
+    #[error("drill infrastructure: {0}")]
+    Setup(String),
+}
+
+/// One line of the timeline.
+#[derive(Debug, Clone)]
+pub struct Mark {
+    /// Time since the drill started.
+    pub elapsed: Duration,
+    /// Wall-clock time.
+    pub at: jiff::Timestamp,
+    /// What happened.
+    pub what: String,
+}
+
+struct Timeline {
+    started: Instant,
+    marks: Vec<Mark>,
+}
+
+impl Timeline {
+    fn mark(&mut self, what: impl Into<String>) {
+        let mark = Mark {
+            elapsed: self.started.elapsed(),
+            at: jiff::Timestamp::now(),
+            what: what.into(),
+        };
+        println!(
+            "{:>8.2}s  {}  {}",
+            mark.elapsed.as_secs_f64(),
+            mark.at.strftime("%H:%M:%S%.3f"),
+            mark.what
+        );
+        self.marks.push(mark);
+    }
+}
+
+fn setup(e: impl std::fmt::Display) -> DrillError {
+    DrillError::Setup(e.to_string())
+}
+
+/// Polls `check` until it yields a value, or fails the step.
+async fn wait<T, F, Fut>(step: &'static str, mut check: F) -> Result<T, DrillError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>, String>>,
+{
+    let deadline = Instant::now() + STEP_DEADLINE;
+    let mut detail = String::new();
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => detail = e,
+        }
+        if Instant::now() >= deadline {
+            return Err(DrillError::Missed {
+                step,
+                deadline: STEP_DEADLINE,
+                detail,
+            });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The primary target's `backstop_s3_up`, read the way the shipped rule reads it: through
+/// the `backstop_s3_target_info` series of the cluster's primary storage.
+fn primary_up(metrics: &str) -> Option<bool> {
+    let info = metrics.lines().find(|l| {
+        l.starts_with("backstop_s3_target_info{")
+            && l.contains(&format!("storage=\"{}\"", world::PRIMARY_STORAGE))
+    })?;
+    let start = info.find("target=\"")? + 8;
+    let target = &info[start..start + info[start..].find('"')?];
+    let up = metrics
+        .lines()
+        .find(|l| l.starts_with(&format!("backstop_s3_up{{target=\"{target}\"}}")))?;
+    Some(up.ends_with(" 1"))
+}
+
+fn payload(status: &str, starts_at: jiff::Timestamp) -> Value {
+    let labels = json!({
+        "alertname": crate::config::DEFAULT_FAILOVER_ALERT,
+        "bucket": world::PRIMARY_BUCKET,
+        "namespace": world::NAMESPACE,
+        "cluster": world::CLUSTER,
+        "storage": world::PRIMARY_STORAGE,
+        "region": s3::PRIMARY_REGION,
+        "severity": "critical",
+    });
+    let ends_at = if status == "resolved" {
+        jiff::Timestamp::now().to_string()
+    } else {
+        "0001-01-01T00:00:00Z".to_owned()
+    };
+    json!({
+        "version": "4",
+        "status": status,
+        "receiver": "backstop",
+        "groupKey": "{}:{alertname=\"S3BackupTargetUnavailable\"}",
+        "truncatedAlerts": 0,
+        "groupLabels": {"alertname": crate::config::DEFAULT_FAILOVER_ALERT},
+        "commonLabels": labels,
+        "commonAnnotations": {},
+        "externalURL": "http://127.0.0.1/drill",
+        "alerts": [{
+            "status": status,
+            "labels": labels,
+            "annotations": {"summary": "primary S3 target unavailable (drill)"},
+            "startsAt": starts_at.to_string(),
+            "endsAt": ends_at,
+            "generatorURL": "http://127.0.0.1/drill",
+            "fingerprint": "d7111d7111d7111d",
+        }],
+    })
+}
+
+/// Runs the drill; the timeline is printed as it happens and returned.
+///
+/// # Errors
+///
+/// [`DrillError::Missed`] naming the first step that did not happen.
+pub async fn run(options: DrillOptions) -> Result<Vec<Mark>, DrillError> {
+    let operator_clock = ManualClock::new(jiff::Timestamp::now());
+    let world = World::start(WorldOptions {
+        clock: Arc::new(operator_clock.clone()),
+        operator_interval: Some(Duration::from_millis(200)),
+        history: 2,
+        retention: 10,
+    })
+    .await
+    .map_err(setup)?;
+    let result = drive(&world, &operator_clock, options).await;
+    world.shutdown().await;
+    result
+}
+
+async fn drive(
+    world: &World,
+    operator_clock: &ManualClock,
+    options: DrillOptions,
+) -> Result<Vec<Mark>, DrillError> {
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let token_path = world.dir().join("drill-webhook-token");
+    std::fs::write(&token_path, &token).map_err(setup)?;
+    let mut config = world
+        .backstop_config("127.0.0.1:0", &token_path)
+        .map_err(setup)?;
+    config.probe.interval = HumanDuration(Duration::from_secs(1));
+    config.probe.timeout = HumanDuration(Duration::from_secs(1));
+    config.responder.rate_limits.per_cluster_cooldown = HumanDuration(Duration::ZERO);
+    config.responder.revert.hold_down_probes = 2;
+    config.responder.revert.test_backup_timeout = HumanDuration(Duration::from_secs(90));
+    if let Some(c) = config.clusters.first_mut() {
+        c.failover.strategy = options.strategy;
+    }
+    let app = App::bind_with(
+        config.clone(),
+        Some(world.client.clone()),
+        Arc::new(SystemClock),
+    )
+    .await
+    .map_err(setup)?;
+    let base = format!("http://{}", app.local_addr().map_err(setup)?);
+    let stop = CancellationToken::new();
+    let serving = tokio::spawn(app.serve(stop.clone()));
+    let result = script(
+        world,
+        operator_clock,
+        options,
+        &base,
+        &config.server.webhook_path,
+        &token,
+    )
+    .await;
+    stop.cancel();
+    let _ = serving.await;
+    result
+}
+
+async fn script(
+    world: &World,
+    operator_clock: &ManualClock,
+    options: DrillOptions,
+    base: &str,
+    webhook_path: &str,
+    token: &str,
+) -> Result<Vec<Mark>, DrillError> {
+    let http = reqwest_like::Client::new();
+    let mut t = Timeline {
+        started: Instant::now(),
+        marks: Vec::new(),
+    };
+    let metrics = || http.get_text(format!("{base}/metrics"));
+    wait("Backstop probes the primary", || async {
+        Ok(metrics()
+            .await?
+            .as_deref()
+            .and_then(primary_up)
+            .filter(|up| *up))
+    })
+    .await?;
+    t.mark(format!(
+        "Backstop is up; primary s3://{}/{} healthy (strategy {:?}{})",
+        world::PRIMARY_BUCKET,
+        world::CLUSTER,
+        options.strategy,
+        if options.break_secondary {
+            ", secondary will be broken too"
+        } else {
+            ""
+        }
+    ));
+
+    let faults = world.s3.faults();
+    faults
+        .set(Rule::new(Fault::ServiceUnavailable).in_region(s3::PRIMARY_REGION))
+        .await
+        .map_err(setup)?;
+    t.mark(format!(
+        "fault: primary region {} answers 503",
+        s3::PRIMARY_REGION
+    ));
+    if options.break_secondary {
+        faults
+            .set(Rule::new(Fault::ServiceUnavailable).in_region(s3::SECONDARY_REGION))
+            .await
+            .map_err(setup)?;
+        t.mark(format!(
+            "fault: secondary region {} answers 503",
+            s3::SECONDARY_REGION
+        ));
+    }
+
+    // The rule: backstop_s3_up == 0 for two consecutive evaluations.
+    wait("the probe sees the primary down", || {
+        let m = metrics();
+        async move { Ok(m.await?.as_deref().and_then(primary_up).filter(|up| !*up)) }
+    })
+    .await?;
+    t.mark("probe: backstop_s3_up == 0 for the primary target");
+    let evaluations = std::sync::atomic::AtomicU32::new(0);
+    wait("the alert fires", || {
+        let m = metrics();
+        let seen = &evaluations;
+        async move {
+            let down = m.await?.as_deref().and_then(primary_up) == Some(false);
+            let held = if down {
+                seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+            } else {
+                seen.store(0, std::sync::atomic::Ordering::Relaxed);
+                0
+            };
+            Ok((held >= 2).then_some(()))
+        }
+    })
+    .await?;
+    let starts_at = jiff::Timestamp::now();
+    t.mark("alert S3BackupTargetUnavailable fires (held for 2 evaluations)");
+    let url = format!("{base}{webhook_path}");
+    let answer = http
+        .post_json(&url, token, &payload("firing", starts_at))
+        .await
+        .map_err(setup)?;
+    t.mark(format!("webhook delivered (firing): {answer}"));
+
+    let journal = wait("the cluster fails over", || async {
+        Ok(read_cluster_journal(world)
+            .await?
+            .filter(|j| j.phase == Phase::FailedOver))
+    })
+    .await?;
+    let expected_kind = if options.break_secondary {
+        TargetKind::Buffer
+    } else {
+        TargetKind::Secondary
+    };
+    if journal.target_kind != expected_kind {
+        return Err(DrillError::Missed {
+            step: "the failover goes to the expected target",
+            deadline: Duration::ZERO,
+            detail: format!(
+                "went to {:?}, expected {expected_kind:?}",
+                journal.target_kind
+            ),
+        });
+    }
+    t.mark(format!(
+        "failover: backups now go to storage {:?} ({}, {}), run {}",
+        journal.target_storage,
+        journal.target_kind.as_str(),
+        journal.strategy,
+        journal.run_id
+    ));
+
+    // The next scheduled backup: move the operator's clock to the next minute.
+    operator_clock.advance(jiff::SignedDuration::from_secs(60));
+    let landed = wait(
+        "a scheduled backup lands on the failover target",
+        || async {
+            let api: Api<PerconaXtraDBClusterBackup> =
+                Api::namespaced(world.client.clone(), world::NAMESPACE);
+            let list = api
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(list.items.into_iter().find_map(|b| {
+                let status = b.status.as_ref()?;
+                let name = b.metadata.name.clone()?;
+                let destination = status.destination.clone()?;
+                // A scheduled backup created after the failover, where the failover sent it.
+                let created = b.metadata.creation_timestamp.as_ref()?.0;
+                let on_target = match journal.target_kind {
+                    TargetKind::Secondary => {
+                        destination.starts_with(&format!("s3://{}/", world::SECONDARY_BUCKET))
+                    }
+                    TargetKind::Buffer => destination.starts_with("pvc/"),
+                };
+                (name.starts_with("cron-")
+                    // creationTimestamp has whole seconds.
+                    && created.as_second() >= journal.failed_over_at.as_second()
+                    && on_target
+                    && status.state.as_deref() == Some(state::SUCCEEDED))
+                .then(|| format!("{name} -> {destination}"))
+            }))
+        },
+    )
+    .await?;
+    t.mark(format!(
+        "scheduled backup succeeded on the failover target: {landed}"
+    ));
+
+    faults.clear_all().await.map_err(setup)?;
+    t.mark("repair: every S3 fault cleared");
+    wait("the probe sees the primary up", || {
+        let m = metrics();
+        async move { Ok(m.await?.as_deref().and_then(primary_up).filter(|up| *up)) }
+    })
+    .await?;
+    t.mark("probe: backstop_s3_up == 1 for the primary target; the alert resolves");
+    let answer = http
+        .post_json(&url, token, &payload("resolved", starts_at))
+        .await
+        .map_err(setup)?;
+    t.mark(format!("webhook delivered (resolved): {answer}"));
+
+    let verifying = wait("the revert is written", || async {
+        Ok(read_cluster_journal(world)
+            .await?
+            .filter(|j| matches!(j.phase, Phase::Verifying | Phase::Reverted)))
+    })
+    .await?;
+    t.mark(format!(
+        "revert: original backup settings restored; test backup {}",
+        verifying.test_backup.clone().unwrap_or_default()
+    ));
+    let done = wait("the test backup proves the revert", || async {
+        Ok(read_cluster_journal(world)
+            .await?
+            .filter(|j| matches!(j.phase, Phase::Reverted | Phase::VerificationFailed)))
+    })
+    .await?;
+    if done.phase != Phase::Reverted {
+        return Err(DrillError::Missed {
+            step: "the test backup succeeds",
+            deadline: STEP_DEADLINE,
+            detail: done.message.unwrap_or_default(),
+        });
+    }
+    t.mark(format!(
+        "test backup {} Succeeded on the primary; drill passed",
+        done.test_backup.unwrap_or_default()
+    ));
+    Ok(t.marks)
+}
+
+async fn read_cluster_journal(world: &World) -> Result<Option<Journal>, String> {
+    let object = cluster_api(&world.client, world::NAMESPACE)
+        .get(world::CLUSTER)
+        .await
+        .map_err(|e| e.to_string())?;
+    read_journal(&object)
+}
+
+/// A minimal HTTP client on hyper (the drill talks to Backstop over real HTTP, like
+/// Prometheus and Alertmanager would).
+mod reqwest_like {
+    use http_body_util::{BodyExt as _, Full};
+    use hyper::body::Bytes;
+    use hyper_util::client::legacy::Client as HyperClient;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::rt::TokioExecutor;
+
+    pub struct Client {
+        inner: HyperClient<HttpConnector, Full<Bytes>>,
+    }
+
+    impl Client {
+        pub fn new() -> Self {
+            Self {
+                inner: HyperClient::builder(TokioExecutor::new()).build_http(),
+            }
+        }
+
+        pub fn get_text(
+            &self,
+            url: String,
+        ) -> impl Future<Output = Result<Option<String>, String>> + use<> {
+            let inner = self.inner.clone();
+            async move {
+                let uri: hyper::Uri = url
+                    .parse()
+                    .map_err(|e: hyper::http::uri::InvalidUri| e.to_string())?;
+                let response = inner.get(uri).await.map_err(|e| e.to_string())?;
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Some(String::from_utf8_lossy(&body.to_bytes()).into_owned()))
+            }
+        }
+
+        pub async fn post_json(
+            &self,
+            url: &str,
+            token: &str,
+            body: &serde_json::Value,
+        ) -> Result<String, String> {
+            let request = hyper::Request::post(url)
+                .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {token}"))
+                .body(Full::new(Bytes::from(body.to_string())))
+                .map_err(|e| e.to_string())?;
+            let response = self
+                .inner
+                .request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            let text = String::from_utf8_lossy(&body.to_bytes()).into_owned();
+            if status.is_success() {
+                Ok(format!("{} {text}", status.as_u16()))
+            } else {
+                Err(format!("{} {text}", status.as_u16()))
+            }
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! `backstop sandbox --drill` as a user runs it: each variant prints every step of the
+//! outage and exits 0.
+#![cfg(feature = "sandbox")]
+
+use std::process::Command;
+
+fn drill(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_backstop"))
+        .args(["sandbox", "--drill"])
+        .args(args)
+        .env("BACKSTOP_LOG", "warn,s3s=off")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "drill {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn assert_steps(timeline: &str, steps: &[&str]) {
+    let mut rest = timeline;
+    for step in steps {
+        let at = rest
+            .find(step)
+            .unwrap_or_else(|| panic!("no {step:?} after the previous step in:\n{timeline}"));
+        rest = &rest[at + step.len()..];
+    }
+}
+
+#[test]
+fn the_drill_passes_for_every_variant() {
+    let secondary = drill(&[]);
+    assert_steps(
+        &secondary,
+        &[
+            "fault: primary region",
+            "probe: backstop_s3_up == 0",
+            "alert S3BackupTargetUnavailable fires",
+            "webhook delivered (firing): 200",
+            "failover: backups now go to storage \"backstop-secondary\" (secondary, repoint)",
+            "scheduled backup succeeded on the failover target: cron-",
+            "-> s3://pxc-backups-dr/",
+            "repair:",
+            "webhook delivered (resolved): 200",
+            "revert: original backup settings restored",
+            "Succeeded on the primary; drill passed",
+        ],
+    );
+    let in_place = drill(&["--strategy", "in-place"]);
+    assert_steps(
+        &in_place,
+        &[
+            "(secondary, in-place)",
+            "-> s3://pxc-backups-dr/",
+            "drill passed",
+        ],
+    );
+    let buffer = drill(&["--break-secondary"]);
+    assert_steps(
+        &buffer,
+        &[
+            "fault: secondary region",
+            "(buffer, buffer)",
+            "-> pvc/",
+            "drill passed",
+        ],
+    );
+}
