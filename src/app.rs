@@ -25,6 +25,7 @@ use crate::watch::index::BackupIndex;
 pub struct App {
     config: Config,
     listener: TcpListener,
+    tls: Option<rustls::ServerConfig>,
     metrics: Arc<Metrics>,
     readiness: Readiness,
     webhook: Option<Arc<Webhook>>,
@@ -49,6 +50,13 @@ impl App {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, Error> {
         let addr = config.listen_addr()?;
+        // Certificates are loaded before anything starts, so a bad file fails fast.
+        let tls = config
+            .server
+            .tls
+            .as_ref()
+            .map(crate::tls::server_config)
+            .transpose()?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| Error::Bind { addr, source })?;
@@ -103,6 +111,7 @@ impl App {
         Ok(Self {
             config,
             listener,
+            tls,
             metrics: Arc::new(metrics),
             readiness,
             webhook,
@@ -145,7 +154,7 @@ impl App {
         };
         let router = extend(server::router(state, &self.config.server));
         let addr = self.local_addr()?;
-        tracing::info!(%addr, dry_run = self.config.responder.dry_run, "listening");
+        tracing::info!(%addr, tls = self.tls.is_some(), dry_run = self.config.responder.dry_run, "listening");
 
         // Report not-ready as soon as shutdown starts, so traffic drains away first.
         let shutting_down = self.readiness.gate("not-shutting-down");
@@ -156,13 +165,11 @@ impl App {
             shutting_down.close();
         });
 
-        let served = server::serve(
-            self.listener,
-            router,
-            shutdown,
-            self.config.server.shutdown_timeout.get(),
-        )
-        .await;
+        let grace = self.config.server.shutdown_timeout.get();
+        let served = match self.tls {
+            None => server::serve(self.listener, router, shutdown, grace).await,
+            Some(tls) => server::serve_tls(self.listener, router, tls, shutdown, grace).await,
+        };
         self.background.cancel();
         for task in self.tasks {
             let _ = task.await;

@@ -25,6 +25,7 @@ pub mod schedule;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod watch;
 
 use std::net::SocketAddr;
@@ -50,6 +51,9 @@ pub enum Error {
     /// Logging could not be set up.
     #[error(transparent)]
     Telemetry(#[from] telemetry::TelemetryError),
+    /// The HTTPS configuration could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// The responder could not start.
     #[error(transparent)]
     Responder(#[from] responder::ResponderError),
@@ -71,6 +75,7 @@ impl Error {
             Self::Server(_) => "server",
             Self::Telemetry(_) => "telemetry",
             Self::Responder(_) => "responder",
+            Self::Tls(_) => "tls",
             #[cfg(feature = "sandbox")]
             Self::Sandbox(_) => "sandbox",
             Self::Io(_) => "io",

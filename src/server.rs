@@ -90,6 +90,27 @@ pub async fn serve(
     }
 }
 
+/// Like [`serve`], over TLS.
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    tls: rustls::ServerConfig,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> Result<(), ServerError> {
+    // The accept loop stops at `stop` and then drains; the drain is bounded here.
+    let stop = CancellationToken::new();
+    let server = crate::https::serve(listener, router, tls, stop.clone());
+    tokio::pin!(server);
+    tokio::select! {
+        () = &mut server => return Ok(()),
+        () = shutdown.cancelled() => stop.cancel(),
+    }
+    tokio::time::timeout(grace, server)
+        .await
+        .map_err(|_| ServerError::ShutdownTimedOut(grace))
+}
+
 async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let handler = request
         .extensions()

@@ -216,14 +216,6 @@ fn the_schema_documents_defaults_and_descriptions() {
 }
 
 #[test]
-fn tls_is_refused_rather_than_silently_ignored() {
-    assert_problem(
-        &format!("{MINIMAL}server:\n  tls: {{cert_file: /c, key_file: /k}}\n"),
-        "server.tls: not supported by this build yet: terminate TLS in front of Backstop for now",
-    );
-}
-
-#[test]
 fn a_loaded_config_serializes_back_to_an_equal_valid_one() {
     let c = config::load_file(std::path::Path::new("deploy/config.example.yaml")).unwrap();
     let text = serde_yaml_ng::to_string(&c).unwrap();

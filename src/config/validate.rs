@@ -49,13 +49,6 @@ fn check_server(config: &Config, errors: &mut Vec<FieldError>) {
             "must be a plain path without '..', '//', '?', '#' or spaces",
         ));
     }
-    if server.tls.is_some() {
-        // Accepting the section and serving plain HTTP would be a silent downgrade.
-        errors.push(FieldError::new(
-            "server.tls",
-            "not supported by this build yet: terminate TLS in front of Backstop for now",
-        ));
-    }
     if server.shutdown_timeout.get().is_zero() {
         errors.push(FieldError::new(
             "server.shutdown_timeout",
