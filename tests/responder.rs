@@ -735,3 +735,70 @@ async fn two_replicas_one_acts() {
     task.await.unwrap().unwrap();
     r.stop().await;
 }
+
+#[tokio::test]
+async fn the_kill_switch_leaves_a_cluster_alone() {
+    let r = start(|_| {}).await;
+    let api = cluster_api(&r.world.client, world::NAMESPACE);
+    api.patch(
+        world::CLUSTER,
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"metadata": {"annotations": {"backstop.percona.com/paused": "true"}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let before = cluster(&r).await;
+    break_region(&r, s3::PRIMARY_REGION).await;
+    let answer = notify(&r.base, &firing("f-paused", "2026-11-24T03:10:30Z")).await;
+    assert_eq!(answer["changed"], json!([]), "{answer}");
+    let after = cluster(&r).await;
+    assert_eq!(
+        after.metadata.resource_version,
+        before.metadata.resource_version
+    );
+    assert!(events(&r, "FailedOver").await.is_empty());
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limits_refuse_and_say_so() {
+    let r = start(|c| {
+        c.responder.failover.on_demand_backup = false;
+        c.responder.rate_limits.global_max_failovers = 1;
+    })
+    .await;
+    break_region(&r, s3::PRIMARY_REGION).await;
+    notify(&r.base, &firing("f-1", "2026-11-24T03:10:30Z")).await;
+    let first = wait_phase(&r, Phase::FailedOver).await;
+    r.world.s3.faults().clear_all().await.unwrap();
+    notify(&r.base, &resolved("f-1", "2026-11-24T03:10:30Z")).await;
+    wait_phase(&r, Phase::Reverted).await;
+    // A second episode within the global window: refused, nothing changes.
+    break_region(&r, s3::PRIMARY_REGION).await;
+    let before = backup_spec(&cluster(&r).await);
+    notify(&r.base, &firing("f-2", "2026-11-24T05:00:00Z")).await;
+    let refused = wait_event(&r, "FailoverRateLimited").await;
+    assert!(
+        refused[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("global limit is 1"),
+        "{refused:?}"
+    );
+    let j = journal(&r).await.unwrap();
+    assert_eq!((j.phase, j.run_id), (Phase::Reverted, first.run_id));
+    assert_eq!(backup_spec(&cluster(&r).await), before);
+    r.wait_until("rate_limited counted", |t| {
+        sample(
+            t,
+            "backstop_playbook_runs_total",
+            &["result=\"rate_limited\""],
+        )
+        .is_some()
+    })
+    .await;
+    r.stop().await;
+}
