@@ -9,8 +9,7 @@
 #![cfg(feature = "sandbox")]
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +20,8 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
 mod common;
+
+use common::monitoring::{Prometheus, listening_address, root};
 
 use common::sandbox::{self, DEADLINE, sample};
 
@@ -42,10 +43,6 @@ const VARIABLES: [(&str, &str); 9] = [
     ("$cluster", world::CLUSTER),
 ];
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn substitute(expr: &str) -> String {
     let mut out = expr.to_owned();
     for (variable, value) in VARIABLES {
@@ -53,133 +50,6 @@ fn substitute(expr: &str) -> String {
     }
     assert!(!out.contains('$'), "unknown variable in {expr}");
     out
-}
-
-/// A `prometheus` process with its own data directory, killed on drop.
-struct Prometheus {
-    child: Child,
-    dir: tempfile::TempDir,
-    base: String,
-}
-
-impl Prometheus {
-    /// Starts Prometheus on 127.0.0.1 with a port of its choosing, scraping `target`
-    /// (`HOST:PORT`) every second with the project's rules, and waits until it serves.
-    async fn start(target: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let rules = root().join("alerts/backstop.rules.yaml");
-        let config = format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
-             rule_files: ['{}']\n\
-             scrape_configs:\n  - job_name: backstop\n    static_configs: [{{targets: ['{target}']}}]\n",
-            rules.display()
-        );
-        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-        let child = Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            // Port 0: the kernel picks a free port; Prometheus logs which.
-            .arg("--web.listen-address=127.0.0.1:0")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("prometheus (scripts/test.sh installs it)");
-        let mut prometheus = Self {
-            child,
-            dir,
-            base: String::new(),
-        };
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        let address = loop {
-            if let Some(address) = listening_address(&prometheus.log()) {
-                break address.to_owned();
-            }
-            if let Ok(Some(status)) = prometheus.child.try_wait() {
-                panic!("prometheus exited ({status}):\n{}", prometheus.log());
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "prometheus never listened:\n{}",
-                prometheus.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        prometheus.base = format!("http://{address}");
-        prometheus
-            .wait_until("ready", |p| async move {
-                reqwest::get(format!("{}/-/ready", p.base))
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            })
-            .await;
-        prometheus
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
-    }
-
-    /// `/api/v1/query` of `expr` at the current time: the whole JSON answer (also for 400).
-    async fn query(&self, expr: &str) -> Value {
-        reqwest::Client::new()
-            .get(format!("{}/api/v1/query", self.base))
-            .query(&[("query", expr)])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        reqwest::get(format!("{}{path}", self.base))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    /// Polls `check` until it holds, failing after [`DEADLINE`] with Prometheus's log.
-    async fn wait_until<'a, F, Fut>(&'a self, what: &str, check: F)
-    where
-        F: Fn(&'a Self) -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        while !check(self).await {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "never: {what}\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The address Prometheus reports once it listens: `msg="Listening on" address=HOST:PORT`.
-fn listening_address(log: &str) -> Option<&str> {
-    log.lines()
-        .find(|l| l.contains("msg=\"Listening on\""))?
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("address="))
 }
 
 /// One expression to check, with where it came from.
@@ -393,7 +263,7 @@ async fn every_dashboard_and_rule_expression_evaluates_against_backstop_in_prome
     )
     .await;
 
-    let prometheus = Prometheus::start(r.base.trim_start_matches("http://")).await;
+    let prometheus = Prometheus::start(r.base.trim_start_matches("http://"), None).await;
     prometheus
         .wait_until("Backstop scraped", |p| async move {
             series(&p.query("up{job=\"backstop\"} == 1").await).len() == 1
