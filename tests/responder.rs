@@ -638,7 +638,7 @@ async fn restarts_between_and_within_steps_never_fail_over_twice() {
         );
         abort_after_ms = (abort_after_ms + 7) % 120;
         // Every other step is killed part-way through.
-        let budget = if abort_after_ms % 2 == 0 {
+        let budget = if abort_after_ms.is_multiple_of(2) {
             Duration::from_secs(30)
         } else {
             Duration::from_millis(abort_after_ms)
