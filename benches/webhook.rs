@@ -167,7 +167,8 @@ async fn main() {
     let api = cluster_api(&world.client, world::NAMESPACE);
     let mut patched = Vec::new();
     for i in 0..cycles {
-        let starts_at = jiff::Timestamp::now().to_string();
+        let sent = jiff::Timestamp::now();
+        let starts_at = sent.to_string();
         let mut firing: serde_json::Value = serde_json::from_slice(&body).expect("json");
         firing["alerts"][0]["startsAt"] = starts_at.clone().into();
         firing["alerts"][0]["fingerprint"] = format!("bench{i}").into();
