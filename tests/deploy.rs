@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use backstop::pxc::{PerconaXtraDBCluster, PerconaXtraDBClusterBackup};
@@ -25,6 +25,10 @@ use kube::api::{
 };
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+
+mod common;
+
+use common::deploy::{apply, deploy_dir, id, kustomize};
 
 /// Kinds in the manifests that the simulator does not serve: applied to a real cluster with
 /// prometheus-operator's CRDs, skipped here.
@@ -41,32 +45,6 @@ const NS: &str = "backstop";
 const DB: &str = "percona";
 /// A namespace the per-namespace variant does not watch.
 const OTHER: &str = "other";
-
-fn deploy_dir(sub: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("deploy")
-        .join(sub)
-}
-
-/// `kubectl kustomize DIR`, one JSON value per object.
-fn kustomize(dir: &Path) -> Vec<Value> {
-    let output = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(dir)
-        .output()
-        .expect("kubectl (scripts/test.sh installs it)");
-    assert!(
-        output.status.success(),
-        "kubectl kustomize {} failed:\n{}",
-        dir.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8(output.stdout).unwrap();
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
-        .filter(|v: &Value| !v.is_null())
-        .collect()
-}
 
 /// `kustomize` of a throw-away overlay: the per-namespace variant with the Secrets-by-name
 /// component. kustomize takes only relative paths, so the overlay climbs from its own
@@ -85,14 +63,6 @@ fn kustomize_restricted_secrets() -> Vec<Value> {
     )
     .unwrap();
     kustomize(&here)
-}
-
-fn id(object: &Value) -> String {
-    format!(
-        "{}/{}",
-        object["kind"].as_str().unwrap(),
-        object["metadata"]["name"].as_str().unwrap()
-    )
 }
 
 fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
@@ -380,20 +350,6 @@ fn the_namespaced_variant_grants_the_cluster_roles_rules_per_namespace() {
 
 /// Applies `objects` as the administrator, one at a time; returns the ones the simulator
 /// does not serve.
-fn apply(sim: &KubeSim, objects: &[Value]) -> BTreeSet<String> {
-    let mut skipped = BTreeSet::new();
-    for object in objects {
-        match sim.apply_yaml(&serde_yaml_ng::to_string(object).unwrap()) {
-            Ok(_) => {}
-            Err(e) if e.code == 400 && e.message.starts_with("no resource serves") => {
-                skipped.insert(id(object));
-            }
-            Err(e) => panic!("applying {}: {} {}", id(object), e.code, e.message),
-        }
-    }
-    skipped
-}
-
 fn object<T: DeserializeOwned>(value: Value) -> T {
     serde_json::from_value(value).unwrap()
 }
@@ -616,6 +572,16 @@ async fn backstops_requests(m: &mut Matrix, client: &kube::Client, namespace: &s
             .await,
     );
 
+    // Failover and revert: the spec change and the journal in one conditional replace.
+    let raw = backstop::responder::engine::cluster_api(client, namespace);
+    match raw.get(CLUSTER).await {
+        Ok(current) => m.allowed(
+            "replace a cluster (failover/revert write)",
+            raw.replace(CLUSTER, &PostParams::default(), &current).await,
+        ),
+        Err(e) => m.allowed("get a cluster as raw JSON", Err::<(), _>(e)),
+    }
+
     let backups: Api<PerconaXtraDBClusterBackup> = Api::namespaced(client.clone(), namespace);
     m.allowed("get a backup", backups.get(BACKUP).await);
     m.allowed(
@@ -732,14 +698,6 @@ async fn never(m: &mut Matrix, client: &kube::Client) {
         "delete a cluster",
         clusters.delete(CLUSTER, &DeleteParams::default()).await,
     );
-    if let Ok(current) = clusters.get(CLUSTER).await {
-        m.forbidden(
-            "update (PUT) a cluster: Backstop only patches",
-            clusters
-                .replace(CLUSTER, &PostParams::default(), &current)
-                .await,
-        );
-    }
     let backups: Api<PerconaXtraDBClusterBackup> = Api::namespaced(client.clone(), DB);
     m.forbidden(
         "delete a backup",

@@ -2,7 +2,8 @@
 //! against the sandbox and evaluates the shipped rules (with test `for` durations); the real
 //! `prometheus-alertmanager` routes `S3BackupTargetUnavailable` to Backstop's webhook with
 //! bearer auth; Backstop fails the cluster over and, once S3 is repaired and the alert
-//! resolves, reverts and proves it with a test backup.
+//! resolves, reverts and proves it with a test backup. Backstop runs as the `deploy/`
+//! manifests' ServiceAccount under their RBAC, so a missing permission fails this test.
 #![cfg(feature = "sandbox")]
 
 use std::sync::Arc;
@@ -98,7 +99,11 @@ async fn prometheus_and_alertmanager_drive_failover_and_revert() {
         history: 1,
         retention: 10,
     };
-    let r = sandbox::start(options, Arc::new(SystemClock), |c| {
+    // Backstop runs as the manifests' ServiceAccount under their RBAC, with leader election
+    // in its own namespace, as deployed.
+    let r = sandbox::start_with_deployed_rbac(options, Arc::new(SystemClock), |c| {
+        c.kubernetes.leader_election.enabled = true;
+        c.kubernetes.leader_election.lease_namespace = Some("backstop".into());
         c.probe.interval = HumanDuration(Duration::from_secs(1));
         c.probe.timeout = HumanDuration(Duration::from_millis(500));
         c.responder.rate_limits.per_cluster_cooldown = HumanDuration(Duration::ZERO);

@@ -31,13 +31,38 @@ pub async fn start(
     tune: impl FnOnce(&mut Config),
 ) -> Running {
     let world = World::start(options).await.unwrap();
+    let client = world.client.clone();
+    serve(world, client, clock, tune).await
+}
+
+/// Like [`start`], with Backstop running as the `backstop` ServiceAccount of the rendered
+/// `deploy/` manifests under their RBAC (enforced by the simulator), not as an admin: a
+/// permission the manifests lack fails the test.
+pub async fn start_with_deployed_rbac(
+    options: WorldOptions,
+    clock: Arc<dyn Clock>,
+    tune: impl FnOnce(&mut Config),
+) -> Running {
+    let world = World::start(options).await.unwrap();
+    // The rendered base includes the `backstop` Namespace.
+    let objects = super::deploy::kustomize(&super::deploy::deploy_dir(""));
+    super::deploy::apply(&world.kube, &objects);
+    let token = world.kube.service_account_token("backstop", "backstop");
+    let client = world.kube.client_for(&token).await.unwrap();
+    serve(world, client, clock, tune).await
+}
+
+async fn serve(
+    world: World,
+    client: kube::Client,
+    clock: Arc<dyn Clock>,
+    tune: impl FnOnce(&mut Config),
+) -> Running {
     let token = world.dir().join("token");
     std::fs::write(&token, "t").unwrap();
     let mut config = world.backstop_config("127.0.0.1:0", &token).unwrap();
     tune(&mut config);
-    let app = App::bind_with(config, Some(world.client.clone()), clock)
-        .await
-        .unwrap();
+    let app = App::bind_with(config, Some(client), clock).await.unwrap();
     let base = format!("http://{}", app.local_addr().unwrap());
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(app.serve(shutdown.clone()));
