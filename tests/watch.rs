@@ -103,6 +103,11 @@ async fn ages_follow_the_clock_and_a_failed_backup_is_counted() {
     let text = r
         .wait_for(&format!("backstop_backups{{{PRIMARY},state=\"Failed\"}} 1"))
         .await;
+    // The backup's Job, from the Jobs watch.
+    r.wait_for(
+        "backstop_backup_jobs{namespace=\"percona\",cluster=\"cluster1\",state=\"failed\"} 1",
+    )
+    .await;
     let failed_at = value(
         &text,
         &format!("backstop_backup_last_failure_timestamp_seconds{{{PRIMARY}}}"),

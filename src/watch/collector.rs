@@ -42,6 +42,13 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    namespace: String,
+    cluster: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ScheduleLabels {
     namespace: String,
     cluster: String,
@@ -112,6 +119,24 @@ impl Collector for BackupCollector {
                     i64::try_from(*n).unwrap_or(i64::MAX),
                 )
             }),
+        )?;
+        gauge(
+            &mut encoder,
+            "backstop_backup_jobs",
+            "The operator's backup Jobs (percona.com/backup-type=xtrabackup) by cluster and state",
+            index
+                .jobs_by_state()
+                .into_iter()
+                .map(|((namespace, cluster, state), n)| {
+                    (
+                        JobLabels {
+                            namespace,
+                            cluster,
+                            state: state.to_owned(),
+                        },
+                        i64::try_from(n).unwrap_or(i64::MAX),
+                    )
+                }),
         )?;
         let success = index.last_success();
         gauge(

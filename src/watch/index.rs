@@ -14,7 +14,7 @@ use kube::ResourceExt as _;
 
 use crate::pxc::{PerconaXtraDBCluster, PerconaXtraDBClusterBackup, Storage, state};
 use crate::schedule::CronSchedule;
-use crate::watch::retention::retention_window;
+use crate::watch::retention::{shortest_gap, window_from_gap};
 
 /// One storage of one cluster (the label set of per-storage backup metrics).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -48,12 +48,63 @@ struct BackupView {
     completed: Option<Timestamp>,
 }
 
-/// What the index keeps of a cluster's schedule.
+/// What the index keeps of a cluster's schedule. The shortest gap between runs is computed
+/// once, when the schedule is seen, not at every scrape: it walks up to a year of runs.
 #[derive(Debug, Clone)]
 struct ScheduleView {
     name: String,
-    cron: Option<CronSchedule>,
+    gap: Option<SignedDuration>,
     count: Option<i64>,
+}
+
+/// Per-storage aggregates, kept up to date on every upsert and removal so a scrape reads
+/// them without walking every backup. Times are multisets (time → how many backups), so
+/// removing a backup removes exactly its contribution.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Aggregate {
+    by_state: BTreeMap<String, u64>,
+    successes: BTreeMap<Timestamp, u32>,
+    failures: BTreeMap<Timestamp, u32>,
+}
+
+impl Aggregate {
+    fn is_empty(&self) -> bool {
+        self.by_state.is_empty()
+    }
+}
+
+fn add_time(times: &mut BTreeMap<Timestamp, u32>, t: Timestamp) {
+    *times.entry(t).or_insert(0) += 1;
+}
+
+fn remove_time(times: &mut BTreeMap<Timestamp, u32>, t: Timestamp) {
+    if let Some(n) = times.get_mut(&t) {
+        *n -= 1;
+        if *n == 0 {
+            times.remove(&t);
+        }
+    }
+}
+
+impl BackupView {
+    fn state_label(&self) -> &str {
+        if self.state.is_empty() {
+            "New"
+        } else {
+            &self.state
+        }
+    }
+
+    fn success_time(&self) -> Option<Timestamp> {
+        self.completed.filter(|_| self.state == state::SUCCEEDED)
+    }
+
+    /// Failed backups often have no completion time; their creation time stands in.
+    fn failure_time(&self) -> Option<Timestamp> {
+        self.completed
+            .or(self.created)
+            .filter(|_| self.state == state::FAILED)
+    }
 }
 
 /// The SLO of one schedule at one moment.
@@ -73,9 +124,41 @@ pub struct ScheduleSlo {
 #[derive(Debug, Default)]
 pub struct BackupIndex {
     backups: BTreeMap<(String, String), BackupView>,
+    aggregates: BTreeMap<StorageKey, Aggregate>,
+    cluster_successes: BTreeMap<(String, String), BTreeMap<Timestamp, u32>>,
     schedules: BTreeMap<(String, String), Vec<ScheduleView>>,
     storages: BTreeMap<(String, String), BTreeMap<String, Storage>>,
     generation: u64,
+    jobs: BTreeMap<(String, String), JobView>,
+}
+
+/// What the index keeps of a backup Job: its cluster and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct JobView {
+    cluster: String,
+    state: &'static str,
+}
+
+/// The state of a Job from its status: `failed` once it has a Failed condition (the backoff
+/// limit is spent), `succeeded` with a Complete condition, else `active`.
+pub fn job_state(job: &k8s_openapi::api::batch::v1::Job) -> &'static str {
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .map_or(&[][..], Vec::as_slice);
+    let has = |kind: &str| {
+        conditions
+            .iter()
+            .any(|c| c.type_ == kind && c.status == "True")
+    };
+    if has("Failed") {
+        "failed"
+    } else if has("Complete") {
+        "succeeded"
+    } else {
+        "active"
+    }
 }
 
 fn timestamp(text: Option<&str>) -> Option<Timestamp> {
@@ -101,16 +184,58 @@ impl BackupIndex {
             created: backup.metadata.creation_timestamp.as_ref().map(|t| t.0),
             completed: timestamp(status.completed.as_deref()),
         };
-        self.backups.insert(
-            (backup.namespace().unwrap_or_default(), backup.name_any()),
-            view,
-        );
+        let namespace = backup.namespace().unwrap_or_default();
+        self.account(&namespace, &view, true);
+        if let Some(old) = self
+            .backups
+            .insert((namespace.clone(), backup.name_any()), view)
+        {
+            self.account(&namespace, &old, false);
+        }
     }
 
     /// Forgets a deleted backup.
     pub fn remove_backup(&mut self, namespace: &str, name: &str) {
-        self.backups
-            .remove(&(namespace.to_owned(), name.to_owned()));
+        if let Some(old) = self
+            .backups
+            .remove(&(namespace.to_owned(), name.to_owned()))
+        {
+            self.account(namespace, &old, false);
+        }
+    }
+
+    /// Adds (or with `add` false, removes) one backup's contribution to the aggregates.
+    fn account(&mut self, namespace: &str, view: &BackupView, add: bool) {
+        let key = Self::storage_key(namespace, view);
+        let aggregate = self.aggregates.entry(key.clone()).or_default();
+        let state = view.state_label().to_owned();
+        if add {
+            *aggregate.by_state.entry(state).or_insert(0) += 1;
+        } else if let Some(n) = aggregate.by_state.get_mut(&state) {
+            *n -= 1;
+            if *n == 0 {
+                aggregate.by_state.remove(&state);
+            }
+        }
+        let change = if add { add_time } else { remove_time };
+        if let Some(t) = view.success_time() {
+            change(&mut aggregate.successes, t);
+            let cluster = self
+                .cluster_successes
+                .entry((namespace.to_owned(), view.cluster.clone()))
+                .or_default();
+            change(cluster, t);
+            if cluster.is_empty() {
+                self.cluster_successes
+                    .remove(&(namespace.to_owned(), view.cluster.clone()));
+            }
+        }
+        if let Some(t) = view.failure_time() {
+            change(&mut aggregate.failures, t);
+        }
+        if aggregate.is_empty() {
+            self.aggregates.remove(&key);
+        }
     }
 
     /// Records a cluster's schedules as they are now.
@@ -124,7 +249,9 @@ impl BackupIndex {
                 list.iter()
                     .map(|s| ScheduleView {
                         name: s.name.clone(),
-                        cron: CronSchedule::parse(&s.schedule).ok(),
+                        gap: CronSchedule::parse(&s.schedule)
+                            .ok()
+                            .and_then(|cron| shortest_gap(&cron, Timestamp::now())),
                         count: s.retention_count(),
                     })
                     .collect()
@@ -142,6 +269,51 @@ impl BackupIndex {
         }
         self.storages.insert(key.clone(), storages);
         self.schedules.insert(key, schedules);
+    }
+
+    /// Records a backup Job as it is now.
+    pub fn upsert_job(&mut self, job: &k8s_openapi::api::batch::v1::Job) {
+        let cluster = job
+            .labels()
+            .get(crate::pxc::labels::CLUSTER)
+            .cloned()
+            .unwrap_or_default();
+        self.jobs.insert(
+            (job.namespace().unwrap_or_default(), job.name_any()),
+            JobView {
+                cluster,
+                state: job_state(job),
+            },
+        );
+    }
+
+    /// Forgets a deleted Job.
+    pub fn remove_job(&mut self, namespace: &str, name: &str) {
+        self.jobs.remove(&(namespace.to_owned(), name.to_owned()));
+    }
+
+    /// `(namespace, name)` of every Job, in `namespace` when given.
+    pub fn job_names(
+        &self,
+        namespace: Option<&str>,
+    ) -> std::collections::BTreeSet<(String, String)> {
+        self.jobs
+            .keys()
+            .filter(|(ns, _)| namespace.is_none_or(|n| n == ns))
+            .cloned()
+            .collect()
+    }
+
+    /// Current backup Jobs by `(namespace, cluster)` and state (`active`, `succeeded`,
+    /// `failed`).
+    pub fn jobs_by_state(&self) -> BTreeMap<(String, String, &'static str), u64> {
+        let mut counts = BTreeMap::new();
+        for ((ns, _), job) in &self.jobs {
+            *counts
+                .entry((ns.clone(), job.cluster.clone(), job.state))
+                .or_insert(0) += 1;
+        }
+        counts
     }
 
     /// Every cluster's storages by `(namespace, cluster)`: what target discovery reads.
@@ -198,57 +370,43 @@ impl BackupIndex {
 
     /// Current backups by storage and state (`""` is reported as `New`).
     pub fn count_by_state(&self) -> BTreeMap<(StorageKey, String), u64> {
-        let mut counts = BTreeMap::new();
-        for ((ns, _), view) in &self.backups {
-            let state = if view.state.is_empty() {
-                "New".to_owned()
-            } else {
-                view.state.clone()
-            };
-            *counts
-                .entry((Self::storage_key(ns, view), state))
-                .or_insert(0) += 1;
-        }
-        counts
+        self.aggregates
+            .iter()
+            .flat_map(|(key, a)| {
+                a.by_state
+                    .iter()
+                    .map(move |(state, n)| ((key.clone(), state.clone()), *n))
+            })
+            .collect()
     }
 
     /// The newest completion time of a Succeeded backup, per storage.
     pub fn last_success(&self) -> BTreeMap<StorageKey, Timestamp> {
-        self.latest(|v| v.state == state::SUCCEEDED, |v| v.completed)
+        self.latest(|a| &a.successes)
     }
 
     /// The newest failure time per storage (completion time, else creation time: failed
     /// backups often have no completion time).
     pub fn last_failure(&self) -> BTreeMap<StorageKey, Timestamp> {
-        self.latest(|v| v.state == state::FAILED, |v| v.completed.or(v.created))
+        self.latest(|a| &a.failures)
     }
 
     fn latest(
         &self,
-        keep: impl Fn(&BackupView) -> bool,
-        when: impl Fn(&BackupView) -> Option<Timestamp>,
+        times: impl Fn(&Aggregate) -> &BTreeMap<Timestamp, u32>,
     ) -> BTreeMap<StorageKey, Timestamp> {
-        let mut latest: BTreeMap<StorageKey, Timestamp> = BTreeMap::new();
-        for ((ns, _), view) in &self.backups {
-            if let Some(t) = when(view).filter(|_| keep(view)) {
-                let entry = latest.entry(Self::storage_key(ns, view)).or_insert(t);
-                if t > *entry {
-                    *entry = t;
-                }
-            }
-        }
-        latest
+        self.aggregates
+            .iter()
+            .filter_map(|(key, a)| times(a).last_key_value().map(|(t, _)| (key.clone(), *t)))
+            .collect()
     }
 
     /// The newest successful backup of a cluster, on any storage.
     pub fn cluster_last_success(&self, namespace: &str, cluster: &str) -> Option<Timestamp> {
-        self.backups
-            .iter()
-            .filter(|((ns, _), v)| {
-                ns == namespace && v.cluster == cluster && v.state == state::SUCCEEDED
-            })
-            .filter_map(|(_, v)| v.completed)
-            .max()
+        self.cluster_successes
+            .get(&(namespace.to_owned(), cluster.to_owned()))
+            .and_then(|times| times.last_key_value())
+            .map(|(t, _)| *t)
     }
 
     /// Every schedule's SLO at `now`.
@@ -259,8 +417,8 @@ impl BackupIndex {
                 .cluster_last_success(ns, cluster)
                 .map(|t| now.duration_since(t).max(SignedDuration::ZERO));
             for schedule in schedules {
-                let window = match (&schedule.cron, schedule.count) {
-                    (Some(cron), Some(count)) => retention_window(cron, count, now),
+                let window = match (schedule.gap, schedule.count) {
+                    (Some(gap), Some(count)) => window_from_gap(gap, count),
                     _ => None,
                 };
                 let budget_ratio = match (age, window) {
@@ -440,5 +598,53 @@ mod tests {
         let slo = &empty.schedule_slos(now)[0];
         assert_eq!((slo.last_success_age, slo.budget_ratio), (None, None));
         assert!(slo.window.is_some());
+    }
+
+    /// The incremental aggregates equal a recount from scratch after any sequence of
+    /// upserts, state changes and removals.
+    #[test]
+    fn aggregates_match_a_recount_after_any_sequence() {
+        let mut index = BackupIndex::new();
+        let mut model: BTreeMap<String, (String, String, Option<String>)> = BTreeMap::new();
+        let states = ["", "Running", "Succeeded", "Failed"];
+        let mut seed = 7u64;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        for step in 0..2000 {
+            let name = format!("b{}", next(40));
+            if next(5) == 0 {
+                index.remove_backup("percona", &name);
+                model.remove(&name);
+                continue;
+            }
+            let storage = format!("s{}", next(3));
+            let state = states[usize::try_from(next(4)).unwrap()];
+            let completed =
+                (next(3) > 0).then(|| format!("2026-11-2{}T00:00:{:02}Z", next(9), step % 60));
+            index.upsert_backup(&backup(&name, &storage, state, completed.as_deref()));
+            model.insert(name, (storage, state.to_owned(), completed));
+        }
+        let mut fresh = BackupIndex::new();
+        for (name, (storage, state, completed)) in &model {
+            fresh.upsert_backup(&backup(name, storage, state, completed.as_deref()));
+        }
+        assert_eq!(index.count_by_state(), fresh.count_by_state());
+        assert_eq!(index.last_success(), fresh.last_success());
+        assert_eq!(index.last_failure(), fresh.last_failure());
+        assert_eq!(
+            index.cluster_last_success("percona", "cluster1"),
+            fresh.cluster_last_success("percona", "cluster1")
+        );
+        let recount: u64 = index.count_by_state().values().sum();
+        assert_eq!(recount, u64::try_from(model.len()).unwrap());
+        for name in model.keys() {
+            index.remove_backup("percona", name);
+        }
+        assert!(index.count_by_state().is_empty() && index.last_success().is_empty());
+        assert_eq!(index.cluster_last_success("percona", "cluster1"), None);
     }
 }

@@ -20,10 +20,14 @@ pub fn retention_window(
     count: i64,
     from: Timestamp,
 ) -> Option<SignedDuration> {
+    window_from_gap(shortest_gap(schedule, from)?, count)
+}
+
+/// The window of `count` backups taken at least `gap` apart; `None` when unbounded (count 0).
+pub fn window_from_gap(gap: SignedDuration, count: i64) -> Option<SignedDuration> {
     if count <= 0 {
         return None;
     }
-    let gap = shortest_gap(schedule, from)?;
     gap.checked_mul(i32::try_from(count).unwrap_or(i32::MAX))
 }
 

@@ -1,5 +1,5 @@
-//! The watch tasks: kube-runtime watchers on PerconaXtraDBClusters and their backups feed the
-//! index. A (re)list replaces everything the index holds for that watch's scope, so objects
+//! The watch tasks: kube-runtime watchers on PerconaXtraDBClusters, their backups and the
+//! operator's backup Jobs (`percona.com/backup-type=xtrabackup`) feed the index. A (re)list replaces everything the index holds for that watch's scope, so objects
 //! deleted while a watch was down disappear; the readiness gate of each watch opens after its
 //! first complete list.
 
@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pxc::{PerconaXtraDBCluster, PerconaXtraDBClusterBackup};
 use crate::readiness::{Gate, Readiness};
+use k8s_openapi::api::batch::v1::Job;
+
 use crate::watch::collector::SharedIndex;
 use crate::watch::completions::CompletionRecorder;
 use crate::watch::index::BackupIndex;
@@ -24,6 +26,8 @@ use crate::watch::index::BackupIndex;
 /// How one kind of object is applied to the index.
 trait Indexed: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static {
     const WHAT: &'static str;
+    /// A label selector limiting the watch (the operator's backup Jobs only).
+    const SELECTOR: Option<&'static str> = None;
     fn upsert(index: &mut BackupIndex, object: &Self);
     fn remove(index: &mut BackupIndex, namespace: &str, name: &str);
     fn names(index: &BackupIndex, namespace: Option<&str>) -> BTreeSet<(String, String)>;
@@ -62,6 +66,20 @@ impl Indexed for PerconaXtraDBClusterBackup {
     }
 }
 
+impl Indexed for Job {
+    const WHAT: &'static str = "jobs";
+    const SELECTOR: Option<&'static str> = Some("percona.com/backup-type=xtrabackup");
+    fn upsert(index: &mut BackupIndex, object: &Self) {
+        index.upsert_job(object);
+    }
+    fn remove(index: &mut BackupIndex, namespace: &str, name: &str) {
+        index.remove_job(namespace, name);
+    }
+    fn names(index: &BackupIndex, namespace: Option<&str>) -> BTreeSet<(String, String)> {
+        index.job_names(namespace)
+    }
+}
+
 /// Starts the watches for `namespaces` (all namespaces when empty); each registers a closed
 /// readiness gate and opens it once its first list is in the index.
 pub fn spawn(
@@ -89,11 +107,14 @@ pub fn spawn(
         ));
         tasks.push(watch::<PerconaXtraDBClusterBackup>(
             client,
-            scope,
+            scope.clone(),
             index,
             recorder.clone(),
             readiness,
             shutdown,
+        ));
+        tasks.push(watch::<Job>(
+            client, scope, index, None, readiness, shutdown,
         ));
     }
     tasks
@@ -122,10 +143,12 @@ where
     let index = index.clone();
     let shutdown = shutdown.clone();
     tokio::spawn(async move {
-        let mut events = watcher::watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        let mut relisted: Option<Vec<K>> = None;
+        let mut config = watcher::Config::default();
+        if let Some(selector) = K::SELECTOR {
+            config = config.labels(selector);
+        }
+        let mut events = watcher::watcher(api, config).default_backoff().boxed();
+        let mut relisted: Option<BTreeSet<(String, String)>> = None;
         loop {
             let event = tokio::select! {
                 event = events.next() => event,
@@ -149,28 +172,28 @@ fn apply<K: Indexed>(
     index: &SharedIndex,
     gate: &Gate,
     scope: Option<&str>,
-    relisted: &mut Option<Vec<K>>,
+    relisted: &mut Option<BTreeSet<(String, String)>>,
     event: Event<K>,
 ) {
     let mut index = index
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     match event {
-        Event::Init => *relisted = Some(Vec::new()),
-        Event::InitApply(object) => relisted.get_or_insert_with(Vec::new).push(object),
+        Event::Init => *relisted = Some(BTreeSet::new()),
+        // Applied as they arrive, remembering only names: buffering whole objects until
+        // InitDone would hold the entire list in memory at once.
+        Event::InitApply(object) => {
+            relisted
+                .get_or_insert_with(BTreeSet::new)
+                .insert((object.namespace().unwrap_or_default(), object.name_any()));
+            K::upsert(&mut index, &object);
+        }
         Event::InitDone => {
-            let fresh = relisted.take().unwrap_or_default();
-            let keep: BTreeSet<(String, String)> = fresh
-                .iter()
-                .map(|o| (o.namespace().unwrap_or_default(), o.name_any()))
-                .collect();
+            let keep = relisted.take().unwrap_or_default();
             for (ns, name) in K::names(&index, scope) {
                 if !keep.contains(&(ns.clone(), name.clone())) {
                     K::remove(&mut index, &ns, &name);
                 }
-            }
-            for object in &fresh {
-                K::upsert(&mut index, object);
             }
             gate.open();
         }
