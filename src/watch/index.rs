@@ -7,7 +7,8 @@
 //! outage has outlived the window and the oldest kept backups are older than the newest good
 //! one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt as _;
@@ -38,12 +39,13 @@ pub struct ScheduleKey {
     pub schedule: String,
 }
 
-/// What the index keeps of a backup.
+/// What the index keeps of a backup. Cluster, storage and state repeat across thousands of
+/// backups, so they are interned: one allocation each, shared.
 #[derive(Debug, Clone, PartialEq)]
 struct BackupView {
-    cluster: String,
-    storage: String,
-    state: String,
+    cluster: Arc<str>,
+    storage: Arc<str>,
+    state: Arc<str>,
     created: Option<Timestamp>,
     completed: Option<Timestamp>,
 }
@@ -96,14 +98,14 @@ impl BackupView {
     }
 
     fn success_time(&self) -> Option<Timestamp> {
-        self.completed.filter(|_| self.state == state::SUCCEEDED)
+        self.completed.filter(|_| &*self.state == state::SUCCEEDED)
     }
 
     /// Failed backups often have no completion time; their creation time stands in.
     fn failure_time(&self) -> Option<Timestamp> {
         self.completed
             .or(self.created)
-            .filter(|_| self.state == state::FAILED)
+            .filter(|_| &*self.state == state::FAILED)
     }
 }
 
@@ -130,6 +132,7 @@ pub struct BackupIndex {
     storages: BTreeMap<(String, String), BTreeMap<String, Storage>>,
     generation: u64,
     jobs: BTreeMap<(String, String), JobView>,
+    strings: HashSet<Arc<str>>,
 }
 
 /// What the index keeps of a backup Job: its cluster and where it is.
@@ -174,13 +177,14 @@ impl BackupIndex {
     /// Records a backup as it is now.
     pub fn upsert_backup(&mut self, backup: &PerconaXtraDBClusterBackup) {
         let status = backup.status.clone().unwrap_or_default();
+        let storage = status
+            .storage_name
+            .or_else(|| backup.spec.storage_name.clone())
+            .unwrap_or_default();
         let view = BackupView {
-            cluster: backup.spec.pxc_cluster.clone(),
-            storage: status
-                .storage_name
-                .or_else(|| backup.spec.storage_name.clone())
-                .unwrap_or_default(),
-            state: status.state.unwrap_or_default(),
+            cluster: self.intern(&backup.spec.pxc_cluster),
+            storage: self.intern(&storage),
+            state: self.intern(status.state.as_deref().unwrap_or_default()),
             created: backup.metadata.creation_timestamp.as_ref().map(|t| t.0),
             completed: timestamp(status.completed.as_deref()),
         };
@@ -192,6 +196,17 @@ impl BackupIndex {
         {
             self.account(&namespace, &old, false);
         }
+    }
+
+    /// The shared copy of `text`. Strings stay interned for the life of the index; they are
+    /// names of clusters, storages and states, a set bounded by what the cluster holds.
+    fn intern(&mut self, text: &str) -> Arc<str> {
+        if let Some(known) = self.strings.get(text) {
+            return known.clone();
+        }
+        let shared: Arc<str> = Arc::from(text);
+        self.strings.insert(shared.clone());
+        shared
     }
 
     /// Forgets a deleted backup.
@@ -222,12 +237,12 @@ impl BackupIndex {
             change(&mut aggregate.successes, t);
             let cluster = self
                 .cluster_successes
-                .entry((namespace.to_owned(), view.cluster.clone()))
+                .entry((namespace.to_owned(), view.cluster.to_string()))
                 .or_default();
             change(cluster, t);
             if cluster.is_empty() {
                 self.cluster_successes
-                    .remove(&(namespace.to_owned(), view.cluster.clone()));
+                    .remove(&(namespace.to_owned(), view.cluster.to_string()));
             }
         }
         if let Some(t) = view.failure_time() {
@@ -363,8 +378,8 @@ impl BackupIndex {
     fn storage_key(namespace: &str, view: &BackupView) -> StorageKey {
         StorageKey {
             namespace: namespace.to_owned(),
-            cluster: view.cluster.clone(),
-            storage: view.storage.clone(),
+            cluster: view.cluster.to_string(),
+            storage: view.storage.to_string(),
         }
     }
 
