@@ -123,6 +123,49 @@ fn finish(
     aws_sdk_s3::Client::from_conf(builder.build())
 }
 
+/// An STS client for the same credentials: static ones from a Secret, or the ambient chain
+/// (`None`). Same rules as the S3 clients: no retries, explicit timeouts. `endpoint_url`
+/// overrides AWS's regional STS endpoint.
+pub async fn sts_client(
+    region: &str,
+    endpoint_url: Option<&str>,
+    credentials: Option<&StaticCredentials>,
+    timeouts: Timeouts,
+) -> aws_sdk_sts::Client {
+    let region = aws_sdk_sts::config::Region::new(region.to_owned());
+    let builder = match credentials {
+        Some(c) => aws_sdk_sts::config::Builder::new()
+            .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+            .region(region)
+            .credentials_provider(aws_sdk_sts::config::Credentials::new(
+                c.access_key_id.clone(),
+                c.secret_access_key.clone(),
+                None,
+                None,
+                "backstop-static",
+            )),
+        None => {
+            let shared = aws_config::defaults(BehaviorVersion::latest())
+                .region(region)
+                .load()
+                .await;
+            aws_sdk_sts::config::Builder::from(&shared)
+        }
+    };
+    let mut builder = builder
+        .retry_config(aws_sdk_sts::config::retry::RetryConfig::disabled())
+        .timeout_config(
+            aws_sdk_sts::config::timeout::TimeoutConfig::builder()
+                .connect_timeout(timeouts.connect)
+                .operation_timeout(timeouts.operation)
+                .build(),
+        );
+    if let Some(url) = endpoint_url {
+        builder = builder.endpoint_url(url);
+    }
+    aws_sdk_sts::Client::from_conf(builder.build())
+}
+
 /// Reads `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` from a Secret's data.
 pub fn credentials_from_secret(
     secret: &k8s_openapi::api::core::v1::Secret,

@@ -286,3 +286,49 @@ async fn backstop_check_reports_and_exits_by_health() {
     assert_eq!(no_cluster.status.code(), Some(2));
     r.stop().await;
 }
+
+/// STS GetCallerIdentity runs with the storage's Secret: accepted with the right key, and a
+/// wrong key shows as invalid credentials on STS too, so `credentials_valid` drops.
+#[tokio::test]
+async fn sts_checks_the_credentials_the_backup_job_uses() {
+    let r = start().await;
+    let text = r
+        .wait_until("STS answered for both targets", |t| {
+            t.contains("backstop_s3_target_info{")
+                && t.contains(&primary())
+                && t.lines()
+                    .filter(|l| {
+                        l.starts_with("backstop_s3_probe_success{")
+                            && l.contains("operation=\"get_caller_identity\"")
+                            && l.ends_with(" 1")
+                    })
+                    .count()
+                    == 2
+        })
+        .await;
+    let primary_target = target_of(&text, &primary());
+    let valid = format!("backstop_s3_credentials_valid{{target=\"{primary_target}\"}}");
+    assert_eq!(sample(&text, &valid, &[]), Some(1.0));
+
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(r.world.client.clone(), world::NAMESPACE);
+    secrets
+        .patch(
+            world::CREDENTIALS_SECRET,
+            &kube::api::PatchParams::default(),
+            // "WRONGKEY", base64 as Secret data is.
+            &kube::api::Patch::Merge(json!({"data": {"AWS_ACCESS_KEY_ID": "V1JPTkdLRVk="}})),
+        )
+        .await
+        .unwrap();
+    let sts_refused = format!(
+        "backstop_s3_probe_errors_total{{target=\"{primary_target}\",operation=\"get_caller_identity\",class=\"invalid_credentials\"}}"
+    );
+    let text = r
+        .wait_until("STS refuses the wrong key", |t| {
+            sample(t, &sts_refused, &[]).is_some_and(|v| v >= 1.0)
+        })
+        .await;
+    assert_eq!(sample(&text, &valid, &[]), Some(0.0));
+    r.stop().await;
+}

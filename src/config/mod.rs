@@ -153,9 +153,13 @@ pub struct ProbeConfig {
     pub canary: CanaryConfig,
     /// The incremental listing of backup objects.
     pub list: ListConfig,
-    /// Check credentials with STS GetCallerIdentity. Default `true`; turn off for
-    /// S3-compatible stores without STS.
+    /// Check credentials with STS GetCallerIdentity. Default `true`. It runs for targets on
+    /// AWS (no `endpointUrl`), and for S3-compatible targets only when `sts_endpoint_url` is
+    /// set, because most S3-compatible stores have no STS.
     pub sts: bool,
+    /// The STS endpoint for S3-compatible targets (MinIO's STS, the sandbox's). Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sts_endpoint_url: Option<String>,
 }
 
 impl Default for ProbeConfig {
@@ -168,6 +172,7 @@ impl Default for ProbeConfig {
             canary: CanaryConfig::default(),
             list: ListConfig::default(),
             sts: true,
+            sts_endpoint_url: None,
         }
     }
 }

@@ -30,9 +30,10 @@
 //!   timeout, and a cycle must stay well inside the probe interval. Any other failure
 //!   (denied, no bucket, throttled) still runs them, because their answers carry error
 //!   codes a bodyless HEAD answer does not (see [`mod@super::classify`]).
-//! - Credential validity is derived from the S3 error classes of the cycle, not from STS:
-//!   [`CycleResult::credentials_valid`] is false iff some operation failed with
-//!   [`ErrorClass::InvalidCredentials`]. STS `GetCallerIdentity` is not part of a cycle.
+//! - Credential validity: [`CycleResult::credentials_valid`] is false iff some operation
+//!   failed with [`ErrorClass::InvalidCredentials`], STS `GetCallerIdentity` included (it is
+//!   appended to the cycle by the scheduler, which holds the credentials). STS does not
+//!   change `up`: S3 can work while STS is unreachable.
 
 use std::time::{Duration, Instant};
 
@@ -63,16 +64,19 @@ pub enum Operation {
     DeleteObject,
     /// `ListObjectsV2` of the storage prefix, all pages of one cycle together.
     ListObjects,
+    /// STS `GetCallerIdentity` with the target's credentials.
+    GetCallerIdentity,
 }
 
 impl Operation {
     /// Every operation, in the order a cycle runs them.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::HeadBucket,
         Self::PutObject,
         Self::GetObject,
         Self::DeleteObject,
         Self::ListObjects,
+        Self::GetCallerIdentity,
     ];
 
     /// The `operation` label value.
@@ -83,6 +87,7 @@ impl Operation {
             Self::GetObject => "get_object",
             Self::DeleteObject => "delete_object",
             Self::ListObjects => "list_objects",
+            Self::GetCallerIdentity => "get_caller_identity",
         }
     }
 }
@@ -156,7 +161,7 @@ impl CycleResult {
     }
 
     /// Whether the credentials were not rejected: false iff some operation failed with
-    /// [`ErrorClass::InvalidCredentials`]. This is derived from S3's answers alone (STS is
+    /// [`ErrorClass::InvalidCredentials`]. This is derived from S3's and STS's answers (STS is
     /// not consulted), so a cycle in which S3 never answered counts as valid.
     pub fn credentials_valid(&self) -> bool {
         !self
@@ -173,6 +178,11 @@ pub struct CycleOptions {
     pub canary: CanaryConfig,
     /// The incremental listing.
     pub list: ListConfig,
+    /// STS GetCallerIdentity (run by [`crate::probe::scheduler::probe_once`], which has the
+    /// credentials).
+    pub sts: bool,
+    /// The STS endpoint for S3-compatible targets.
+    pub sts_endpoint_url: Option<String>,
 }
 
 impl From<&ProbeConfig> for CycleOptions {
@@ -180,8 +190,21 @@ impl From<&ProbeConfig> for CycleOptions {
         Self {
             canary: config.canary.clone(),
             list: config.list.clone(),
+            sts: config.sts,
+            sts_endpoint_url: config.sts_endpoint_url.clone(),
         }
     }
+}
+
+/// Times one call of any AWS SDK client and classifies its failure.
+pub async fn measure_call<T, E>(
+    operation: Operation,
+    call: impl Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+) -> OperationResult
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    measure(operation, call).await.0
 }
 
 /// The newest backup object seen.
@@ -635,7 +658,8 @@ mod tests {
                 "put_object",
                 "get_object",
                 "delete_object",
-                "list_objects"
+                "list_objects",
+                "get_caller_identity"
             ]
         );
     }

@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, ProbeConfig};
 use crate::probe::classify::ErrorClass;
 use crate::probe::cycle::{
-    CycleOptions, CycleResult, Operation, OperationResult, Outcome, TargetState, run_cycle,
+    CycleOptions, CycleResult, Operation, OperationResult, Outcome, TargetState, measure_call,
+    run_cycle,
 };
 use crate::probe::discovery::desired_targets;
 use crate::probe::metrics::ProbeMetrics;
@@ -180,12 +181,12 @@ pub async fn probe_once(
     state: &mut TargetState,
 ) -> CycleResult {
     let endpoint = target.endpoint();
-    let s3 = match &target.key.credentials {
+    let credentials = match &target.key.credentials {
         CredentialSource::Secret { namespace, name } => {
             let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
             match secrets.get_opt(name).await {
                 Ok(Some(secret)) => match s3client::credentials_from_secret(&secret) {
-                    Some(creds) => s3client::client(&endpoint, &creds, timeouts),
+                    Some(creds) => Some(creds),
                     None => {
                         return unavailable(
                             target,
@@ -203,9 +204,33 @@ pub async fn probe_once(
                 }
             }
         }
-        CredentialSource::Ambient => s3client::ambient_client(&endpoint, timeouts).await,
+        CredentialSource::Ambient => None,
     };
-    run_cycle(&s3, target, options, state).await
+    let s3 = match &credentials {
+        Some(creds) => s3client::client(&endpoint, creds, timeouts),
+        None => s3client::ambient_client(&endpoint, timeouts).await,
+    };
+    let mut result = run_cycle(&s3, target, options, state).await;
+    // STS answers for AWS; an S3-compatible store gets it only with an STS endpoint of its
+    // own, since most have none.
+    let sts_endpoint = options.sts_endpoint_url.as_deref();
+    if options.sts && (target.endpoint_url().is_none() || sts_endpoint.is_some()) {
+        let sts = s3client::sts_client(
+            target.region(),
+            sts_endpoint,
+            credentials.as_ref(),
+            timeouts,
+        )
+        .await;
+        result.operations.push(
+            measure_call(
+                Operation::GetCallerIdentity,
+                sts.get_caller_identity().send(),
+            )
+            .await,
+        );
+    }
+    result
 }
 
 /// A cycle that could not start because the credentials are unusable: reported as invalid

@@ -12,6 +12,7 @@ pub mod drill;
 pub mod kube;
 pub mod operator;
 pub mod s3;
+pub mod sts;
 pub mod world;
 
 use tokio_util::sync::CancellationToken;

@@ -94,6 +94,8 @@ pub struct World {
     pub s3: S3Server,
     /// The API simulator.
     pub kube: KubeSim,
+    /// The STS endpoint (`GetCallerIdentity`).
+    pub sts: super::sts::StsServer,
     /// An administrator's client of the simulator.
     pub client: kube::Client,
     /// The simulated operator.
@@ -136,6 +138,7 @@ impl World {
             ],
         })
         .await?;
+        let sts = super::sts::start(&credentials.access_key_id).await?;
         let kube = KubeSim::start(SimOptions::default()).await?;
         let client = kube.admin_client().await?;
         kube.write_kubeconfig(&dir.path().join("kubeconfig"), kube.admin_token())?;
@@ -149,6 +152,7 @@ impl World {
             dir,
             s3,
             kube,
+            sts,
             client,
             operator: world_operator,
             credentials,
@@ -188,6 +192,7 @@ impl World {
         let yaml = format!(
             "server: {{listen: '{listen}'}}\n\
              kubernetes: {{leader_election: {{enabled: false}}}}\n\
+             probe: {{sts_endpoint_url: '{sts}'}}\n\
              responder:\n  auth: {{bearer_token_file: '{token}'}}\n\
              clusters:\n\
              - namespace: {NAMESPACE}\n  name: {CLUSTER}\n  failover:\n    storage: {PRIMARY_STORAGE}\n\
@@ -196,6 +201,7 @@ impl World {
              \x20     credentials_secret: {CREDENTIALS_SECRET}\n\
              \x20   buffer: {{size: 10Gi, storage_class_name: standard}}\n",
             token = token_file.display(),
+            sts = self.sts.url(),
             region = s3::SECONDARY_REGION,
             endpoint = self.endpoint(s3::SECONDARY_REGION),
         );
@@ -321,5 +327,6 @@ impl World {
         }
         self.kube.shutdown().await;
         self.s3.shutdown().await;
+        self.sts.shutdown().await;
     }
 }
