@@ -78,6 +78,7 @@ async fn main() {
             enabled: false,
             ..ListConfig::default()
         },
+        ..CycleOptions::default()
     };
 
     println!("| injected latency | direct SDK p50 | Backstop-recorded p50 | ratio |");

@@ -102,6 +102,7 @@ fn options(canary: bool, page_size: u32, max_pages: u32) -> CycleOptions {
             page_size,
             max_pages,
         },
+        ..CycleOptions::default()
     }
 }
 
