@@ -110,7 +110,15 @@ pub fn start(
         triggers.clone(),
         shutdown.clone(),
     ));
-    let webhook = Arc::new(Webhook::new(auth, engine.clone(), triggers));
+    let namespaces: std::collections::BTreeSet<String> = config
+        .clusters
+        .iter()
+        .map(|c| c.namespace.clone())
+        .collect();
+    let (cache, cache_tasks) =
+        webhook::ClusterCache::start(&engine.client().clone(), namespaces, shutdown);
+    tasks.extend(cache_tasks);
+    let webhook = Arc::new(Webhook::new(auth, engine.clone(), triggers, cache));
     Ok(Started {
         webhook,
         engine,

@@ -10,7 +10,11 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kube::ResourceExt as _;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher;
+
+use crate::pxc::PerconaXtraDBCluster;
 use serde_json::{Value, json};
 
 use crate::config::ManagedCluster;
@@ -32,6 +36,65 @@ pub struct Webhook {
     auth: Authenticator,
     engine: Arc<Engine>,
     triggers: Triggers,
+    cache: ClusterCache,
+}
+
+/// The managed clusters as a watch last saw them, on every replica: routing and the check
+/// for repeats read it instead of asking the API server on every notification.
+#[derive(Clone, Default)]
+pub struct ClusterCache {
+    stores: BTreeMap<String, Store<PerconaXtraDBCluster>>,
+}
+
+impl std::fmt::Debug for ClusterCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterCache")
+            .field("namespaces", &self.stores.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl ClusterCache {
+    /// Starts a reflector on PerconaXtraDBClusters in each namespace; they stop at `shutdown`.
+    pub fn start(
+        client: &kube::Client,
+        namespaces: impl IntoIterator<Item = String>,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
+        use futures::StreamExt as _;
+        use kube::runtime::WatchStreamExt as _;
+        let mut stores = BTreeMap::new();
+        let mut tasks = Vec::new();
+        for ns in namespaces {
+            let (reader, writer) = reflector::store();
+            let api: kube::Api<PerconaXtraDBCluster> = kube::Api::namespaced(client.clone(), &ns);
+            let stream =
+                reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()))
+                    .default_backoff()
+                    .applied_objects();
+            let stop = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut stream = std::pin::pin!(stream);
+                loop {
+                    tokio::select! {
+                        item = stream.next() => if item.is_none() { return },
+                        () = stop.cancelled() => return,
+                    }
+                }
+            }));
+            stores.insert(ns, reader);
+        }
+        (Self { stores }, tasks)
+    }
+
+    /// The cached cluster as raw JSON, once the namespace's first list is in.
+    fn get(&self, key: &ClusterKey) -> Option<DynamicObject> {
+        let store = self.stores.get(&key.namespace)?;
+        let object = store.get(&ObjectRef::new(&key.name).within(&key.namespace))?;
+        serde_json::to_value(&*object)
+            .ok()
+            .and_then(|v| serde_json::from_value(v).ok())
+    }
 }
 
 /// Why an intent could not be recorded (answered with 503, so Alertmanager retries).
@@ -56,11 +119,17 @@ struct Observation {
 
 impl Webhook {
     /// Builds the handler state.
-    pub fn new(auth: Authenticator, engine: Arc<Engine>, triggers: Triggers) -> Self {
+    pub fn new(
+        auth: Authenticator,
+        engine: Arc<Engine>,
+        triggers: Triggers,
+        cache: ClusterCache,
+    ) -> Self {
         Self {
             auth,
             engine,
             triggers,
+            cache,
         }
     }
 
@@ -132,9 +201,15 @@ impl Webhook {
                     name: managed.name.clone(),
                 };
                 if !objects.contains_key(&key) {
-                    let object = cluster_api(self.engine.client(), &key.namespace)
-                        .get_opt(&key.name)
-                        .await?;
+                    // The watch-fed cache answers routing; before it has synced, the API does.
+                    let object = match self.cache.get(&key) {
+                        Some(cached) => Some(cached),
+                        None => {
+                            cluster_api(self.engine.client(), &key.namespace)
+                                .get_opt(&key.name)
+                                .await?
+                        }
+                    };
                     objects.insert(key.clone(), object);
                 }
                 let Some(Some(object)) = objects.get(&key) else {
@@ -153,7 +228,8 @@ impl Webhook {
         }
         let mut recorded = Vec::new();
         for (key, observations) in &per_cluster {
-            if self.record_cluster(key, observations).await? {
+            let cached = objects.get(key).and_then(Option::as_ref);
+            if self.record_cluster(key, observations, cached).await? {
                 recorded.push(key.to_string());
             }
             self.triggers.poke(key);
@@ -172,6 +248,7 @@ impl Webhook {
         &self,
         key: &ClusterKey,
         observations: &[Observation],
+        cached: Option<&DynamicObject>,
     ) -> Result<bool, RecordError> {
         let now = jiff::Timestamp::now();
         let merge = |intent: &mut Intent| {
@@ -186,6 +263,14 @@ impl Webhook {
         };
         if self.engine.dry_run() {
             return Ok(self.engine.dry_run_intent(key, merge));
+        }
+        // A repeat (the common case: repeat_interval, HA Alertmanagers, several replicas)
+        // changes nothing; the cached copy proves it without a request. The cache only learns
+        // of episodes from writes that happened, so it can lag but never claim too much.
+        if let Some(cached) = cached
+            && !merge(&mut read_intent(cached))
+        {
+            return Ok(false);
         }
         let api = cluster_api(self.engine.client(), &key.namespace);
         for _ in 0..MAX_CONFLICTS {
