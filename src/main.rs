@@ -128,6 +128,31 @@ fn report_config_error(path: &std::path::Path, error: &ConfigError) {
     }
 }
 
+/// Runs `work` with a Kubernetes client (KUBECONFIG, else in-cluster) on a fresh runtime;
+/// exit 2 when no cluster can be reached.
+fn with_cluster<F, Fut>(work: F) -> ExitCode
+where
+    F: FnOnce(kube::Client) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&anyhow::Error::from(e)),
+    };
+    runtime.block_on(async move {
+        match kube::Client::try_default().await {
+            Ok(client) => work(client).await,
+            Err(e) => {
+                eprintln!("backstop: cannot reach Kubernetes (KUBECONFIG or in-cluster): {e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        }
+    })
+}
+
 /// `backstop failover|revert`: 0 when the cluster got there, 1 when it did not (refused,
 /// verification failed), 2 when the command cannot run.
 fn run_manual(args: &backstop::cli::PlaybookArgs, which: Manual) -> ExitCode {
@@ -140,21 +165,7 @@ fn run_manual(args: &backstop::cli::PlaybookArgs, which: Manual) -> ExitCode {
         namespace: args.namespace.clone(),
         name: args.cluster.clone(),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(&anyhow::Error::from(e)),
-    };
-    runtime.block_on(async move {
-        let client = match kube::Client::try_default().await {
-            Ok(client) => client,
-            Err(e) => {
-                eprintln!("backstop: cannot reach Kubernetes (KUBECONFIG or in-cluster): {e}");
-                return ExitCode::from(EXIT_USAGE);
-            }
-        };
+    with_cluster(|client| async move {
         let clock = std::sync::Arc::new(backstop::clock::SystemClock);
         let say = |line: &str| println!("{} {key}: {line}", jiff::Timestamp::now());
         match manual::run(client, std::sync::Arc::new(config), clock, &key, which, say).await {
@@ -184,21 +195,7 @@ fn run_status(args: &backstop::cli::StatusArgs) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(&anyhow::Error::from(e)),
-    };
-    runtime.block_on(async move {
-        let client = match kube::Client::try_default().await {
-            Ok(client) => client,
-            Err(e) => {
-                eprintln!("backstop: cannot reach Kubernetes (KUBECONFIG or in-cluster): {e}");
-                return ExitCode::from(EXIT_USAGE);
-            }
-        };
+    with_cluster(|client| async move {
         match manual::status(
             &client,
             &config,
