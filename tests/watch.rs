@@ -283,3 +283,39 @@ async fn completions_are_counted_once_and_failures_by_cause_with_an_event() {
     second_task.await.unwrap().unwrap();
     w.r.stop().await;
 }
+
+/// Each S3 failure the operator's backup Job meets, injected into the embedded S3, is
+/// classified from the Job pod's log into its cause.
+#[tokio::test]
+async fn every_s3_failure_is_classified_into_its_cause() {
+    let w = start().await;
+    let r = &w.r;
+    r.wait_for(&format!(
+        "backstop_backups{{{PRIMARY},state=\"Succeeded\"}} 3"
+    ))
+    .await;
+    r.world.operator.step().await.unwrap();
+    let cases = [
+        (Fault::AccessDenied, "s3_access_denied"),
+        (Fault::NoSuchBucket, "s3_no_such_bucket"),
+        (Fault::InvalidCredentials, "s3_credentials"),
+        (Fault::Refuse, "s3_unreachable"),
+    ];
+    for (fault, cause) in cases {
+        r.world.s3.faults().clear_all().await.unwrap();
+        r.world
+            .s3
+            .faults()
+            .set(Rule::new(fault).in_region(s3::PRIMARY_REGION))
+            .await
+            .unwrap();
+        w.clock.advance(SignedDuration::from_secs(60));
+        let report = r.world.operator.step().await.unwrap();
+        assert_eq!(report.failed.len(), 1, "{cause}: {report:?}");
+        r.wait_for(&format!(
+            "backstop_backup_failures_total{{{PRIMARY},cause=\"{cause}\"}} 1"
+        ))
+        .await;
+    }
+    w.r.stop().await;
+}
