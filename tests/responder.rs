@@ -391,6 +391,19 @@ async fn a_concurrent_human_edit_is_kept() {
     let r = start(|c| {
         c.responder.failover.on_demand_backup = false;
         c.probe.timeout = HumanDuration(Duration::from_secs(10));
+        // One routine probe cycle per target, at start: the only HeadBucket on the secondary
+        // after it is the failover's verification, which the test waits for.
+        c.probe.interval = HumanDuration(Duration::from_secs(3600));
+    })
+    .await;
+    r.wait_until("the first probe cycles are done", |t| {
+        t.lines()
+            .filter(|l| {
+                l.starts_with("backstop_s3_probe_success{")
+                    && l.contains("operation=\"delete_object\"")
+            })
+            .count()
+            == 2
     })
     .await;
     break_region(&r, s3::PRIMARY_REGION).await;

@@ -95,21 +95,31 @@ pub enum PayloadError {
 /// [`PayloadError`] for anything that is not a version-4 notification with fingerprinted
 /// alerts.
 pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
-    // The version is checked first so that a future format gets the clearer message.
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| PayloadError::Malformed(e.to_string()))?;
-    match value.get("version") {
-        Some(serde_json::Value::String(v)) if v == SUPPORTED_VERSION => {}
-        Some(serde_json::Value::String(v)) => return Err(PayloadError::Version(v.clone())),
-        Some(other) => return Err(PayloadError::Version(other.to_string())),
-        None => {
-            return Err(PayloadError::Malformed(
-                "missing field `version`".to_owned(),
-            ));
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let notification: Notification = match serde_path_to_error::deserialize(&mut deserializer) {
+        Ok(n) => n,
+        Err(e) => {
+            // A payload of another version fails for that reason first: say so, rather than
+            // naming the first field that differs.
+            if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
+                match value.get("version") {
+                    Some(serde_json::Value::String(v)) if v != SUPPORTED_VERSION => {
+                        return Err(PayloadError::Version(v.clone()));
+                    }
+                    Some(v) if !v.is_string() => return Err(PayloadError::Version(v.to_string())),
+                    _ => {}
+                }
+            }
+            return Err(PayloadError::Malformed(format!(
+                "{}: {}",
+                e.path(),
+                e.inner()
+            )));
         }
+    };
+    if notification.version != SUPPORTED_VERSION {
+        return Err(PayloadError::Version(notification.version));
     }
-    let notification: Notification = serde_path_to_error::deserialize(value)
-        .map_err(|e| PayloadError::Malformed(format!("{}: {}", e.path(), e.inner())))?;
     if let Some(i) = notification
         .alerts
         .iter()

@@ -43,7 +43,7 @@ pub struct Webhook {
 /// for repeats read it instead of asking the API server on every notification.
 #[derive(Clone, Default)]
 pub struct ClusterCache {
-    stores: BTreeMap<String, Store<PerconaXtraDBCluster>>,
+    stores: BTreeMap<String, Store<DynamicObject>>,
 }
 
 impl std::fmt::Debug for ClusterCache {
@@ -66,8 +66,12 @@ impl ClusterCache {
         let mut stores = BTreeMap::new();
         let mut tasks = Vec::new();
         for ns in namespaces {
-            let (reader, writer) = reflector::store();
-            let api: kube::Api<PerconaXtraDBCluster> = kube::Api::namespaced(client.clone(), &ns);
+            // Raw JSON, as the engine reads clusters: no conversion on the request path.
+            let resource = kube::api::ApiResource::erase::<PerconaXtraDBCluster>(&());
+            let writer = reflector::store::Writer::new(resource.clone());
+            let reader = writer.as_reader();
+            let api: kube::Api<DynamicObject> =
+                kube::Api::namespaced_with(client.clone(), &ns, &resource);
             let stream =
                 reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()))
                     .default_backoff()
@@ -88,12 +92,10 @@ impl ClusterCache {
     }
 
     /// The cached cluster as raw JSON, once the namespace's first list is in.
-    fn get(&self, key: &ClusterKey) -> Option<DynamicObject> {
+    fn get(&self, key: &ClusterKey) -> Option<Arc<DynamicObject>> {
         let store = self.stores.get(&key.namespace)?;
-        let object = store.get(&ObjectRef::new(&key.name).within(&key.namespace))?;
-        serde_json::to_value(&*object)
-            .ok()
-            .and_then(|v| serde_json::from_value(v).ok())
+        let resource = kube::api::ApiResource::erase::<PerconaXtraDBCluster>(&());
+        store.get(&ObjectRef::new_with(&key.name, resource).within(&key.namespace))
     }
 }
 
@@ -204,11 +206,10 @@ impl Webhook {
                     // The watch-fed cache answers routing; before it has synced, the API does.
                     let object = match self.cache.get(&key) {
                         Some(cached) => Some(cached),
-                        None => {
-                            cluster_api(self.engine.client(), &key.namespace)
-                                .get_opt(&key.name)
-                                .await?
-                        }
+                        None => cluster_api(self.engine.client(), &key.namespace)
+                            .get_opt(&key.name)
+                            .await?
+                            .map(Arc::new),
                     };
                     objects.insert(key.clone(), object);
                 }
@@ -228,7 +229,7 @@ impl Webhook {
         }
         let mut recorded = Vec::new();
         for (key, observations) in &per_cluster {
-            let cached = objects.get(key).and_then(Option::as_ref);
+            let cached = objects.get(key).and_then(Option::as_deref);
             if self.record_cluster(key, observations, cached).await? {
                 recorded.push(key.to_string());
             }
