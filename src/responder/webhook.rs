@@ -24,6 +24,7 @@ use super::auth::Authenticator;
 use super::controller::Triggers;
 use super::engine::{ClusterKey, Engine, PAUSE_ANNOTATION, cluster_api, read_intent, read_journal};
 use super::intent::{INTENT_ANNOTATION, Intent};
+use super::journal::Phase;
 use super::plan;
 use super::routing::{self, ProtectedStorage};
 
@@ -317,29 +318,32 @@ pub fn protected_of(
     object: &kube::api::DynamicObject,
     managed: &ManagedCluster,
 ) -> Vec<ProtectedStorage> {
+    const NULL: Value = Value::Null;
     let backup = object
         .data
         .get("spec")
         .and_then(|s| s.get("backup"))
-        .cloned()
-        .unwrap_or(Value::Null);
-    let journal = read_journal(object)
-        .ok()
+        .unwrap_or(&NULL);
+    // Only a failed-over journal changes the answer; most notifications meet a cluster on its
+    // primary, so the journal is parsed only when it can matter.
+    let failed_over = object
+        .annotations()
+        .get(super::journal::JOURNAL_ANNOTATION)
+        .is_some_and(|text| text.contains(Phase::FailedOver.as_str()));
+    let journal = failed_over
+        .then(|| read_journal(object).ok().flatten())
         .flatten()
         .filter(|j| j.phase.is_failed_over());
     let names = match &journal {
         Some(j) => j.protected.clone(),
-        None => plan::protected_storages(&backup, &managed.failover),
+        None => plan::protected_storages(backup, &managed.failover),
     };
     names
         .iter()
         .map(|name| {
-            let definition = journal
-                .as_ref()
-                .and_then(|j| j.original_storage(name).cloned())
-                .or_else(|| plan::get(&backup, &super::journal::Field::Storage(name.clone())))
-                .unwrap_or(Value::Null);
-            ProtectedStorage::from_definition(name, &definition)
+            let original = journal.as_ref().and_then(|j| j.original_storage(name));
+            let current = backup.get("storages").and_then(|s| s.get(name));
+            ProtectedStorage::from_definition(name, original.or(current).unwrap_or(&NULL))
         })
         .collect()
 }
