@@ -69,6 +69,15 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// The S3 operations of [`run_cycle`], in order (STS is appended by the scheduler).
+    pub const S3: [Self; 5] = [
+        Self::HeadBucket,
+        Self::PutObject,
+        Self::GetObject,
+        Self::DeleteObject,
+        Self::ListObjects,
+    ];
+
     /// Every operation, in the order a cycle runs them.
     pub const ALL: [Self; 6] = [
         Self::HeadBucket,
