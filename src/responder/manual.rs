@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::ResourceExt as _;
-use kube::api::{Patch, PatchParams};
 use serde::Serialize;
 use serde_json::json;
 
@@ -18,9 +17,10 @@ use crate::config::Config;
 
 use super::alertmanager::AlertStatus;
 use super::engine::{ClusterKey, Engine, EngineError, cluster_api, read_intent, read_journal};
-use super::intent::{INTENT_ANNOTATION, Intent, MANUAL_KEY};
+use super::intent::{Intent, MANUAL_KEY};
 use super::journal::Phase;
 use super::metrics::ResponderMetrics;
+use super::webhook::{Recorded, record_intent};
 
 /// Which playbook to run by hand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +45,9 @@ pub enum ManualError {
     Engine(#[from] EngineError),
     /// Recording the intent failed.
     #[error("recording the intent: {0}")]
+    Record(#[from] super::webhook::RecordError),
+    /// Reading the cluster failed.
+    #[error("reading the cluster: {0}")]
     Kube(#[from] kube::Error),
 }
 
@@ -80,7 +83,14 @@ pub async fn run(
         engine.dry_run_intent(key, update);
         say("dry run: the intent is kept in memory; nothing will be written");
     } else {
-        record(&client, key, update).await?;
+        match record_intent(&client, key, update).await? {
+            Recorded::Missing => return Err(ManualError::NotFound(key.clone())),
+            Recorded::Paused => {
+                say("paused by the kill switch annotation; nothing recorded");
+                return Ok(None);
+            }
+            Recorded::Changed | Recorded::Unchanged => {}
+        }
         say(match which {
             Manual::Failover => "recorded a manual failover in the cluster's intent",
             Manual::Revert => "marked every alert episode resolved in the cluster's intent",
@@ -101,36 +111,6 @@ pub async fn run(
                 tokio::time::sleep(after.max(Duration::from_millis(100))).await;
             }
             _ => return Ok(outcome.phase),
-        }
-    }
-}
-
-async fn record(
-    client: &kube::Client,
-    key: &ClusterKey,
-    update: impl Fn(&mut Intent) -> bool,
-) -> Result<(), ManualError> {
-    let api = cluster_api(client, &key.namespace);
-    loop {
-        let object = api
-            .get_opt(&key.name)
-            .await?
-            .ok_or_else(|| ManualError::NotFound(key.clone()))?;
-        let mut intent = read_intent(&object);
-        if !update(&mut intent) {
-            return Ok(());
-        }
-        let patch = json!({"metadata": {
-            "resourceVersion": object.resource_version(),
-            "annotations": {INTENT_ANNOTATION: intent.render()},
-        }});
-        match api
-            .patch(&key.name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -274,42 +274,76 @@ impl Webhook {
         {
             return Ok(false);
         }
-        let api = cluster_api(self.engine.client(), &key.namespace);
-        for _ in 0..MAX_CONFLICTS {
-            let Some(object) = api.get_opt(&key.name).await? else {
-                return Ok(false);
-            };
-            if object
-                .annotations()
-                .get(PAUSE_ANNOTATION)
-                .map(String::as_str)
-                == Some("true")
-            {
+        match record_intent(self.engine.client(), key, merge).await? {
+            Recorded::Changed => Ok(true),
+            Recorded::Paused => {
                 tracing::info!(cluster = %key, "paused; intent not recorded");
-                return Ok(false);
+                Ok(false)
             }
-            let mut intent = read_intent(&object);
-            if !merge(&mut intent) {
-                return Ok(false);
-            }
-            let patch = json!({"metadata": {
-                "resourceVersion": object.resource_version(),
-                "annotations": {INTENT_ANNOTATION: intent.render()},
-            }});
-            match api
-                .patch(&key.name, &PatchParams::default(), &Patch::Merge(patch))
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(cluster = %key, wants_failover = intent.wants_failover(), "intent recorded");
-                    return Ok(true);
-                }
-                Err(kube::Error::Api(e)) if e.code == 409 => {}
-                Err(e) => return Err(e.into()),
-            }
+            Recorded::Unchanged | Recorded::Missing => Ok(false),
         }
-        Err(RecordError::Conflicts(key.clone()))
     }
+}
+
+/// What [`record_intent`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The intent changed and was written.
+    Changed,
+    /// The merge changed nothing; nothing was written.
+    Unchanged,
+    /// The cluster does not exist.
+    Missing,
+    /// The cluster carries the kill switch; nothing was written.
+    Paused,
+}
+
+/// Merges into the intent recorded on cluster `key` with a merge patch under the
+/// resourceVersion it read, re-reading on 409: the one way intents are written (by the
+/// webhook and by `backstop failover|revert`).
+///
+/// # Errors
+///
+/// [`RecordError`] when a request fails or the cluster keeps changing.
+pub async fn record_intent(
+    client: &kube::Client,
+    key: &ClusterKey,
+    merge: impl Fn(&mut Intent) -> bool,
+) -> Result<Recorded, RecordError> {
+    let api = cluster_api(client, &key.namespace);
+    for _ in 0..MAX_CONFLICTS {
+        let Some(object) = api.get_opt(&key.name).await? else {
+            return Ok(Recorded::Missing);
+        };
+        if object
+            .annotations()
+            .get(PAUSE_ANNOTATION)
+            .map(String::as_str)
+            == Some("true")
+        {
+            return Ok(Recorded::Paused);
+        }
+        let mut intent = read_intent(&object);
+        if !merge(&mut intent) {
+            return Ok(Recorded::Unchanged);
+        }
+        let patch = json!({"metadata": {
+            "resourceVersion": object.resource_version(),
+            "annotations": {INTENT_ANNOTATION: intent.render()},
+        }});
+        match api
+            .patch(&key.name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(cluster = %key, wants_failover = intent.wants_failover(), "intent recorded");
+                return Ok(Recorded::Changed);
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(RecordError::Conflicts(key.clone()))
 }
 
 /// The storages an alert about the cluster may name: the ones a failover protects, with their
