@@ -225,23 +225,7 @@ fn run_status(args: &backstop::cli::StatusArgs) -> ExitCode {
 
 /// `backstop check`: 0 healthy, 1 unhealthy, 2 when the check cannot run at all.
 fn run_check(config: config::Config, output: backstop::cli::OutputFormat) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(&anyhow::Error::from(e)),
-    };
-    runtime.block_on(async move {
-        let client = match kube::Client::try_default().await {
-            Ok(client) => client,
-            Err(e) => {
-                eprintln!(
-                    "backstop check: cannot reach Kubernetes (KUBECONFIG or in-cluster): {e}"
-                );
-                return ExitCode::from(EXIT_USAGE);
-            }
-        };
+    with_cluster(|client| async move {
         let clock = std::sync::Arc::new(backstop::clock::SystemClock);
         match backstop::check::run(&config, &client, clock).await {
             Ok(report) => {

@@ -12,8 +12,9 @@ use backstop::config::{Config, HumanDuration, Strategy};
 use backstop::responder::engine::{ClusterKey, Engine, cluster_api, read_journal};
 use backstop::responder::journal::{Journal, Phase, TargetKind};
 use backstop::responder::{ResponderMetrics, intent};
+use backstop::sandbox::kube::faults::{ApiFault, FaultRule};
 use backstop::sandbox::s3::{self, Fault, Rule};
-use backstop::sandbox::world::{self, WorldOptions};
+use backstop::sandbox::world::{self, World, WorldOptions};
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use prometheus_client::registry::Registry;
@@ -773,6 +774,25 @@ async fn the_kill_switch_leaves_a_cluster_alone() {
     );
     assert!(events(&r, "FailedOver").await.is_empty());
     r.stop().await;
+}
+
+#[tokio::test]
+async fn stopping_before_the_first_list_still_stops() {
+    // kube-runtime's controller never finishes a graceful shutdown that starts before its
+    // first list is in; Backstop must stop anyway (this hung the test suite once).
+    let world = World::start(options()).await.unwrap();
+    world.kube.faults().inject(FaultRule {
+        verb: Some("list".to_owned()),
+        resource: Some("perconaxtradbclusters".to_owned()),
+        remaining: u32::MAX,
+        fault: ApiFault::Hang,
+    });
+    let r = sandbox::start_in(world, Arc::new(SystemClock), fast).await;
+    // Leading means the controller runs, and its list of clusters hangs.
+    r.wait_for("backstop_leader 1").await;
+    tokio::time::timeout(DEADLINE, r.stop())
+        .await
+        .expect("Backstop did not stop while its first list was hanging");
 }
 
 #[tokio::test]

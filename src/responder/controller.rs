@@ -7,8 +7,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use futures::channel::mpsc;
+use futures::{FutureExt as _, StreamExt as _};
 use kube::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -117,7 +117,9 @@ async fn run_namespace(
     let clusters: Api<PerconaXtraDBCluster> = Api::namespaced(client.clone(), &namespace);
     let backups: Api<PerconaXtraDBClusterBackup> = Api::namespaced(client, &namespace);
     let stop = term.clone();
-    Controller::new(clusters, watcher::Config::default())
+    let controller = Controller::new(clusters, watcher::Config::default());
+    let store = controller.store();
+    let run = controller
         .watches(
             backups,
             watcher::Config::default().labels(RUN_LABEL),
@@ -133,8 +135,18 @@ async fn run_namespace(
             if let Err(e) = result {
                 tracing::debug!(error = %e, "reconcile round ended with an error");
             }
-        })
-        .await;
+        });
+    let mut run = std::pin::pin!(run);
+    tokio::select! {
+        () = &mut run => return,
+        () = term.cancelled() => {}
+    }
+    // A graceful shutdown lets a running step finish its write. But kube-runtime's runner
+    // holds its queue until the first list is in, and never ends if shutdown comes first:
+    // with no list there can be no step in flight, so there is nothing to wait for.
+    if store.wait_until_ready().now_or_never().is_some() {
+        run.await;
+    }
 }
 
 async fn reconcile(

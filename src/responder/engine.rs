@@ -1184,23 +1184,9 @@ mod tests {
     use super::*;
 
     fn journal(phase: Phase, cover: bool) -> Journal {
-        Journal {
-            version: 1,
-            run_id: "r".into(),
-            phase,
-            strategy: "repoint".into(),
-            target_kind: TargetKind::Secondary,
-            target_storage: "b".into(),
-            protected: vec!["a".into()],
-            changes: vec![],
-            failed_over_at: jiff::Timestamp::UNIX_EPOCH,
-            cover_backup: cover.then(|| "c".into()),
-            reverted_at: None,
-            test_backup: None,
-            finished_at: None,
-            kept_edits: vec![],
-            message: None,
-        }
+        let mut j = super::super::journal::test_journal(phase, vec![]);
+        j.cover_backup = cover.then(|| "c".into());
+        j
     }
 
     #[test]

@@ -171,21 +171,37 @@ impl Journal {
     }
 }
 
+/// A journal for unit tests: `phase`, with `changes`, target `b`, protecting `a`.
+#[cfg(test)]
+pub(crate) fn test_journal(phase: Phase, changes: Vec<Change>) -> Journal {
+    Journal {
+        version: JOURNAL_VERSION,
+        run_id: "r".into(),
+        phase,
+        strategy: "repoint".into(),
+        target_kind: TargetKind::Secondary,
+        target_storage: "b".into(),
+        protected: vec!["a".into()],
+        changes,
+        failed_over_at: jiff::Timestamp::UNIX_EPOCH,
+        cover_backup: None,
+        reverted_at: None,
+        test_backup: None,
+        finished_at: None,
+        kept_edits: vec![],
+        message: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn round_trips_and_refuses_newer_versions() {
-        let journal = Journal {
-            version: JOURNAL_VERSION,
-            run_id: "r1".into(),
-            phase: Phase::FailedOver,
-            strategy: "repoint".into(),
-            target_kind: TargetKind::Secondary,
-            target_storage: "b".into(),
-            protected: vec!["a".into()],
-            changes: vec![
+        let journal = test_journal(
+            Phase::FailedOver,
+            vec![
                 Change {
                     field: Field::ScheduleStorage("daily".into()),
                     before: Some("a".into()),
@@ -197,14 +213,7 @@ mod tests {
                     after: Some(serde_json::json!({"type": "s3"})),
                 },
             ],
-            failed_over_at: jiff::Timestamp::UNIX_EPOCH,
-            cover_backup: None,
-            reverted_at: None,
-            test_backup: None,
-            finished_at: None,
-            kept_edits: vec![],
-            message: None,
-        };
+        );
         let text = journal.render();
         assert!(
             text.contains(r#""field":{"scheduleStorage":"daily"}"#),

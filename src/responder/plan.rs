@@ -401,23 +401,15 @@ mod tests {
     }
 
     fn journal(plan: &FailoverPlan) -> Journal {
-        Journal {
-            version: 1,
-            run_id: "r".into(),
-            phase: super::super::journal::Phase::FailedOver,
-            strategy: plan.strategy.into(),
-            target_kind: plan.target_kind,
-            target_storage: plan.target_storage.clone(),
-            protected: plan.protected.clone(),
-            changes: plan.changes.clone(),
-            failed_over_at: jiff::Timestamp::UNIX_EPOCH,
-            cover_backup: None,
-            reverted_at: None,
-            test_backup: None,
-            finished_at: None,
-            kept_edits: vec![],
-            message: None,
-        }
+        let mut j = super::super::journal::test_journal(
+            super::super::journal::Phase::FailedOver,
+            plan.changes.clone(),
+        );
+        j.strategy = plan.strategy.into();
+        j.target_kind = plan.target_kind;
+        j.target_storage = plan.target_storage.clone();
+        j.protected = plan.protected.clone();
+        j
     }
 
     #[test]

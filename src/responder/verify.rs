@@ -37,6 +37,9 @@ pub async fn verify_storage(
         enabled: false,
         ..ListConfig::default()
     };
+    // Credentials are proven by the canary write itself; an STS round trip would only add
+    // latency between the alert and the switch.
+    options.sts = false;
     let timeouts = Timeouts {
         connect: probe.timeout.get(),
         operation: probe.timeout.get(),

@@ -45,6 +45,7 @@ pub struct Webhook {
 #[derive(Clone, Default)]
 pub struct ClusterCache {
     stores: BTreeMap<String, Store<DynamicObject>>,
+    resource: Option<kube::api::ApiResource>,
 }
 
 impl std::fmt::Debug for ClusterCache {
@@ -66,9 +67,9 @@ impl ClusterCache {
         use kube::runtime::WatchStreamExt as _;
         let mut stores = BTreeMap::new();
         let mut tasks = Vec::new();
+        // Raw JSON, as the engine reads clusters: no conversion on the request path.
+        let resource = kube::api::ApiResource::erase::<PerconaXtraDBCluster>(&());
         for ns in namespaces {
-            // Raw JSON, as the engine reads clusters: no conversion on the request path.
-            let resource = kube::api::ApiResource::erase::<PerconaXtraDBCluster>(&());
             let writer = reflector::store::Writer::new(resource.clone());
             let reader = writer.as_reader();
             let api: kube::Api<DynamicObject> =
@@ -89,13 +90,19 @@ impl ClusterCache {
             }));
             stores.insert(ns, reader);
         }
-        (Self { stores }, tasks)
+        (
+            Self {
+                stores,
+                resource: Some(resource),
+            },
+            tasks,
+        )
     }
 
     /// The cached cluster as raw JSON, once the namespace's first list is in.
     fn get(&self, key: &ClusterKey) -> Option<Arc<DynamicObject>> {
         let store = self.stores.get(&key.namespace)?;
-        let resource = kube::api::ApiResource::erase::<PerconaXtraDBCluster>(&());
+        let resource = self.resource.clone()?;
         store.get(&ObjectRef::new_with(&key.name, resource).within(&key.namespace))
     }
 }

@@ -30,7 +30,16 @@ pub async fn start(
     clock: Arc<dyn Clock>,
     tune: impl FnOnce(&mut Config),
 ) -> Running {
-    let world = World::start(options).await.unwrap();
+    start_in(World::start(options).await.unwrap(), clock, tune).await
+}
+
+/// Like [`start`], on a world the caller has already started (and perhaps prepared, say with
+/// API faults that must be in place before Backstop's first request).
+pub async fn start_in(
+    world: World,
+    clock: Arc<dyn Clock>,
+    tune: impl FnOnce(&mut Config),
+) -> Running {
     let client = world.client.clone();
     serve(world, client, clock, tune).await
 }
