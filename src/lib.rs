@@ -19,6 +19,7 @@ pub mod pxc;
 pub mod readiness;
 pub mod responder;
 pub mod s3client;
+pub mod s3tls;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod schedule;

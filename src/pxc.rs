@@ -133,9 +133,26 @@ pub struct S3Storage {
     /// Path-style addressing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_path_style: Option<bool>,
-    /// Everything else (`caBundle`, ...).
+    /// The key of a Secret holding the PEM CA bundle the endpoint's certificate is checked
+    /// against, instead of the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<SecretKeySelector>,
+    /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// A key of a Secret in the storage's namespace (`caBundle`).
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize, JsonSchema,
+)]
+pub struct SecretKeySelector {
+    /// The Secret's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The key inside the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 impl S3Storage {

@@ -74,7 +74,41 @@ pub fn client(
     credentials: &StaticCredentials,
     timeouts: Timeouts,
 ) -> aws_sdk_s3::Client {
-    let builder = aws_sdk_s3::config::Builder::new()
+    finish(
+        static_builder(endpoint, credentials),
+        endpoint,
+        timeouts,
+        None,
+    )
+}
+
+/// A client for `endpoint` with the ambient credential chain (environment, web identity /
+/// IRSA, profile, IMDS), no retries, and `timeouts`.
+pub async fn ambient_client(endpoint: &Endpoint, timeouts: Timeouts) -> aws_sdk_s3::Client {
+    finish(ambient_builder(endpoint).await, endpoint, timeouts, None)
+}
+
+/// A client for `endpoint` with static `credentials` or, without them, the ambient chain,
+/// reaching the endpoint through `http` when the storage's TLS settings need a client of
+/// their own (see [`crate::s3tls`]).
+pub async fn client_with(
+    endpoint: &Endpoint,
+    credentials: Option<&StaticCredentials>,
+    timeouts: Timeouts,
+    http: Option<crate::s3tls::TlsClient>,
+) -> aws_sdk_s3::Client {
+    let builder = match credentials {
+        Some(credentials) => static_builder(endpoint, credentials),
+        None => ambient_builder(endpoint).await,
+    };
+    finish(builder, endpoint, timeouts, http)
+}
+
+fn static_builder(
+    endpoint: &Endpoint,
+    credentials: &StaticCredentials,
+) -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(endpoint.region.clone()))
         .credentials_provider(Credentials::new(
@@ -83,22 +117,15 @@ pub fn client(
             None,
             None,
             "backstop-static",
-        ));
-    finish(builder, endpoint, timeouts)
+        ))
 }
 
-/// A client for `endpoint` with the ambient credential chain (environment, web identity /
-/// IRSA, profile, IMDS), no retries, and `timeouts`.
-pub async fn ambient_client(endpoint: &Endpoint, timeouts: Timeouts) -> aws_sdk_s3::Client {
+async fn ambient_builder(endpoint: &Endpoint) -> aws_sdk_s3::config::Builder {
     let shared = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(endpoint.region.clone()))
         .load()
         .await;
-    finish(
-        aws_sdk_s3::config::Builder::from(&shared),
-        endpoint,
-        timeouts,
-    )
+    aws_sdk_s3::config::Builder::from(&shared)
 }
 
 /// What every Backstop S3 client shares: the endpoint and addressing style, no retries (a
@@ -107,6 +134,7 @@ fn finish(
     builder: aws_sdk_s3::config::Builder,
     endpoint: &Endpoint,
     timeouts: Timeouts,
+    http: Option<crate::s3tls::TlsClient>,
 ) -> aws_sdk_s3::Client {
     let mut builder = builder
         .force_path_style(endpoint.force_path_style)
@@ -119,6 +147,9 @@ fn finish(
         );
     if let Some(url) = &endpoint.endpoint_url {
         builder = builder.endpoint_url(url);
+    }
+    if let Some(http) = http {
+        builder = builder.http_client(http);
     }
     aws_sdk_s3::Client::from_conf(builder.build())
 }

@@ -27,6 +27,7 @@ use crate::probe::discovery::desired_targets;
 use crate::probe::metrics::ProbeMetrics;
 use crate::probe::target::{CredentialSource, Target};
 use crate::s3client::{self, Timeouts};
+use crate::s3tls::{self, Trust};
 use crate::watch::collector::SharedIndex;
 
 /// How often the reconcile loop compares the index with the running tasks. The comparison is
@@ -190,6 +191,7 @@ pub async fn probe_once(
                     None => {
                         return unavailable(
                             target,
+                            ErrorClass::InvalidCredentials,
                             format!(
                                 "Secret {namespace}/{name} lacks AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY"
                             ),
@@ -197,19 +199,31 @@ pub async fn probe_once(
                     }
                 },
                 Ok(None) => {
-                    return unavailable(target, format!("Secret {namespace}/{name} not found"));
+                    return unavailable(
+                        target,
+                        ErrorClass::InvalidCredentials,
+                        format!("Secret {namespace}/{name} not found"),
+                    );
                 }
                 Err(e) => {
-                    return unavailable(target, format!("reading Secret {namespace}/{name}: {e}"));
+                    return unavailable(
+                        target,
+                        ErrorClass::InvalidCredentials,
+                        format!("reading Secret {namespace}/{name}: {e}"),
+                    );
                 }
             }
         }
         CredentialSource::Ambient => None,
     };
-    let s3 = match &credentials {
-        Some(creds) => s3client::client(&endpoint, creds, timeouts),
-        None => s3client::ambient_client(&endpoint, timeouts).await,
+    let http = match trust_of(target, client).await {
+        Ok(trust) => match s3tls::http_client(&trust, timeouts.connect) {
+            Ok(http) => http,
+            Err(e) => return unavailable(target, ErrorClass::Tls, e.to_string()),
+        },
+        Err(message) => return unavailable(target, ErrorClass::Tls, message),
     };
+    let s3 = s3client::client_with(&endpoint, credentials.as_ref(), timeouts, http).await;
     let mut result = run_cycle(&s3, target, options, state).await;
     // STS answers for AWS; an S3-compatible store gets it only with an STS endpoint of its
     // own, since most have none.
@@ -233,18 +247,37 @@ pub async fn probe_once(
     result
 }
 
-/// A cycle that could not start because the credentials are unusable: reported as invalid
-/// credentials on HeadBucket, the first operation the backup Job would fail.
-fn unavailable(target: &Target, message: String) -> CycleResult {
+/// How the target's certificate is checked: its CA bundle read from the Secret now (the
+/// bundle may be rotated like credentials are), no check, or the system roots.
+async fn trust_of(target: &Target, client: &kube::Client) -> Result<Trust, String> {
+    if !target.key.verify_tls {
+        return Ok(Trust::Insecure);
+    }
+    let Some(ca) = &target.key.ca_bundle else {
+        return Ok(Trust::Default);
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ca.namespace);
+    let (namespace, name, key) = (&ca.namespace, &ca.name, &ca.key);
+    match secrets.get_opt(name).await {
+        Ok(Some(secret)) => secret
+            .data
+            .and_then(|mut data| data.remove(key))
+            .map(|bytes| Trust::CaBundle(bytes.0))
+            .ok_or_else(|| format!("CA bundle Secret {namespace}/{name} has no key {key}")),
+        Ok(None) => Err(format!("CA bundle Secret {namespace}/{name} not found")),
+        Err(e) => Err(format!("reading CA bundle Secret {namespace}/{name}: {e}")),
+    }
+}
+
+/// A cycle that could not start because the credentials or the CA bundle are unusable:
+/// reported on HeadBucket, the first operation the backup Job would fail.
+fn unavailable(target: &Target, class: ErrorClass, message: String) -> CycleResult {
     CycleResult {
         target_id: target.id(),
         operations: vec![OperationResult {
             operation: Operation::HeadBucket,
             duration: Duration::ZERO,
-            outcome: Outcome::Err {
-                class: ErrorClass::InvalidCredentials,
-                message,
-            },
+            outcome: Outcome::Err { class, message },
         }],
         newest_object: None,
         up: false,

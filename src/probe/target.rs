@@ -32,6 +32,17 @@ pub enum CredentialSource {
     Ambient,
 }
 
+/// A Secret key holding the PEM CA bundle a target's certificate is checked against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CaBundleRef {
+    /// Namespace of the Secret (the cluster's).
+    pub namespace: String,
+    /// Name of the Secret.
+    pub name: String,
+    /// Key inside the Secret.
+    pub key: String,
+}
+
 /// Something that backs up to a target.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum User {
@@ -125,6 +136,8 @@ pub struct TargetKey {
     pub force_path_style: bool,
     /// Verify the endpoint's TLS certificate.
     pub verify_tls: bool,
+    /// Check the certificate against this CA bundle instead of the system roots.
+    pub ca_bundle: Option<CaBundleRef>,
     /// Where the credentials come from.
     pub credentials: CredentialSource,
 }
@@ -194,6 +207,13 @@ impl Target {
                 endpoint_url: normalize_endpoint(s3.endpoint_url.as_deref()),
                 force_path_style: s3.force_path_style.unwrap_or(false),
                 verify_tls: storage.verify_tls.unwrap_or(true),
+                ca_bundle: s3.ca_bundle.as_ref().and_then(|b| {
+                    Some(CaBundleRef {
+                        namespace: namespace.to_owned(),
+                        name: non_empty(b.name.as_deref())?.to_owned(),
+                        key: non_empty(b.key.as_deref())?.to_owned(),
+                    })
+                }),
                 credentials,
             },
             users: BTreeSet::from([user]),
@@ -234,6 +254,7 @@ impl Target {
                 endpoint_url: normalize_endpoint(target.endpoint_url.as_deref()),
                 force_path_style: target.force_path_style,
                 verify_tls: target.verify_tls,
+                ca_bundle: None,
                 credentials,
             },
             users: BTreeSet::from([User::Static {
@@ -273,7 +294,8 @@ impl Target {
 
     /// The `target` label: `s3://<bucket>/<prefix>@<region>`, then ` via <endpoint host>`
     /// for an S3-compatible endpoint, then only what sets this target apart from the
-    /// usual case: ` path-style`, ` no-verify-tls`, and ` secret=<namespace>/<name>`
+    /// usual case: ` path-style`, ` no-verify-tls` or ` ca=<namespace>/<name>/<key>`, and
+    /// ` secret=<namespace>/<name>`
     /// (ambient credentials add nothing). It is a function of [`TargetKey`] alone, so
     /// every user of a target shares it, and keys that differ get different ids (unless
     /// their endpoint URLs differ only in path, which S3 endpoints do not have): two
@@ -291,6 +313,8 @@ impl Target {
         }
         if !key.verify_tls {
             id.push_str(" no-verify-tls");
+        } else if let Some(ca) = &key.ca_bundle {
+            let _ = write!(id, " ca={}/{}/{}", ca.namespace, ca.name, ca.key);
         }
         if let CredentialSource::Secret { namespace, name } = &key.credentials {
             let _ = write!(id, " secret={namespace}/{name}");
@@ -388,6 +412,34 @@ mod tests {
             (user.namespace(), user.cluster(), user.storage()),
             ("percona", "cluster1", "s3-eu")
         );
+    }
+
+    #[test]
+    fn a_ca_bundle_is_read_from_the_clusters_namespace_and_named_in_the_id() {
+        let s = storage(serde_json::json!({
+            "type": "s3",
+            "s3": {"bucket": "b", "endpointUrl": "https://minio.local:9000",
+                   "caBundle": {"name": "minio-ca", "key": "ca.crt"}}
+        }));
+        let t = Target::from_storage("percona", "cluster1", "s3", &s).unwrap();
+        assert_eq!(
+            t.key.ca_bundle,
+            Some(CaBundleRef {
+                namespace: "percona".into(),
+                name: "minio-ca".into(),
+                key: "ca.crt".into()
+            })
+        );
+        assert_eq!(
+            t.id(),
+            "s3://b/@us-east-1 via minio.local:9000 ca=percona/minio-ca/ca.crt"
+        );
+        // A half-filled selector names nothing the Job could mount: the system roots apply.
+        let half = storage(serde_json::json!({
+            "type": "s3", "s3": {"bucket": "b", "caBundle": {"name": "minio-ca"}}
+        }));
+        let t = Target::from_storage("percona", "cluster1", "s3", &half).unwrap();
+        assert_eq!(t.key.ca_bundle, None);
     }
 
     #[test]

@@ -1,0 +1,210 @@
+//! A storage's TLS settings, honoured the way the backup Job honours them: the embedded S3
+//! behind an HTTPS front whose certificate no system trusts, probed with the default
+//! (refused as a TLS failure), `verifyTLS: false` (accepted), and `caBundle` naming the
+//! right CA (accepted), a wrong CA, or a Secret that is not there (refused, said why).
+#![cfg(feature = "sandbox")]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use backstop::config::ProbeConfig;
+use backstop::probe::classify::ErrorClass;
+use backstop::probe::cycle::{CycleOptions, CycleResult, Outcome, TargetState};
+use backstop::probe::scheduler::probe_once;
+use backstop::probe::target::Target;
+use backstop::pxc::Storage;
+use backstop::s3client::Timeouts;
+use backstop::sandbox::certs::SandboxPki;
+use backstop::sandbox::s3;
+use backstop::sandbox::world::{self, World, WorldOptions};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+/// A TLS-terminating TCP front for one plain-HTTP backend, as a load balancer in front of
+/// MinIO would be. Stopping it closes every connection it holds.
+struct TlsFront {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsFront {
+    async fn start(backend: SocketAddr, pki: &SandboxPki) -> Self {
+        let acceptor = TlsAcceptor::from(Arc::new(pki.server_config().unwrap()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let done = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((socket, _)) = accepted else { continue };
+                        let acceptor = acceptor.clone();
+                        connections.spawn(async move {
+                            // A refused handshake is the client's verdict, the point of
+                            // some cases here: the connection just ends.
+                            let Ok(mut tls) = acceptor.accept(socket).await else { return };
+                            let Ok(mut plain) = TcpStream::connect(backend).await else { return };
+                            let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                        });
+                    }
+                    () = done.cancelled() => break,
+                }
+            }
+            connections.shutdown().await;
+        });
+        Self { addr, stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap();
+    }
+}
+
+fn storage(front: SocketAddr, extra: Value, s3_extra: Value) -> Storage {
+    let mut s3 = json!({
+        "bucket": world::PRIMARY_BUCKET,
+        "region": s3::PRIMARY_REGION,
+        "endpointUrl": format!("https://{front}"),
+        "forcePathStyle": true,
+        "credentialsSecret": world::CREDENTIALS_SECRET,
+    });
+    merge(&mut s3, s3_extra);
+    let mut storage = json!({"type": "s3", "s3": s3});
+    merge(&mut storage, extra);
+    serde_json::from_value(storage).unwrap()
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let (Some(into), Value::Object(from)) = (into.as_object_mut(), from) {
+        into.extend(from);
+    }
+}
+
+async fn probe(world: &World, storage: &Storage) -> CycleResult {
+    let target = Target::from_storage(world::NAMESPACE, world::CLUSTER, "tls", storage).unwrap();
+    let mut options = CycleOptions::from(&ProbeConfig::default());
+    options.sts = false;
+    probe_once(
+        &target,
+        &world.client,
+        &options,
+        Timeouts::default(),
+        &mut TargetState::default(),
+    )
+    .await
+}
+
+/// The class and message of the first failed operation.
+fn first_failure(result: &CycleResult) -> (ErrorClass, String) {
+    result
+        .operations
+        .iter()
+        .find_map(|o| match &o.outcome {
+            Outcome::Ok => None,
+            Outcome::Err { class, message } => Some((*class, message.clone())),
+        })
+        .unwrap_or_else(|| panic!("nothing failed: {result:?}"))
+}
+
+fn all_ok(result: &CycleResult) -> bool {
+    result.up
+        && !result.operations.is_empty()
+        && result
+            .operations
+            .iter()
+            .all(|o| matches!(o.outcome, Outcome::Ok))
+}
+
+#[tokio::test]
+async fn verify_tls_and_ca_bundle_decide_whom_the_probe_trusts() {
+    let world = World::start(WorldOptions {
+        operator_interval: None,
+        ..WorldOptions::default()
+    })
+    .await
+    .unwrap();
+    let pki = SandboxPki::generate().unwrap();
+    let stranger = SandboxPki::generate().unwrap();
+    let front = TlsFront::start(world.s3.addr(s3::PRIMARY_REGION).unwrap(), &pki).await;
+    let secrets: Api<Secret> = Api::namespaced(world.client.clone(), world::NAMESPACE);
+    secrets
+        .create(
+            &PostParams::default(),
+            &Secret {
+                metadata: kube::api::ObjectMeta {
+                    name: Some("s3-ca".into()),
+                    ..Default::default()
+                },
+                data: Some(BTreeMap::from([
+                    ("ca.crt".into(), ByteString(pki.ca_pem.clone().into_bytes())),
+                    (
+                        "other.crt".into(),
+                        ByteString(stranger.ca_pem.clone().into_bytes()),
+                    ),
+                ])),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    // Default: the system roots do not know the sandbox CA.
+    let default = probe(&world, &storage(front.addr, json!({}), json!({}))).await;
+    assert!(!default.up, "{default:?}");
+    let (class, message) = first_failure(&default);
+    assert_eq!(class, ErrorClass::Tls, "{message}");
+
+    // verifyTLS: false: the backup Job would connect, so the probe must too.
+    let insecure = storage(front.addr, json!({"verifyTLS": false}), json!({}));
+    let result = probe(&world, &insecure).await;
+    assert!(all_ok(&result), "{result:?}");
+
+    // caBundle naming the CA that signed the endpoint's certificate.
+    let bundled = storage(
+        front.addr,
+        json!({}),
+        json!({"caBundle": {"name": "s3-ca", "key": "ca.crt"}}),
+    );
+    let result = probe(&world, &bundled).await;
+    assert!(all_ok(&result), "{result:?}");
+
+    // caBundle naming another CA: refused, as the Job's client would refuse it.
+    let wrong = storage(
+        front.addr,
+        json!({}),
+        json!({"caBundle": {"name": "s3-ca", "key": "other.crt"}}),
+    );
+    let result = probe(&world, &wrong).await;
+    assert!(!result.up);
+    let (class, message) = first_failure(&result);
+    assert_eq!(class, ErrorClass::Tls, "{message}");
+
+    // A bundle that is not there: a TLS failure that says which Secret is missing.
+    let missing = storage(
+        front.addr,
+        json!({}),
+        json!({"caBundle": {"name": "no-such-ca", "key": "ca.crt"}}),
+    );
+    let result = probe(&world, &missing).await;
+    assert!(!result.up);
+    let (class, message) = first_failure(&result);
+    assert_eq!(class, ErrorClass::Tls);
+    assert!(
+        message.contains("percona/no-such-ca not found"),
+        "{message}"
+    );
+
+    front.stop().await;
+    world.shutdown().await;
+}
