@@ -87,29 +87,31 @@ pub fn log(
 
 /// Lists objects with selectors and `limit`/`continue` paging.
 pub fn list(sim: &Sim, target: &Target, params: &ListParams) -> Result<Value, ApiError> {
-    let (items, rv) = sim
-        .store
-        .list(&target.rt.storage_key(), target.namespace.as_deref());
-    let mut selected: Vec<Value> = items
+    // The token is "namespace/name" of the last item returned (namespaces hold no '/').
+    let after = params
+        .continue_token
+        .as_deref()
+        .and_then(|token| token.split_once('/'));
+    let (items, remaining, rv) = sim.store.list_page(
+        &target.rt.storage_key(),
+        target.namespace.as_deref(),
+        after,
+        |o| params.labels.matches(o) && params.fields.matches(o),
+        params.limit,
+    );
+    let selected: Vec<Value> = items
         .into_iter()
-        .filter(|o| params.labels.matches(o) && params.fields.matches(o))
-        .filter(|o| match &params.continue_token {
-            Some(token) => position(o).as_str() > token.as_str(),
-            None => true,
-        })
         .map(|o| for_version(o, &target.rt))
         .collect();
     let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if params.limit > 0 && selected.len() > params.limit {
-        let remaining = selected.len() - params.limit;
-        selected.truncate(params.limit);
-        if let Some(last) = selected.last() {
-            // The token is the position of the last item returned; the next page starts after
-            // it. The real server pins the snapshot's resourceVersion too; the simulator lists
-            // the current state (documented divergence, harmless for clients).
-            metadata["continue"] = Value::String(position(last));
-            metadata["remainingItemCount"] = json!(remaining);
-        }
+    if remaining > 0
+        && let Some(last) = selected.last()
+    {
+        // The next page starts after the last item returned. The real server pins the
+        // snapshot's resourceVersion too; the simulator lists the current state (documented
+        // divergence, harmless for clients).
+        metadata["continue"] = Value::String(position(last));
+        metadata["remainingItemCount"] = json!(remaining);
     }
     Ok(json!({
         "kind": format!("{}List", target.rt.kind),
