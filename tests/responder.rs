@@ -387,6 +387,70 @@ async fn duplicates_repeats_and_reordering_fail_over_once_and_revert_once() {
     r.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_a_thousand_duplicates_fails_over_once() {
+    let r = start(|c| c.responder.failover.on_demand_backup = false).await;
+    break_region(&r, s3::PRIMARY_REGION).await;
+    let body = serde_json::to_vec(&firing("f-burst", "2026-11-24T04:00:00Z")).unwrap();
+    // 1,000 copies at once from 32 senders: Alertmanager replicas and retries piling up.
+    let mut senders = Vec::new();
+    for _ in 0..32 {
+        let (base, body) = (r.base.clone(), body.clone());
+        senders.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut statuses = Vec::new();
+            for _ in 0..1000 / 32 + 1 {
+                let response = client
+                    .post(format!("{base}/alertmanager"))
+                    .header("authorization", format!("Bearer {TOKEN}"))
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                statuses.push(response.status().as_u16());
+            }
+            statuses
+        }));
+    }
+    let mut statuses = Vec::new();
+    for sender in senders {
+        statuses.extend(sender.await.unwrap());
+    }
+    assert!(statuses.len() >= 1000);
+    // Every copy is acknowledged: none needs Alertmanager to retry.
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let j = wait_phase(&r, Phase::FailedOver).await;
+    let text = r
+        .wait_until("the failover counted", |t| {
+            sample(
+                t,
+                "backstop_playbook_runs_total",
+                &["playbook=\"failover\"", "result=\"succeeded\""],
+            )
+            .is_some()
+        })
+        .await;
+    assert_eq!(
+        sample(
+            &text,
+            "backstop_playbook_runs_total",
+            &["playbook=\"failover\"", "result=\"succeeded\""],
+        ),
+        Some(1.0)
+    );
+    // One episode recorded once, and the journal still belongs to the first run.
+    let object = cluster(&r).await;
+    let recorded = intent::Intent::parse(
+        &object.metadata.annotations.as_ref().unwrap()[intent::INTENT_ANNOTATION],
+    )
+    .unwrap();
+    assert!(recorded.wants_failover());
+    assert_eq!(recorded.episodes.len(), 1, "{recorded:?}");
+    assert_eq!(journal(&r).await.unwrap().run_id, j.run_id);
+    r.stop().await;
+}
+
 #[tokio::test]
 async fn a_concurrent_human_edit_is_kept() {
     let r = start(|c| {

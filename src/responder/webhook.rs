@@ -238,10 +238,13 @@ impl Webhook {
         let mut recorded = Vec::new();
         for (key, observations) in &per_cluster {
             let cached = objects.get(key).and_then(Option::as_deref);
+            // Only a change needs the reconciler: an unchanged intent was already seen
+            // through the watch, and a poke per repeat would run a reconcile per request
+            // under a storm of duplicates.
             if self.record_cluster(key, observations, cached).await? {
                 recorded.push(key.to_string());
+                self.triggers.poke(key);
             }
-            self.triggers.poke(key);
         }
         Ok(json!({
             "status": "recorded",
