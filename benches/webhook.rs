@@ -6,7 +6,13 @@
 //!    that reads the same body, measured in the same run with the same client and
 //!    concurrency. Goal: ratio ≥ 0.5.
 //! 2. Webhook receipt to the cluster patched (journal `FailedOver` written), p50 and p99,
-//!    over repeated failover/revert cycles (secondary verification included).
+//!    over repeated failover/revert cycles (secondary verification included), as a ratio to
+//!    the sum of the round trips no implementation can skip, measured in the same run
+//!    between the cycles: one preflight of the secondary (HeadBucket and a canary put, get
+//!    and delete, on a fresh client as a verification "just now" needs) plus one read and
+//!    one write of the cluster. Goal: ratio ≤ 2.
+//! 3. A burst of 1,000 duplicate notifications of a new episode, 32 at a time: how long
+//!    until every one is acknowledged, and how many failovers follow (must be exactly one).
 //!
 //! `cargo bench --bench webhook` (`BACKSTOP_BENCH_REQUESTS`, `BACKSTOP_BENCH_CYCLES` size it).
 
@@ -21,6 +27,7 @@ use backstop::clock::SystemClock;
 use backstop::config::HumanDuration;
 use backstop::responder::engine::{cluster_api, read_journal};
 use backstop::responder::journal::Phase;
+use backstop::s3client::{self, Endpoint, Timeouts};
 use backstop::sandbox::s3::{self, Fault, Rule};
 use backstop::sandbox::world::{self, World, WorldOptions};
 use http_body_util::{BodyExt as _, Full};
@@ -88,6 +95,70 @@ async fn load(url: &str, token: &str, body: &Bytes, requests: usize) -> Load {
         per_second: all.len() as f64 / elapsed.as_secs_f64(),
         p99: percentile(&all, 0.99),
     }
+}
+
+/// One sample of the round trips a failover cannot avoid: a fresh preflight of the
+/// secondary (HeadBucket, canary put, get, delete) and one read and one write of the cluster.
+async fn round_trips(world: &World) -> Duration {
+    let endpoint = Endpoint {
+        region: s3::SECONDARY_REGION.into(),
+        endpoint_url: world.s3.endpoint(s3::SECONDARY_REGION),
+        force_path_style: true,
+    };
+    let api = cluster_api(&world.client, world::NAMESPACE);
+    let t = Instant::now();
+    let s3 = s3client::client(&endpoint, &world.credentials, Timeouts::default());
+    s3.head_bucket()
+        .bucket(world::SECONDARY_BUCKET)
+        .send()
+        .await
+        .expect("head");
+    let key = ".backstop-bench-canary";
+    s3.put_object()
+        .bucket(world::SECONDARY_BUCKET)
+        .key(key)
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(b"canary"))
+        .send()
+        .await
+        .expect("put");
+    let got = s3
+        .get_object()
+        .bucket(world::SECONDARY_BUCKET)
+        .key(key)
+        .send()
+        .await
+        .expect("get");
+    let _ = got.body.collect().await.expect("body");
+    s3.delete_object()
+        .bucket(world::SECONDARY_BUCKET)
+        .key(key)
+        .send()
+        .await
+        .expect("delete");
+    let object = api.get(world::CLUSTER).await.expect("read");
+    api.replace(world::CLUSTER, &Default::default(), &object)
+        .await
+        .expect("write");
+    t.elapsed()
+}
+
+/// Succeeded failover runs so far, from Backstop's own counter.
+async fn failovers(metrics_url: &str) -> f64 {
+    let text = reqwest::get(metrics_url)
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find(|l| {
+            l.starts_with("backstop_playbook_runs_total{")
+                && l.contains("playbook=\"failover\"")
+                && l.contains("result=\"succeeded\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
 
 async fn bare_handler(body: Bytes) -> axum::Json<serde_json::Value> {
@@ -185,8 +256,10 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    // Receipt to patched: fresh episodes, each failed over and then reverted.
+    // Receipt to patched: fresh episodes, each failed over and then reverted, with one
+    // sample of the unavoidable round trips after each.
     let mut patched = Vec::new();
+    let mut floor = Vec::new();
     for i in 0..cycles {
         let sent = jiff::Timestamp::now();
         let starts_at = sent.to_string();
@@ -227,8 +300,35 @@ async fn main() {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        floor.push(round_trips(&world).await);
     }
     patched.sort();
+    floor.sort();
+
+    // A burst of duplicates of one new episode.
+    let metrics_url = url.replace("/alertmanager", "/metrics");
+    let failovers_before = failovers(&metrics_url).await;
+    let mut burst: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let burst_starts = jiff::Timestamp::now().to_string();
+    burst["alerts"][0]["startsAt"] = burst_starts.clone().into();
+    burst["alerts"][0]["fingerprint"] = "burst".into();
+    world
+        .s3
+        .faults()
+        .set(Rule::new(Fault::ServiceUnavailable).in_region(s3::PRIMARY_REGION))
+        .await
+        .expect("fault");
+    let burst_load = load(&url, "bench", &Bytes::from(burst.to_string()), 1000).await;
+    loop {
+        let object = api.get(world::CLUSTER).await.expect("cluster");
+        if read_journal(&object).ok().flatten().is_some_and(|j| {
+            j.phase == Phase::FailedOver && j.failed_over_at.to_string() > burst_starts
+        }) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let burst_failovers = failovers(&metrics_url).await - failovers_before;
 
     println!(
         "webhook acknowledgements ({requests} requests per side, {CONCURRENCY} concurrent, repeats of a recorded intent)"
@@ -251,6 +351,26 @@ async fn main() {
         "receipt -> cluster patched over {cycles} failovers: p50 {:.1} ms, p99 {:.1} ms",
         percentile(&patched, 0.5).as_secs_f64() * 1e3,
         percentile(&patched, 0.99).as_secs_f64() * 1e3
+    );
+
+    println!(
+        "unavoidable round trips (preflight + cluster read + write) over {cycles} samples: p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&floor, 0.5).as_secs_f64() * 1e3,
+        percentile(&floor, 0.99).as_secs_f64() * 1e3
+    );
+    println!(
+        "ratio (receipt -> patched / round trips), p50: {:.2}, p99: {:.2} (goal <= 2)",
+        percentile(&patched, 0.5).as_secs_f64() / percentile(&floor, 0.5).as_secs_f64(),
+        percentile(&patched, 0.99).as_secs_f64() / percentile(&floor, 0.99).as_secs_f64()
+    );
+    println!(
+        "burst of 1000 duplicates ({CONCURRENCY} concurrent): {:.0} ack/s, p99 {:.2} ms, failovers: {burst_failovers} (must be 1)",
+        burst_load.per_second,
+        burst_load.p99.as_secs_f64() * 1e3
+    );
+    assert_eq!(
+        burst_failovers, 1.0,
+        "a burst of duplicates must fail over exactly once"
     );
 
     stop.cancel();

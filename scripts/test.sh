@@ -11,6 +11,7 @@ declare -A package_for=(
   [prometheus]=prometheus
   [prometheus-alertmanager]=prometheus-alertmanager
   [kubectl]=kubernetes-client
+  [prometheus-blackbox-exporter]=prometheus-blackbox-exporter
 )
 
 missing=()

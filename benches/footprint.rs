@@ -1,0 +1,366 @@
+//! Footprint: Backstop probing N S3 targets beside Debian's `prometheus-blackbox-exporter`
+//! probing the same N bucket endpoints over HTTP, on the same interval, in the same run.
+//!
+//! Both run as child processes against one embedded S3 (N buckets). The blackbox exporter
+//! is driven the way Prometheus drives it: one `GET /probe?module=s3&target=…` per target per
+//! interval. Backstop runs its own schedule (HeadBucket, canary put/get/delete and an
+//! incremental list per target per interval: five S3 requests where the exporter sends one)
+//! and its `/metrics` is scraped once per interval, as Prometheus would. After a warm-up,
+//! each process's CPU time (utime + stime) over the window is scaled to an hour, and its RSS
+//! is read at the end. Goal: Backstop ≤ 1.0× the exporter's RSS and CPU.
+//!
+//! `cargo bench --bench footprint` (`BACKSTOP_BENCH_TARGETS`, `BACKSTOP_BENCH_WINDOW_SECS`,
+//! `BACKSTOP_BENCH_INTERVAL_SECS` size it). Under `cargo test` it is a few-second smoke run.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use backstop::sandbox::crds::install_pxc_crds;
+use backstop::sandbox::kube::{KubeSim, SimOptions};
+use backstop::sandbox::s3::{self, RegionConfig, S3Config};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, ObjectMeta, PostParams};
+
+const ACCESS_KEY: &str = "BENCHACCESSKEY";
+const SECRET_KEY: &str = "bench-secret-key";
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A child process killed when dropped, so a failed run leaves nothing behind.
+struct Process {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    // The child needs a port it is told; bind 0, read it, release it.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Resident set size in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// User + system CPU time of the process so far.
+fn cpu(pid: u32, ticks_per_second: f64) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name (which may hold spaces) start at state, field 3.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 =
+        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    Duration::from_secs_f64(ticks / ticks_per_second)
+}
+
+fn clock_ticks() -> f64 {
+    let out = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("getconf");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("CLK_TCK")
+}
+
+async fn wait_http_ok(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(r) = reqwest::get(url).await
+            && r.status().is_success()
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url} never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn start_backstop(
+    sim: &KubeSim,
+    endpoint: &str,
+    buckets: &[String],
+    interval: u64,
+) -> (Process, String) {
+    let dir = tempfile::tempdir().expect("dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    sim.write_kubeconfig(&kubeconfig, sim.admin_token())
+        .expect("kubeconfig");
+    let mut targets = String::new();
+    for bucket in buckets {
+        targets.push_str(&format!(
+            "  - {{name: {bucket}, bucket: {bucket}, region: {region}, endpoint_url: '{endpoint}', \
+             force_path_style: true, credentials_secret: {{namespace: bench, name: s3}}}}\n",
+            region = s3::PRIMARY_REGION,
+        ));
+    }
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "kubernetes: {{leader_election: {{enabled: false}}}}\n\
+             responder: {{enabled: false}}\n\
+             probe: {{discover: false, sts: false, interval: {interval}s, timeout: 5s}}\n\
+             targets:\n{targets}"
+        ),
+    )
+    .expect("config");
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_backstop"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("BACKSTOP_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("backstop");
+    let base = format!("http://127.0.0.1:{port}");
+    let process = Process { child, _dir: dir };
+    wait_http_ok(&format!("{base}/readyz")).await;
+    (process, base)
+}
+
+fn start_blackbox() -> (Process, String) {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("blackbox.yml");
+    // HEAD on the bucket URL, unsigned: S3 answers 403, which proves the endpoint serves.
+    std::fs::write(
+        &config,
+        "modules:\n  s3:\n    prober: http\n    timeout: 5s\n    http:\n      method: HEAD\n      \
+         valid_status_codes: [200, 403]\n      preferred_ip_protocol: ip4\n",
+    )
+    .expect("config");
+    let port = free_port();
+    let child = Command::new("prometheus-blackbox-exporter")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--log.level=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus-blackbox-exporter (Debian: prometheus-blackbox-exporter)");
+    (
+        Process { child, _dir: dir },
+        format!("http://127.0.0.1:{port}"),
+    )
+}
+
+/// One interval's worth of scrapes: every blackbox probe (concurrently, as Prometheus
+/// scrapes targets independently) and Backstop's `/metrics` once. Returns how many
+/// blackbox probes succeeded and the Backstop exposition.
+async fn scrape_round(
+    http: &reqwest::Client,
+    blackbox: &str,
+    backstop: &str,
+    probe_urls: &[String],
+) -> (usize, String) {
+    let probes = probe_urls.iter().map(|target| {
+        let url = format!("{blackbox}/probe?module=s3&target={target}");
+        let http = http.clone();
+        async move {
+            let text = http.get(url).send().await.ok()?.text().await.ok()?;
+            text.lines().any(|l| l == "probe_success 1").then_some(())
+        }
+    });
+    let ok = futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .flatten()
+        .count();
+    let metrics = http
+        .get(format!("{backstop}/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    (ok, metrics)
+}
+
+fn backstop_targets_up(metrics: &str) -> usize {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("backstop_s3_up{") && l.ends_with(" 1"))
+        .count()
+}
+
+struct Figures {
+    rss_mib: f64,
+    cpu_per_hour: f64,
+}
+
+impl Figures {
+    fn of(pid: u32, cpu_start: Duration, cpu_end: Duration, window: Duration) -> Self {
+        Self {
+            rss_mib: rss_kib(pid) as f64 / 1024.0,
+            cpu_per_hour: (cpu_end - cpu_start).as_secs_f64() * 3600.0 / window.as_secs_f64(),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    backstop::install_crypto_provider();
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let targets = env("BACKSTOP_BENCH_TARGETS", if smoke { 5 } else { 100 }) as usize;
+    let interval = env("BACKSTOP_BENCH_INTERVAL_SECS", if smoke { 1 } else { 5 });
+    let window = Duration::from_secs(env(
+        "BACKSTOP_BENCH_WINDOW_SECS",
+        if smoke { 2 } else { 120 },
+    ));
+    let ticks = clock_ticks();
+
+    let root = tempfile::tempdir().expect("dir");
+    let buckets: Vec<String> = (0..targets).map(|i| format!("bench-{i:03}")).collect();
+    let s3 = s3::start(S3Config {
+        root: root.path().to_owned(),
+        access_key: ACCESS_KEY.into(),
+        secret_key: SECRET_KEY.into(),
+        regions: vec![RegionConfig {
+            name: s3::PRIMARY_REGION.into(),
+            buckets: buckets.clone(),
+        }],
+    })
+    .await
+    .expect("s3");
+    let endpoint = s3.endpoint(s3::PRIMARY_REGION).expect("endpoint");
+
+    let sim = KubeSim::start(SimOptions::default()).await.expect("sim");
+    let client = sim.admin_client().await.expect("client");
+    install_pxc_crds(&client).await.expect("crds");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some("bench".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("namespace");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "bench");
+    secrets
+        .create(
+            &PostParams::default(),
+            &Secret {
+                metadata: ObjectMeta {
+                    name: Some("s3".into()),
+                    ..Default::default()
+                },
+                data: Some(BTreeMap::from([
+                    ("AWS_ACCESS_KEY_ID".into(), ByteString(ACCESS_KEY.into())),
+                    (
+                        "AWS_SECRET_ACCESS_KEY".into(),
+                        ByteString(SECRET_KEY.into()),
+                    ),
+                ])),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("secret");
+
+    let (backstop, backstop_base) = start_backstop(&sim, &endpoint, &buckets, interval).await;
+    let (blackbox, blackbox_base) = start_blackbox();
+    wait_http_ok(&format!("{blackbox_base}/metrics")).await;
+    let probe_urls: Vec<String> = buckets.iter().map(|b| format!("{endpoint}/{b}")).collect();
+    let http = reqwest::Client::new();
+
+    // Warm-up: both must see every target healthy before anything is measured.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (ok, metrics) = scrape_round(&http, &blackbox_base, &backstop_base, &probe_urls).await;
+        if ok == targets && backstop_targets_up(&metrics) == targets {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "warm-up: blackbox {ok}/{targets}, backstop {}/{targets} up",
+            backstop_targets_up(&metrics)
+        );
+        tokio::time::sleep(Duration::from_secs(interval)).await;
+    }
+
+    let (bs_pid, bb_pid) = (backstop.child.id(), blackbox.child.id());
+    let (bs_start, bb_start) = (cpu(bs_pid, ticks), cpu(bb_pid, ticks));
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs(interval));
+    let mut rounds = 0u32;
+    let mut failed_probes = 0usize;
+    while started.elapsed() < window {
+        ticker.tick().await;
+        let (ok, _) = scrape_round(&http, &blackbox_base, &backstop_base, &probe_urls).await;
+        failed_probes += targets - ok;
+        rounds += 1;
+    }
+    let elapsed = started.elapsed();
+    let bs = Figures::of(bs_pid, bs_start, cpu(bs_pid, ticks), elapsed);
+    let bb = Figures::of(bb_pid, bb_start, cpu(bb_pid, ticks), elapsed);
+    let (_, metrics) = scrape_round(&http, &blackbox_base, &backstop_base, &probe_urls).await;
+    let up = backstop_targets_up(&metrics);
+
+    println!(
+        "footprint: {targets} targets, every {interval} s, window {:.0} s ({rounds} rounds){}",
+        elapsed.as_secs_f64(),
+        if smoke {
+            " [smoke run: figures not meaningful]"
+        } else {
+            ""
+        }
+    );
+    println!("| process | S3 requests per probe | RSS (MiB) | CPU s per hour |");
+    println!("|---|---|---|---|");
+    println!(
+        "| prometheus-blackbox-exporter (baseline) | 1 (HEAD) | {:.1} | {:.1} |",
+        bb.rss_mib, bb.cpu_per_hour
+    );
+    println!(
+        "| backstop | 5 (HeadBucket, put, get, delete, list) | {:.1} | {:.1} |",
+        bs.rss_mib, bs.cpu_per_hour
+    );
+    println!(
+        "| ratio backstop ÷ blackbox (goal ≤ 1.0) | 5× the work | {:.2} | {:.2} |",
+        bs.rss_mib / bb.rss_mib.max(f64::MIN_POSITIVE),
+        bs.cpu_per_hour / bb.cpu_per_hour.max(f64::MIN_POSITIVE)
+    );
+    println!(
+        "blackbox failed probes in window: {failed_probes}; backstop targets up at the end: {up}/{targets}"
+    );
+    assert_eq!(up, targets, "Backstop lost targets during the window");
+
+    drop(backstop);
+    drop(blackbox);
+    s3.shutdown().await;
+    sim.shutdown().await;
+}
