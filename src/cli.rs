@@ -111,7 +111,13 @@ pub struct SandboxArgs {
     #[arg(long, env = "BACKSTOP_SANDBOX_S3_SECRET_ACCESS_KEY", hide = true, hide_env_values = true, requires_all = ["drill", "s3_access_key_id"])]
     pub s3_secret_access_key: Option<String>,
     /// The drill's webhook token instead of a random one (see `s3_access_key_id`).
-    #[arg(long, env = "BACKSTOP_SANDBOX_WEBHOOK_TOKEN", hide = true, hide_env_values = true, requires = "drill")]
+    #[arg(
+        long,
+        env = "BACKSTOP_SANDBOX_WEBHOOK_TOKEN",
+        hide = true,
+        hide_env_values = true,
+        requires = "drill"
+    )]
     pub webhook_token: Option<String>,
 }
 

@@ -52,12 +52,11 @@ pub fn with_secret_caps(filter: &str) -> String {
 
 /// Installs the global subscriber writing to stderr. A second call is a no-op.
 pub fn init(format: LogFormat, filter: &str) -> Result<(), TelemetryError> {
-    let env_filter = EnvFilter::try_new(with_secret_caps(filter)).map_err(|source| {
-        TelemetryError::Filter {
+    let env_filter =
+        EnvFilter::try_new(with_secret_caps(filter)).map_err(|source| TelemetryError::Filter {
             filter: filter.to_owned(),
             source,
-        }
-    })?;
+        })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
         .with_writer(std::io::stderr);
@@ -90,6 +89,9 @@ mod tests {
         assert!(!full.contains("s3s=info"), "{full}");
         assert!(!full.contains("aws_sigv4=info"), "{full}");
         assert!(full.contains("s3s_fs=info"), "{full}");
-        assert_eq!(with_secret_caps(""), "aws_smithy_runtime=info,aws_sigv4=info,s3s=info,s3s_fs=info");
+        assert_eq!(
+            with_secret_caps(""),
+            "aws_smithy_runtime=info,aws_sigv4=info,s3s=info,s3s_fs=info"
+        );
     }
 }

@@ -344,14 +344,18 @@ async fn deep_nesting_and_invalid_utf8_get_400() {
     let mut ignored = serde_json::to_string(&routed()).unwrap();
     ignored.pop();
     ignored.push_str(&format!(",\"extra\":{}}}", nested("[", "]")));
-    let in_label = serde_json::to_string(&routed())
-        .unwrap()
-        .replace("\"severity\":\"critical\"", &format!("\"severity\":{}", nested("{\"a\":", "}")));
+    let in_label = serde_json::to_string(&routed()).unwrap().replace(
+        "\"severity\":\"critical\"",
+        &format!("\"severity\":{}", nested("{\"a\":", "}")),
+    );
     for body in [ignored, in_label, nested("[", "]"), nested("{\"a\":", "}")] {
         let (status, answer) = post_json(&r, body.as_bytes()).await;
         assert_eq!(status, 400, "{answer}");
         let message = answer["error"].as_str().unwrap_or_default();
-        assert!(message.starts_with("malformed Alertmanager payload"), "{answer}");
+        assert!(
+            message.starts_with("malformed Alertmanager payload"),
+            "{answer}"
+        );
     }
 
     // Invalid UTF-8 in a label value, in a key, and a lone surrogate escape.
@@ -410,9 +414,10 @@ async fn alert_floods_are_bounded_with_a_clear_answer() {
 
     // A count that is no count is a 400 naming the field.
     for bad in ["-1", "1e30", "\"many\"", "18446744073709551616", "null"] {
-        let body = serde_json::to_string(&routed())
-            .unwrap()
-            .replace("\"truncatedAlerts\":0", &format!("\"truncatedAlerts\":{bad}"));
+        let body = serde_json::to_string(&routed()).unwrap().replace(
+            "\"truncatedAlerts\":0",
+            &format!("\"truncatedAlerts\":{bad}"),
+        );
         assert!(body.contains(bad));
         let (status, answer) = post_json(&r, body.as_bytes()).await;
         assert_eq!(status, 400, "{bad}: {answer}");
@@ -429,7 +434,14 @@ async fn alert_floods_are_bounded_with_a_clear_answer() {
 async fn control_characters_in_labels_match_nothing_and_corrupt_nothing() {
     let r = start(|_| {}).await;
     let before = snapshot(&r).await;
-    let hostile = ["\u{0}", "\r\n", "\n# HELP forged", "\u{1b}[31m", "\u{7f}", "\u{2028}"];
+    let hostile = [
+        "\u{0}",
+        "\r\n",
+        "\n# HELP forged",
+        "\u{1b}[31m",
+        "\u{7f}",
+        "\u{2028}",
+    ];
     for bad in hostile {
         for label in ["namespace", "cluster", "bucket"] {
             let mut alert = routed_alert("0123456789abcdef");
@@ -458,7 +470,10 @@ async fn control_characters_in_labels_match_nothing_and_corrupt_nothing() {
     // Nothing of the labels reached the metrics: every line is still a comment or a sample.
     let metrics = r.metrics().await;
     assert!(!metrics.contains("forged"), "{metrics}");
-    assert!(!metrics.contains('\u{0}') && !metrics.contains('\r'), "{metrics}");
+    assert!(
+        !metrics.contains('\u{0}') && !metrics.contains('\r'),
+        "{metrics}"
+    );
     assert_healthy_and_unchanged(r, before).await;
 }
 
@@ -503,7 +518,10 @@ async fn path_traversal_is_404_or_400_never_a_file() {
         }
     }
     // The webhook's own path with a traversal back to it is not the webhook either.
-    for target in ["/alertmanager/../alertmanager", "/metrics/%2e%2e/alertmanager"] {
+    for target in [
+        "/alertmanager/../alertmanager",
+        "/metrics/%2e%2e/alertmanager",
+    ] {
         let request = format!(
             "POST {target} HTTP/1.1\r\nHost: backstop\r\nAuthorization: Bearer {TOKEN}\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -74,7 +74,11 @@ fn a_full_drill_at_debug_level_logs_no_secret() {
     let found = leaks(&log, &secrets);
     let lines: Vec<&str> = log
         .lines()
-        .filter(|l| secrets.iter().any(|(_, s)| forms(s).iter().any(|f| l.contains(f.as_str()))))
+        .filter(|l| {
+            secrets
+                .iter()
+                .any(|(_, s)| forms(s).iter().any(|f| l.contains(f.as_str())))
+        })
         .take(10)
         .collect();
     assert!(

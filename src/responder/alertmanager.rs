@@ -249,15 +249,22 @@ mod tests {
 
     #[test]
     fn nesting_is_measured_outside_strings() {
-        assert!(!nested_deeper_than(FIRING.as_bytes(), 3));
-        assert!(nested_deeper_than(FIRING.as_bytes(), 2));
+        // {alerts:[{labels:{...}}]}: four levels.
+        assert!(!nested_deeper_than(FIRING.as_bytes(), 4));
+        assert!(nested_deeper_than(FIRING.as_bytes(), 3));
         assert!(!nested_deeper_than(br#"{"a":"[[[[[[\"[[[["}"#, 1));
         assert!(nested_deeper_than(br#"{"a":"\\",  "b":[[]]}"#, 2));
         assert!(!nested_deeper_than(b"]]]]{}", 1));
         let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
-        assert!(matches!(parse(deep.as_bytes()), Err(PayloadError::TooDeep(MAX_DEPTH))));
+        assert!(matches!(
+            parse(deep.as_bytes()),
+            Err(PayloadError::TooDeep(MAX_DEPTH))
+        ));
         let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
-        assert!(matches!(parse(ok.as_bytes()), Err(PayloadError::Malformed(_))));
+        assert!(matches!(
+            parse(ok.as_bytes()),
+            Err(PayloadError::Malformed(_))
+        ));
     }
 
     #[test]

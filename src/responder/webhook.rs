@@ -204,7 +204,11 @@ impl Webhook {
                 unrouted += 1;
                 // Label values are arbitrary text: `&str` fields are written escaped (Debug), so
                 // a control character cannot forge a log line; `%` would write it raw.
-                tracing::info!(alertname = alert.name(), fingerprint = alert.fingerprint.as_str(), "alert matches no route; ignored");
+                tracing::info!(
+                    alertname = alert.name(),
+                    fingerprint = alert.fingerprint.as_str(),
+                    "alert matches no route; ignored"
+                );
                 continue;
             }
             for managed in &self.engine.config().clusters {
