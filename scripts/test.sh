@@ -33,4 +33,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# The fuzz corpus runs as tests/fuzz_corpus.rs; fuzzing itself (scripts/fuzz.sh) is not run
+# here: building the targets recompiles every dependency instrumented, over 10 minutes on CI.
 cargo test --locked --all-targets --no-fail-fast "$@"

@@ -102,6 +102,23 @@ pub struct SandboxArgs {
     /// Break the secondary region too, so the drill fails over to the PVC buffer.
     #[arg(long, requires = "drill")]
     pub break_secondary: bool,
+    /// The drill's S3 access key id instead of a random one. Hidden: only tests that must
+    /// know the sandbox's secrets (to check no log shows them) set it, through the
+    /// environment so it never appears in a process listing.
+    #[arg(long, env = "BACKSTOP_SANDBOX_S3_ACCESS_KEY_ID", hide = true, hide_env_values = true, requires_all = ["drill", "s3_secret_access_key"])]
+    pub s3_access_key_id: Option<String>,
+    /// The drill's S3 secret access key (see `s3_access_key_id`).
+    #[arg(long, env = "BACKSTOP_SANDBOX_S3_SECRET_ACCESS_KEY", hide = true, hide_env_values = true, requires_all = ["drill", "s3_access_key_id"])]
+    pub s3_secret_access_key: Option<String>,
+    /// The drill's webhook token instead of a random one (see `s3_access_key_id`).
+    #[arg(
+        long,
+        env = "BACKSTOP_SANDBOX_WEBHOOK_TOKEN",
+        hide = true,
+        hide_env_values = true,
+        requires = "drill"
+    )]
+    pub webhook_token: Option<String>,
 }
 
 /// The failover strategy of `sandbox --drill`.

@@ -57,9 +57,18 @@ fn main() -> ExitCode {
         }
         #[cfg(feature = "sandbox")]
         Command::Sandbox(args) if args.drill => {
+            let credentials = match (&args.s3_access_key_id, &args.s3_secret_access_key) {
+                (Some(id), Some(secret)) => Some(backstop::s3client::StaticCredentials {
+                    access_key_id: id.clone(),
+                    secret_access_key: secret.clone(),
+                }),
+                _ => None,
+            };
             let options = backstop::sandbox::drill::DrillOptions {
                 strategy: args.strategy.into(),
                 break_secondary: args.break_secondary,
+                credentials,
+                webhook_token: args.webhook_token.clone(),
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

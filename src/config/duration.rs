@@ -11,8 +11,11 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The pattern a duration must match: one or more `<number><unit>` groups, optionally
-/// separated by spaces, with humantime's short units.
-pub const DURATION_PATTERN: &str = r"^\s*([0-9]+\s*(nsec|ns|usec|us|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|w)\s*)+$";
+/// separated by spaces, with every unit humantime parses. That includes `months`/`M` and
+/// `years`/`y`, which humantime also *writes* for durations over a month: without them a
+/// loaded configuration with `interval: 400d` could not be loaded again once written back
+/// (found by the `config_loader` fuzz target).
+pub const DURATION_PATTERN: &str = r"^\s*([0-9]+\s*(nsec|ns|usec|us|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|w|months|month|M|years|year|y)\s*)+$";
 
 /// A duration written as text in the configuration, e.g. `30s` or `1h 30m`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -92,6 +95,30 @@ mod tests {
     fn regex_lite_match(pattern: &str, text: &str) -> bool {
         let schema = serde_json::json!({"type": "string", "pattern": pattern});
         jsonschema::is_valid(&schema, &serde_json::json!(text))
+    }
+
+    #[test]
+    fn what_humantime_writes_matches_the_pattern() {
+        for secs in [
+            0,
+            1,
+            59,
+            90,
+            3600,
+            86_400 * 40,
+            86_400 * 400,
+            86_400 * 365 * 30 + 7,
+        ] {
+            let d = HumanDuration::from_secs(secs);
+            let text = d.to_string();
+            assert!(regex_lite_match(DURATION_PATTERN, &text), "{text}");
+            assert_eq!(
+                serde_json::from_value::<HumanDuration>(text.into()).unwrap(),
+                d
+            );
+        }
+        let d = HumanDuration(Duration::new(1, 5));
+        assert!(regex_lite_match(DURATION_PATTERN, &d.to_string()), "{d}");
     }
 
     #[test]

@@ -8,6 +8,20 @@ use serde::{Deserialize, Serialize};
 /// The only payload version Alertmanager has ever sent (0.x through 0.27).
 pub const SUPPORTED_VERSION: &str = "4";
 
+/// The most alerts one notification may carry. A group of the S3 alerts has one alert per
+/// target and user, tens at most; every alert that affects a cluster becomes an entry of its
+/// intent annotation, and Kubernetes caps an object's annotations at 256 KiB in total, so a
+/// flood of alerts would make every later write of the intent fail. Refusing it up front
+/// (400: Alertmanager does not retry it) keeps the annotation writable; configure
+/// `max_alerts` on the receiver to stay under this.
+pub const MAX_ALERTS: usize = 1000;
+
+/// The deepest nesting of arrays and objects accepted. A real notification nests four levels
+/// (`alerts[].labels{}`); serde_json's recursion limit does not cover fields it skips (it
+/// skips them without recursing), so without this a body nested a million levels deep in an
+/// unknown field would be accepted, and the fallback parse for the error message would walk it.
+pub const MAX_DEPTH: usize = 32;
+
 /// One webhook notification: a group of alerts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -86,6 +100,19 @@ pub enum PayloadError {
     /// An alert without a fingerprint cannot be deduplicated.
     #[error("alert {0} has an empty fingerprint")]
     NoFingerprint(usize),
+    /// Arrays and objects nested deeper than [`MAX_DEPTH`].
+    #[error("malformed Alertmanager payload: nested deeper than {0} levels")]
+    TooDeep(usize),
+    /// More alerts than [`MAX_ALERTS`].
+    #[error(
+        "the notification carries {count} alerts, more than the {max} accepted; set max_alerts on the Alertmanager receiver"
+    )]
+    TooManyAlerts {
+        /// How many alerts the notification carries.
+        count: usize,
+        /// [`MAX_ALERTS`].
+        max: usize,
+    },
 }
 
 /// Parses a webhook body.
@@ -95,6 +122,9 @@ pub enum PayloadError {
 /// [`PayloadError`] for anything that is not a version-4 notification with fingerprinted
 /// alerts.
 pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
+    if nested_deeper_than(body, MAX_DEPTH) {
+        return Err(PayloadError::TooDeep(MAX_DEPTH));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let notification: Notification = match serde_path_to_error::deserialize(&mut deserializer) {
         Ok(n) => n,
@@ -120,6 +150,12 @@ pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
     if notification.version != SUPPORTED_VERSION {
         return Err(PayloadError::Version(notification.version));
     }
+    if notification.alerts.len() > MAX_ALERTS {
+        return Err(PayloadError::TooManyAlerts {
+            count: notification.alerts.len(),
+            max: MAX_ALERTS,
+        });
+    }
     if let Some(i) = notification
         .alerts
         .iter()
@@ -128,6 +164,38 @@ pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
         return Err(PayloadError::NoFingerprint(i));
     }
     Ok(notification)
+}
+
+/// Whether the JSON text `body` nests arrays and objects deeper than `max`: one pass over the
+/// bytes, brackets inside strings (and escaped quotes) not counted. Not a validator: whatever
+/// else is wrong with the text is left to the parser.
+fn nested_deeper_than(body: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in body {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -158,5 +226,63 @@ mod tests {
         let e = parse(FIRING.replace("\"f1\"", "\"\"").as_bytes()).unwrap_err();
         assert!(matches!(e, PayloadError::NoFingerprint(0)), "{e}");
         assert!(parse(b"not json").is_err());
+    }
+
+    fn with_alerts(n: usize) -> String {
+        let alert = r#"{"status":"firing","labels":{},"startsAt":"2026-11-24T03:10:30Z","fingerprint":"f"}"#;
+        let alerts = vec![alert; n].join(",");
+        format!(r#"{{"version":"4","status":"firing","alerts":[{alerts}],"truncatedAlerts":7}}"#)
+    }
+
+    #[test]
+    fn alert_count_is_bounded() {
+        let n = parse(with_alerts(MAX_ALERTS).as_bytes()).unwrap();
+        assert_eq!(n.alerts.len(), MAX_ALERTS);
+        assert_eq!(n.truncated_alerts, 7);
+        let e = parse(with_alerts(MAX_ALERTS + 1).as_bytes()).unwrap_err();
+        assert!(
+            matches!(e, PayloadError::TooManyAlerts { count, max } if count == MAX_ALERTS + 1 && max == MAX_ALERTS),
+            "{e}"
+        );
+        assert!(e.to_string().contains("max_alerts"), "{e}");
+    }
+
+    #[test]
+    fn nesting_is_measured_outside_strings() {
+        // {alerts:[{labels:{...}}]}: four levels.
+        assert!(!nested_deeper_than(FIRING.as_bytes(), 4));
+        assert!(nested_deeper_than(FIRING.as_bytes(), 3));
+        assert!(!nested_deeper_than(br#"{"a":"[[[[[[\"[[[["}"#, 1));
+        assert!(nested_deeper_than(br#"{"a":"\\",  "b":[[]]}"#, 2));
+        assert!(!nested_deeper_than(b"]]]]{}", 1));
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert!(matches!(
+            parse(deep.as_bytes()),
+            Err(PayloadError::TooDeep(MAX_DEPTH))
+        ));
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(matches!(
+            parse(ok.as_bytes()),
+            Err(PayloadError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn hostile_bodies_are_errors_not_panics() {
+        // Nesting far past serde_json's recursion limit, in a field the parser ignores.
+        let deep = format!(
+            r#"{{"version":"4","status":"firing","alerts":[],"x":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let e = parse(deep.as_bytes()).unwrap_err();
+        assert!(matches!(e, PayloadError::TooDeep(_)), "{e}");
+        // Invalid UTF-8 inside a string.
+        let e = parse(b"{\"version\":\"4\",\"receiver\":\"\xff\xfe\"}").unwrap_err();
+        assert!(matches!(e, PayloadError::Malformed(_)), "{e}");
+        // Counts that do not fit.
+        let e = parse(br#"{"version":"4","status":"firing","alerts":[],"truncatedAlerts":-1}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("truncatedAlerts"), "{e}");
     }
 }

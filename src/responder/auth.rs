@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use base64::Engine as _;
-use subtle::ConstantTimeEq;
+use subtle::{Choice, ConstantTimeEq};
 
 use crate::config::WebhookAuth;
 
@@ -105,18 +105,31 @@ impl Authenticator {
             return false;
         };
         if let (Some(expected), Some(token)) = (&self.bearer, strip_scheme(header, b"bearer"))
-            && bool::from(token.ct_eq(expected))
+            && secret_matches(token, expected)
         {
             return true;
         }
         if let (Some(expected), Some(encoded)) = (&self.basic, strip_scheme(header, b"basic"))
             && let Ok(pair) = base64::engine::general_purpose::STANDARD.decode(encoded)
-            && bool::from(pair.as_slice().ct_eq(expected))
+            && secret_matches(&pair, expected)
         {
             return true;
         }
         false
     }
+}
+
+/// Whether `given` equals the secret `expected`, in time that depends only on the secret's
+/// length. `subtle`'s slice `ct_eq` returns at once when the lengths differ, which tells a
+/// caller the secret's length; here every byte of the secret is always compared (against 0
+/// past the end of `given`) and the length check is folded in as one more constant-time bit.
+fn secret_matches(given: &[u8], expected: &[u8]) -> bool {
+    let mut equal: Choice = (given.len() as u64).ct_eq(&(expected.len() as u64));
+    for (i, secret_byte) in expected.iter().enumerate() {
+        let byte = given.get(i).copied().unwrap_or(0);
+        equal &= byte.ct_eq(secret_byte);
+    }
+    bool::from(equal)
 }
 
 /// The credentials after `scheme ` (the scheme is case-insensitive, per RFC 9110).
@@ -165,6 +178,64 @@ mod tests {
         assert!(!a.allows(Some(b"Basic !!!")));
         let only_bearer = auth(dir.path(), Some("s3cret"), None);
         assert!(!only_bearer.allows(Some(format!("Basic {good}").as_bytes())));
+    }
+
+    #[test]
+    fn secret_matches_only_the_exact_secret() {
+        let secret = b"s3cret-token";
+        assert!(secret_matches(secret, secret));
+        // Every proper prefix, every extension and every single-byte change is refused.
+        for len in 0..secret.len() {
+            assert!(!secret_matches(&secret[..len], secret), "prefix of {len}");
+        }
+        assert!(!secret_matches(b"s3cret-token\0", secret));
+        assert!(!secret_matches(b"s3cret-tokenX", secret));
+        for i in 0..secret.len() {
+            let mut wrong = secret.to_vec();
+            wrong[i] ^= 0x01;
+            assert!(!secret_matches(&wrong, secret), "byte {i} changed");
+        }
+        // A guess padded with the zeros compared past its end is still refused.
+        assert!(!secret_matches(b"", b"\0"));
+        assert!(!secret_matches(b"\0", b""));
+        assert!(secret_matches(b"", b""));
+    }
+
+    /// The comparison is constant-time by construction, which no timing test can show
+    /// reliably: so this reads the code. Outside the tests, the secrets (`expected`) are only
+    /// ever compared by `secret_matches`, which uses `subtle`'s `ct_eq` and never `==`.
+    #[test]
+    fn credential_comparison_is_constant_time_in_code() {
+        let source = include_str!("auth.rs");
+        let code = source
+            .split("#[cfg(test)]")
+            .next()
+            .expect("the file has code before its tests");
+        let body = code
+            .split("fn secret_matches(")
+            .nth(1)
+            .and_then(|rest| rest.split("\n}\n").next())
+            .expect("secret_matches is defined");
+        assert!(body.contains(".ct_eq("), "secret_matches must use subtle");
+        for forbidden in ["==", "!=", ".eq(", "starts_with", "cmp("] {
+            assert!(
+                !body.contains(forbidden),
+                "secret_matches uses {forbidden}: a short-circuiting comparison"
+            );
+        }
+        for line in code.lines().filter(|l| l.contains("expected")) {
+            for forbidden in ["==", "!=", ".eq(", "starts_with", "cmp("] {
+                assert!(
+                    !line.contains(forbidden),
+                    "a secret is compared with {forbidden}: {line}"
+                );
+            }
+        }
+        assert_eq!(
+            code.matches("secret_matches(").count(),
+            3,
+            "the bearer token and the basic pair both go through secret_matches"
+        );
     }
 
     #[test]

@@ -202,7 +202,13 @@ impl Webhook {
                 .webhook_alert(alert.status.as_str(), routed);
             if !routed {
                 unrouted += 1;
-                tracing::info!(alertname = alert.name(), fingerprint = %alert.fingerprint, "alert matches no route; ignored");
+                // Label values are arbitrary text: `&str` fields are written escaped (Debug), so
+                // a control character cannot forge a log line; `%` would write it raw.
+                tracing::info!(
+                    alertname = alert.name(),
+                    fingerprint = alert.fingerprint.as_str(),
+                    "alert matches no route; ignored"
+                );
                 continue;
             }
             for managed in &self.engine.config().clusters {
@@ -235,6 +241,14 @@ impl Webhook {
                 }
             }
         }
+        if notification.truncated_alerts > 0 {
+            // The alerts left out are not seen here; Alertmanager sends them again with the
+            // group's next notification if they still fire.
+            tracing::info!(
+                truncated = notification.truncated_alerts,
+                "Alertmanager truncated the notification (max_alerts)"
+            );
+        }
         let mut recorded = Vec::new();
         for (key, observations) in &per_cluster {
             let cached = objects.get(key).and_then(Option::as_deref);
@@ -250,6 +264,7 @@ impl Webhook {
             "status": "recorded",
             "alerts": notification.alerts.len(),
             "unrouted": unrouted,
+            "truncatedAlerts": notification.truncated_alerts,
             "clusters": per_cluster.keys().map(ToString::to_string).collect::<Vec<_>>(),
             "changed": recorded,
         }))
@@ -393,7 +408,9 @@ pub fn protected_of(
 }
 
 fn bad_request(message: String) -> Response {
-    tracing::info!(%message, "webhook request refused");
+    // The message can quote the body (serde names the unexpected value): log it escaped, in
+    // a field not called `message` (that one is written raw).
+    tracing::info!(reason = message.as_str(), "webhook request refused");
     (
         StatusCode::BAD_REQUEST,
         axum::Json(json!({"error": message})),

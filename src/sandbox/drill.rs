@@ -32,12 +32,16 @@ const STEP_DEADLINE: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(100);
 
 /// What the drill exercises.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DrillOptions {
     /// The failover strategy of the cluster.
     pub strategy: Strategy,
     /// Break the secondary too, so the failover goes to the PVC buffer.
     pub break_secondary: bool,
+    /// The sandbox's S3 keys; `None` makes random ones.
+    pub credentials: Option<crate::s3client::StaticCredentials>,
+    /// The webhook's bearer token; `None` makes a random one.
+    pub webhook_token: Option<String>,
 }
 
 /// Why the drill failed.
@@ -179,13 +183,20 @@ fn payload(status: &str, starts_at: jiff::Timestamp) -> Value {
 /// [`DrillError::Missed`] naming the first step that did not happen.
 pub async fn run(options: DrillOptions) -> Result<Vec<Mark>, DrillError> {
     let operator_clock = ManualClock::new(jiff::Timestamp::now());
-    let world = World::start(WorldOptions {
+    let world_options = WorldOptions {
         clock: Arc::new(operator_clock.clone()),
         operator_interval: Some(Duration::from_millis(200)),
         history: 2,
         retention: 10,
-    })
-    .await
+    };
+    let world = match options.credentials.clone() {
+        Some(credentials) => {
+            // Says which keys are in use without saying the keys.
+            tracing::info!("drill: S3 keys given by the caller");
+            World::start_with_credentials(world_options, credentials).await
+        }
+        None => World::start(world_options).await,
+    }
     .map_err(setup)?;
     let result = drive(&world, &operator_clock, options).await;
     world.shutdown().await;
@@ -197,7 +208,13 @@ async fn drive(
     operator_clock: &ManualClock,
     options: DrillOptions,
 ) -> Result<Vec<Mark>, DrillError> {
-    let token = uuid::Uuid::new_v4().simple().to_string();
+    let token = match options.webhook_token.clone() {
+        Some(token) => {
+            tracing::info!("drill: webhook token given by the caller");
+            token
+        }
+        None => uuid::Uuid::new_v4().simple().to_string(),
+    };
     let token_path = world.dir().join("drill-webhook-token");
     std::fs::write(&token_path, &token).map_err(setup)?;
     let mut config = world

@@ -107,11 +107,8 @@ pub struct World {
 }
 
 impl World {
-    /// Starts everything and seeds the sample cluster.
+    /// Starts everything with random S3 keys and seeds the sample cluster.
     pub async fn start(options: WorldOptions) -> Result<Self, WorldError> {
-        let dir = tempfile::Builder::new()
-            .prefix("backstop-sandbox-")
-            .tempdir()?;
         let credentials = StaticCredentials {
             access_key_id: format!(
                 "SANDBOX{}",
@@ -120,6 +117,18 @@ impl World {
             .to_uppercase(),
             secret_access_key: uuid::Uuid::new_v4().simple().to_string(),
         };
+        Self::start_with_credentials(options, credentials).await
+    }
+
+    /// Like [`World::start`], with S3 keys chosen by the caller (a test that must know them,
+    /// say to check they never reach a log).
+    pub async fn start_with_credentials(
+        options: WorldOptions,
+        credentials: StaticCredentials,
+    ) -> Result<Self, WorldError> {
+        let dir = tempfile::Builder::new()
+            .prefix("backstop-sandbox-")
+            .tempdir()?;
         let s3_root = dir.path().join("s3");
         std::fs::create_dir_all(&s3_root)?;
         let s3 = s3::start(S3Config {

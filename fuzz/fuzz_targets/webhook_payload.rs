@@ -1,0 +1,12 @@
+//! `cargo fuzz run webhook_payload`: the invariants are in `fuzz/checks.rs`, shared with
+//! `tests/fuzz_corpus.rs`, which replays the kept corpus under `cargo test`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../checks.rs"]
+mod checks;
+
+fuzz_target!(|data: &[u8]| {
+    checks::webhook_payload(data);
+});
