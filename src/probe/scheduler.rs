@@ -26,7 +26,7 @@ use crate::probe::cycle::{
 use crate::probe::discovery::desired_targets;
 use crate::probe::metrics::ProbeMetrics;
 use crate::probe::target::{CredentialSource, Target};
-use crate::s3client::{self, StaticCredentials, Timeouts};
+use crate::s3client::{self, Timeouts};
 use crate::s3tls::{self, Trust};
 use crate::watch::collector::SharedIndex;
 
@@ -149,7 +149,6 @@ async fn run_target(
     cancel: CancellationToken,
 ) {
     let mut state = TargetState::default();
-    let mut clients = Clients::default();
     let options = CycleOptions::from(&probe);
     let timeouts = Timeouts {
         connect: probe.timeout.get(),
@@ -167,69 +166,20 @@ async fn run_target(
             return;
         };
         let result = tokio::select! {
-            result = probe_with(&target, &client, &options, timeouts, &mut state, &mut clients) => result,
+            result = probe_once(&target, &client, &options, timeouts, &mut state) => result,
             () = cancel.cancelled() => return,
         };
         metrics.record(&target, &result);
     }
 }
 
-/// The SDK clients of one target, kept from cycle to cycle while the credentials and TLS
-/// trust they were built with stay the same: building a client and opening its first
-/// connection cost more CPU than the probe's requests themselves.
-#[derive(Default)]
-pub struct Clients {
-    built_for: Option<(Option<StaticCredentials>, Trust)>,
-    s3: Option<aws_sdk_s3::Client>,
-    sts: Option<aws_sdk_sts::Client>,
-}
-
-impl Clients {
-    /// Forgets the clients unless they were built for `credentials` and `trust`.
-    fn keep_if_built_for(&mut self, credentials: &Option<StaticCredentials>, trust: &Trust) {
-        let same = self
-            .built_for
-            .as_ref()
-            .is_some_and(|(c, t)| c == credentials && t == trust);
-        if !same {
-            *self = Self {
-                built_for: Some((credentials.clone(), trust.clone())),
-                s3: None,
-                sts: None,
-            };
-        }
-    }
-}
-
-/// One cycle with the credentials the backup Job would use right now, on fresh clients
-/// (a verification "just now" shares no connection with earlier probes).
+/// One cycle with the credentials the backup Job would use right now.
 pub async fn probe_once(
     target: &Target,
     client: &kube::Client,
     options: &CycleOptions,
     timeouts: Timeouts,
     state: &mut TargetState,
-) -> CycleResult {
-    probe_with(
-        target,
-        client,
-        options,
-        timeouts,
-        state,
-        &mut Clients::default(),
-    )
-    .await
-}
-
-/// Like [`probe_once`], reusing `clients` when the credentials and trust read now are the
-/// ones they were built with (the scheduler's routine cycles).
-pub async fn probe_with(
-    target: &Target,
-    client: &kube::Client,
-    options: &CycleOptions,
-    timeouts: Timeouts,
-    state: &mut TargetState,
-    clients: &mut Clients,
 ) -> CycleResult {
     let endpoint = target.endpoint();
     let credentials = match &target.key.credentials {
@@ -266,42 +216,26 @@ pub async fn probe_with(
         }
         CredentialSource::Ambient => None,
     };
-    let trust = match trust_of(target, client).await {
-        Ok(trust) => trust,
+    let http = match trust_of(target, client).await {
+        Ok(trust) => match s3tls::http_client(&trust, timeouts.connect) {
+            Ok(http) => http,
+            Err(e) => return unavailable(target, ErrorClass::Tls, e.to_string()),
+        },
         Err(message) => return unavailable(target, ErrorClass::Tls, message),
     };
-    clients.keep_if_built_for(&credentials, &trust);
-    let s3 = match &clients.s3 {
-        Some(s3) => s3.clone(),
-        None => {
-            let http = match s3tls::http_client(&trust, timeouts.connect) {
-                Ok(http) => http,
-                Err(e) => return unavailable(target, ErrorClass::Tls, e.to_string()),
-            };
-            let s3 = s3client::client_with(&endpoint, credentials.as_ref(), timeouts, http).await;
-            clients.s3 = Some(s3.clone());
-            s3
-        }
-    };
+    let s3 = s3client::client_with(&endpoint, credentials.as_ref(), timeouts, http).await;
     let mut result = run_cycle(&s3, target, options, state).await;
     // STS answers for AWS; an S3-compatible store gets it only with an STS endpoint of its
     // own, since most have none.
     let sts_endpoint = options.sts_endpoint_url.as_deref();
     if options.sts && (target.endpoint_url().is_none() || sts_endpoint.is_some()) {
-        let sts = match &clients.sts {
-            Some(sts) => sts.clone(),
-            None => {
-                let sts = s3client::sts_client(
-                    target.region(),
-                    sts_endpoint,
-                    credentials.as_ref(),
-                    timeouts,
-                )
-                .await;
-                clients.sts = Some(sts.clone());
-                sts
-            }
-        };
+        let sts = s3client::sts_client(
+            target.region(),
+            sts_endpoint,
+            credentials.as_ref(),
+            timeouts,
+        )
+        .await;
         result.operations.push(
             measure_call(
                 Operation::GetCallerIdentity,
