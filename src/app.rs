@@ -167,7 +167,12 @@ impl App {
 
         let grace = self.config.server.shutdown_timeout.get();
         let served = match self.tls {
-            None => server::serve(self.listener, router, shutdown, grace).await,
+            None => {
+                // Headers get the same bound as a whole request: a client that cannot send
+                // them in that time is not one to wait for.
+                let headers = self.config.server.request_timeout.get();
+                server::serve(self.listener, router, shutdown, grace, headers).await
+            }
             Some(tls) => server::serve_tls(self.listener, router, tls, shutdown, grace).await,
         };
         self.background.cancel();

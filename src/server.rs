@@ -69,25 +69,26 @@ pub fn router(state: AppState, settings: &ServerConfig) -> Router {
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets in-flight requests
-/// finish for at most `grace`.
+/// finish for at most `grace`. A connection whose request headers take longer than
+/// `header_timeout` is closed.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
     grace: Duration,
+    header_timeout: Duration,
 ) -> Result<(), ServerError> {
-    let server = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
+    // The accept loop stops at `stop` and then drains; the drain is bounded here.
+    let stop = CancellationToken::new();
+    let server = crate::https::serve_plain(listener, router, header_timeout, stop.clone());
     tokio::pin!(server);
     tokio::select! {
-        result = &mut server => return result.map_err(ServerError::from),
-        () = shutdown.cancelled() => {}
+        () = &mut server => return Ok(()),
+        () = shutdown.cancelled() => stop.cancel(),
     }
-    match tokio::time::timeout(grace, &mut server).await {
-        Ok(result) => result.map_err(ServerError::from),
-        Err(_) => Err(ServerError::ShutdownTimedOut(grace)),
-    }
+    tokio::time::timeout(grace, server)
+        .await
+        .map_err(|_| ServerError::ShutdownTimedOut(grace))
 }
 
 /// Like [`serve`], over TLS.

@@ -296,6 +296,51 @@ async fn slow_bodies_get_408_and_do_not_block_others() {
 }
 
 #[tokio::test]
+async fn slow_headers_are_cut_off_and_do_not_block_others() {
+    let r = start(small_limits).await;
+    let before = snapshot(&r).await;
+    // Slowloris: half a request head, then a header line now and then, never the blank
+    // line that ends the head. Only a deadline on the headers ends it.
+    let stream = TcpStream::connect(addr(&r)).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    writer
+        .write_all(b"POST /alertmanager HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let drip = tokio::spawn(async move {
+        for i in 0..10_000 {
+            if writer
+                .write_all(format!("X-Slow-{i}: a\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    // While it drips, everything else is served.
+    assert_eq!(get_status(&r, "/healthz").await, 200);
+    let mut buffer = Vec::new();
+    tokio::time::timeout(GUARD, async {
+        let mut chunk = [0u8; 1024];
+        while let Ok(n) = reader.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("the server never closed a connection whose headers never ended");
+    drip.abort();
+    // hyper closes such a connection; whatever it sends first, it is never a success.
+    let text = String::from_utf8_lossy(&buffer);
+    assert!(!text.starts_with("HTTP/1.1 2"), "{text}");
+    assert_healthy_and_unchanged(r, before).await;
+}
+
+#[tokio::test]
 async fn wrong_content_types_get_400_naming_the_problem() {
     let r = start(|_| {}).await;
     let before = snapshot(&r).await;
