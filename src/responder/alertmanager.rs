@@ -125,10 +125,17 @@ pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
     if nested_deeper_than(body, MAX_DEPTH) {
         return Err(PayloadError::TooDeep(MAX_DEPTH));
     }
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let notification: Notification = match serde_path_to_error::deserialize(&mut deserializer) {
+    // The plain parse is the hot path (every repeat notification); the path-tracking one
+    // runs again only to name where a bad payload went wrong.
+    let notification: Notification = match serde_json::from_slice(body) {
         Ok(n) => n,
-        Err(e) => {
+        Err(_) => {
+            let mut deserializer = serde_json::Deserializer::from_slice(body);
+            let e = match serde_path_to_error::deserialize::<_, Notification>(&mut deserializer) {
+                Err(e) => e,
+                // Cannot happen (the same input just failed); treat it as the first error.
+                Ok(n) => return validate(n),
+            };
             // A payload of another version fails for that reason first: say so, rather than
             // naming the first field that differs.
             if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
@@ -147,6 +154,11 @@ pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
             )));
         }
     };
+    validate(notification)
+}
+
+/// The checks a payload that parsed must still pass.
+fn validate(notification: Notification) -> Result<Notification, PayloadError> {
     if notification.version != SUPPORTED_VERSION {
         return Err(PayloadError::Version(notification.version));
     }
