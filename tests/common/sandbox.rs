@@ -55,7 +55,19 @@ pub async fn start_with_deployed_rbac(
     let world = World::start(options).await.unwrap();
     // The rendered base includes the `backstop` Namespace.
     let objects = super::deploy::kustomize(&super::deploy::deploy_dir(""));
-    super::deploy::apply(&world.kube, &objects);
+    start_as_service_account(world, &objects, clock, tune).await
+}
+
+/// Like [`start_in`], with Backstop running as the `backstop` ServiceAccount under the RBAC of
+/// `objects` (rendered manifests, perhaps edited: tests/least_privilege.rs removes one
+/// permission at a time). `objects` must include the `backstop` Namespace.
+pub async fn start_as_service_account(
+    world: World,
+    objects: &[serde_json::Value],
+    clock: Arc<dyn Clock>,
+    tune: impl FnOnce(&mut Config),
+) -> Running {
+    super::deploy::apply(&world.kube, objects);
     let token = world.kube.service_account_token("backstop", "backstop");
     let client = world.kube.client_for(&token).await.unwrap();
     serve(world, client, clock, tune).await

@@ -96,6 +96,24 @@ pub struct RecordedRequest {
     pub body: Option<Value>,
 }
 
+/// A request RBAC refused, for tests that prove a permission is needed: the 403 shows the
+/// client really made the request the permission covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// Who asked (`system:serviceaccount:NS:NAME` for ServiceAccounts).
+    pub user: String,
+    /// The RBAC verb.
+    pub verb: String,
+    /// API group (`""` for core).
+    pub group: String,
+    /// Resource, with `/subresource` when there is one.
+    pub resource: String,
+    /// Namespace; `None` for cluster-wide requests.
+    pub namespace: Option<String>,
+    /// Object name, for single-object verbs.
+    pub name: Option<String>,
+}
+
 /// The shared state behind the HTTP handler.
 pub struct Sim {
     registry: Registry,
@@ -105,6 +123,7 @@ pub struct Sim {
     bookmark_interval: Duration,
     tokens: Mutex<HashMap<String, User>>,
     requests: Mutex<Vec<RecordedRequest>>,
+    denials: Mutex<Vec<Denial>>,
 }
 
 /// The most requests kept for assertions.
@@ -138,6 +157,7 @@ impl KubeSim {
             bookmark_interval: options.bookmark_interval,
             tokens: Mutex::new(HashMap::new()),
             requests: Mutex::new(Vec::new()),
+            denials: Mutex::new(Vec::new()),
         });
         let admin_token = uuid::Uuid::new_v4().simple().to_string();
         sim.lock_tokens().insert(
@@ -343,6 +363,15 @@ impl KubeSim {
             .clone()
     }
 
+    /// Every request RBAC refused so far, oldest first (up to the last 10,000).
+    pub fn denials(&self) -> Vec<Denial> {
+        self.sim
+            .denials
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Stops the server: open watches end first so the graceful shutdown can complete.
     pub async fn shutdown(mut self) {
         self.close_watches();
@@ -379,6 +408,21 @@ impl Sim {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
             body: serde_json::from_slice(body).ok(),
+        });
+    }
+
+    fn record_denial(&self, user: &User, attrs: &Attributes<'_>) {
+        let mut log = self.denials.lock().unwrap_or_else(PoisonError::into_inner);
+        if log.len() >= REQUEST_LOG_LIMIT {
+            log.remove(0);
+        }
+        log.push(Denial {
+            user: user.name.clone(),
+            verb: attrs.verb.to_owned(),
+            group: attrs.group.to_owned(),
+            resource: attrs.resource.clone(),
+            namespace: attrs.namespace.map(str::to_owned),
+            name: attrs.name.map(str::to_owned),
         });
     }
 }
@@ -466,6 +510,7 @@ async fn serve(
         name: target.name.as_deref(),
     };
     if !rbac::allowed(&sim.store, &user, &attrs) {
+        sim.record_denial(&user, &attrs);
         return Err(ApiError::forbidden(
             &user.name,
             verb,
