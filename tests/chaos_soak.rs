@@ -268,3 +268,70 @@ async fn killed_at_every_step_boundary_converges() {
     assert_eq!(s.report.crashes, 2 * POINTS.len() as u64);
     s.stop().await;
 }
+
+/// Regression (seed 0x5EED_2026_1124, episode 1): the hold-down counted reconciles, not probe
+/// intervals, so repeated notifications and watch events (each one a reconcile) switched
+/// back after checks seconds apart. The first episodes of that seed, which reverted after two
+/// checks 20 s apart (and, in episode 4, two at the same instant).
+#[tokio::test]
+async fn regression_seed_5eed20261124_hold_down_spacing() {
+    soak_and_check(CI_SEED, 150).await;
+}
+
+/// The hold-down's checks are a probe interval apart however often the cluster is
+/// reconciled, and a replica that leads again starts it over.
+#[tokio::test]
+async fn hold_down_counts_probe_intervals_not_reconciles() {
+    let mut s = Soak::start(0).await;
+    s.set_s3(true, S3State::Unavailable).await;
+    let firing = Notification {
+        fingerprint: "hold-down".into(),
+        starts_at: s.now(),
+        status: AlertStatus::Firing,
+    };
+    assert!(s.deliver(&firing).await);
+    s.reconcile().await;
+    s.reconcile().await;
+    assert!(s.journal().await.unwrap().cover_backup.is_some());
+    s.set_s3(true, S3State::Healthy).await;
+    assert!(
+        s.deliver(&Notification {
+            status: AlertStatus::Resolved,
+            ..firing
+        })
+        .await
+    );
+    s.advance(soak::COOLDOWN);
+    // A storm of triggers at one instant: one check, no revert.
+    for _ in 0..5 {
+        s.reconcile().await;
+    }
+    assert_eq!(s.journal().await.unwrap().phase, Phase::FailedOver);
+    // Leadership moves to the other replica (which saw the primary fail) and back: the
+    // first replica's pass from its earlier term no longer counts.
+    s.change_leader();
+    s.set_s3(true, S3State::Unavailable).await;
+    s.advance(PROBE_INTERVAL);
+    s.reconcile().await;
+    s.set_s3(true, S3State::Healthy).await;
+    s.change_leader();
+    s.advance(PROBE_INTERVAL);
+    s.reconcile().await;
+    assert_eq!(
+        s.journal().await.unwrap().phase,
+        Phase::FailedOver,
+        "one pass in this term is not a hold-down"
+    );
+    s.advance(PROBE_INTERVAL - std::time::Duration::from_secs(1));
+    s.reconcile().await;
+    assert_eq!(s.journal().await.unwrap().phase, Phase::FailedOver);
+    s.advance(std::time::Duration::from_secs(1));
+    s.reconcile().await;
+    assert_eq!(s.journal().await.unwrap().phase, Phase::Verifying);
+    assert!(
+        s.report.violations.is_empty(),
+        "{}",
+        s.report.violations.join("\n")
+    );
+    s.stop().await;
+}

@@ -527,7 +527,7 @@ impl Soak {
     /// observations, as the controller makes it do.
     pub fn change_leader(&mut self) {
         self.leader = 1 - self.leader;
-        // LEADERSHIP_HOOK
+        self.replicas[self.leader].engine.leadership_gained();
         self.report.leader_changes += 1;
     }
 
