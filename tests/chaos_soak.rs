@@ -335,3 +335,19 @@ async fn hold_down_counts_probe_intervals_not_reconciles() {
     );
     s.stop().await;
 }
+
+/// Whole-process episodes: notifications over HTTP to the real webhook, the watch-driven
+/// controller with its watches dropped and expired (410), API faults, and restarts.
+#[tokio::test]
+async fn full_app_episodes() {
+    let episodes = env("BACKSTOP_SOAK_APP_EPISODES").unwrap_or(3) as u32;
+    let report = soak::app_episodes(CI_SEED, episodes).await;
+    println!("{}", report.render());
+    assert!(
+        report.violations.is_empty(),
+        "invariants violated:\n{}",
+        report.render()
+    );
+    assert_eq!(report.failovers, u64::from(episodes));
+    assert_eq!(report.reverts, u64::from(episodes));
+}

@@ -1139,3 +1139,250 @@ async fn storm(
         }
     }
 }
+
+/// A running Backstop process (the whole App: HTTP webhook, watch-fed cache, controller).
+struct AppProcess {
+    base: String,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), backstop::Error>>,
+}
+
+async fn start_app(world: &World, config: &Config) -> AppProcess {
+    let app = backstop::app::App::bind_with(
+        config.clone(),
+        Some(world.client.clone()),
+        Arc::new(backstop::clock::SystemClock),
+    )
+    .await
+    .expect("Backstop starts");
+    let base = format!("http://{}", app.local_addr().expect("bound"));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(app.serve(shutdown.clone()));
+    AppProcess {
+        base,
+        shutdown,
+        task,
+    }
+}
+
+impl AppProcess {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task
+            .await
+            .expect("Backstop's task")
+            .expect("Backstop stops cleanly");
+    }
+}
+
+/// How long a full-App episode may take to reach a state before it counts as lost.
+const APP_DEADLINE: Duration = Duration::from_secs(60);
+
+fn payload(status: AlertStatus, episode: u32) -> Value {
+    let name = match status {
+        AlertStatus::Firing => "webhook-firing.json",
+        AlertStatus::Resolved => "webhook-resolved.json",
+    };
+    let text = std::fs::read_to_string(format!("../shared/fixtures/alertmanager/{name}"))
+        .expect("Alertmanager fixture");
+    let mut body: Value = serde_json::from_str(&text).expect("fixture JSON");
+    body["alerts"][0]["fingerprint"] = "app-episodes".into();
+    body["alerts"][0]["startsAt"] = format!("2026-11-24T{:02}:00:00Z", episode % 24).into();
+    body
+}
+
+/// Posts like Alertmanager: retried until 200 (it retries 5xx), within the deadline.
+async fn post(app: &AppProcess, body: &Value, report: &mut Report) {
+    let deadline = tokio::time::Instant::now() + APP_DEADLINE;
+    loop {
+        report.note("http_posted");
+        let answer = reqwest::Client::new()
+            .post(format!("{}/alertmanager", app.base))
+            .bearer_auth("soak")
+            .json(body)
+            .send()
+            .await;
+        match answer {
+            Ok(a) if a.status().as_u16() == 200 => return,
+            Ok(a) => assert!(
+                a.status().is_server_error(),
+                "Alertmanager never retries {}",
+                a.status()
+            ),
+            Err(_) => {}
+        }
+        report.note("http_retried");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the webhook never recorded the notification"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Full-App episodes: Backstop as a process, notifications over HTTP, its watches dropped
+/// and expired (410 on resume), API faults under its controller, and restarts (graceful
+/// stops at random moments, then a fresh process). Each episode must fail over once and
+/// restore the original spec exactly.
+pub async fn app_episodes(seed: u64, episodes: u32) -> Report {
+    let mut rng = Rng::new(seed);
+    let clock = ManualClock::new("2026-11-24T12:00:30Z".parse().expect("start time"));
+    let world = World::start(world_options(&clock))
+        .await
+        .expect("sandbox world");
+    let mut config = soak_config(&world);
+    config.probe.interval = HumanDuration(Duration::from_millis(300));
+    config.probe.timeout = HumanDuration(PROBE_TIMEOUT);
+    config.responder.rate_limits.per_cluster_cooldown = HumanDuration(Duration::ZERO);
+    config.responder.revert.test_backup_timeout = HumanDuration(Duration::from_secs(60));
+    let mut report = Report {
+        seed,
+        ..Report::default()
+    };
+    let mut changes = world.kube.changes();
+    let api = cluster_api(&world.client, world::NAMESPACE);
+    let original = api.get(world::CLUSTER).await.expect("cluster").data["spec"]["backup"].clone();
+    let mut app = start_app(&world, &config).await;
+    for episode in 1..=episodes {
+        report.outages += 1;
+        let mut runs = BTreeSet::new();
+        // Changes from the previous episode's tail (its final journal) are not this one's.
+        while changes.try_recv().is_ok() {}
+        let state = *rng.pick(&BROKEN);
+        report.fault(&format!("primary_{}", state.name()));
+        let mut ids = Vec::new();
+        for rule in state.rules(s3::PRIMARY_REGION) {
+            ids.push(world.s3.faults().set(rule).await.expect("S3 rule"));
+        }
+        for _ in 0..rng.range(1, 3) {
+            post(&app, &payload(AlertStatus::Firing, episode), &mut report).await;
+        }
+        app = app_chaos(&world, &config, app, &mut rng, &mut report).await;
+        wait_journal(&world, &mut changes, &mut runs, &mut report, |j| {
+            j.is_some_and(|j| j.phase == Phase::FailedOver && j.cover_backup.is_some())
+        })
+        .await;
+        for id in ids {
+            world.s3.faults().clear(id).await.expect("clear S3 rule");
+        }
+        for _ in 0..rng.range(1, 3) {
+            post(&app, &payload(AlertStatus::Resolved, episode), &mut report).await;
+        }
+        if rng.chance(50) {
+            // A firing repeat that lost the race with its resolved.
+            report.note("http_late_firing");
+            post(&app, &payload(AlertStatus::Firing, episode), &mut report).await;
+        }
+        app = app_chaos(&world, &config, app, &mut rng, &mut report).await;
+        wait_journal(&world, &mut changes, &mut runs, &mut report, |j| {
+            j.is_some_and(|j| matches!(j.phase, Phase::Reverted | Phase::VerificationFailed))
+        })
+        .await;
+        report.reverts += 1;
+        world.kube.faults().clear();
+        let spec = api.get(world::CLUSTER).await.expect("cluster").data["spec"]["backup"].clone();
+        if spec != original {
+            report
+                .violations
+                .push(format!("app episode {episode}: spec.backup is not the original"));
+        }
+        if runs.len() != 1 {
+            report.violations.push(format!(
+                "app episode {episode}: {} failover runs: {runs:?}",
+                runs.len()
+            ));
+        }
+        report.failovers += runs.len() as u64;
+    }
+    app.stop().await;
+    world.shutdown().await;
+    report
+}
+
+/// A few random disruptions of a running Backstop; returns the process now running.
+async fn app_chaos(
+    world: &World,
+    config: &Config,
+    mut app: AppProcess,
+    rng: &mut Rng,
+    report: &mut Report,
+) -> AppProcess {
+    for _ in 0..rng.range(2, 5) {
+        report.events += 1;
+        match rng.below(5) {
+            0 => {
+                report.fault("kube_watches_dropped");
+                world.kube.close_watches();
+            }
+            1 => {
+                // etcd compaction: every watch resuming from its last resourceVersion gets
+                // 410 Gone and must list again.
+                report.fault("kube_410_gone");
+                world.kube.compact();
+                world.kube.close_watches();
+            }
+            2 => {
+                let (verb, fault, kind) = rng.pick(&[
+                    ("update", ApiFault::InternalError, "kube_500"),
+                    ("update", ApiFault::Conflict, "kube_409"),
+                    ("patch", ApiFault::Conflict, "kube_409"),
+                    ("list", ApiFault::InternalError, "kube_500"),
+                    ("create", ApiFault::TooManyRequests(0), "kube_429"),
+                ]).clone();
+                report.fault(kind);
+                world.kube.faults().inject(FaultRule {
+                    verb: Some(verb.to_owned()),
+                    resource: Some("perconaxtradbclusters".to_owned()),
+                    remaining: 1,
+                    fault,
+                });
+            }
+            3 => {
+                report.crashes += 1;
+                app.stop().await;
+                app = start_app(world, config).await;
+            }
+            _ => {
+                // Let it run a little before the next disruption.
+                let _ = world.operator.step().await;
+                tokio::time::sleep(Duration::from_millis(rng.range(10, 200))).await;
+            }
+        }
+    }
+    app
+}
+
+/// Steps the operator and polls the cluster until `done` holds for its journal, noting the
+/// failover run ids written meanwhile.
+async fn wait_journal(
+    world: &World,
+    changes: &mut broadcast::Receiver<Arc<Change>>,
+    runs: &mut BTreeSet<String>,
+    report: &mut Report,
+    done: impl Fn(Option<&Journal>) -> bool,
+) {
+    let api = cluster_api(&world.client, world::NAMESPACE);
+    let deadline = tokio::time::Instant::now() + APP_DEADLINE;
+    loop {
+        report.events += 1;
+        while let Ok(change) = changes.try_recv() {
+            if change.key.resource.ends_with("perconaxtradbclusters")
+                && let Ok(Some(j)) = journal_of(&change.object)
+                && j.phase == Phase::FailedOver
+            {
+                runs.insert(j.run_id);
+            }
+        }
+        let _ = world.operator.step().await;
+        if let Ok(object) = api.get(world::CLUSTER).await
+            && done(read_journal(&object).ok().flatten().as_ref())
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a full-App episode never converged (lost intent?)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
