@@ -134,24 +134,42 @@ async fn cycle(s: &mut Soak, episode: u32, crash_at: &[Point]) -> Vec<Point> {
         s.inject("update", Some(CLUSTERS), ApiFault::Hang, 1);
         step_cut_short(s).await;
         assert!(
-            s.journal().await.is_none_or(|j| j.phase != Phase::FailedOver),
+            s.journal()
+                .await
+                .is_none_or(|j| j.phase != Phase::FailedOver),
             "the hung write must not have happened"
         );
         kill(s, &mut killed, Point::AfterVerification);
     }
     if at(Point::AfterFailoverWrite) {
-        s.inject("update", Some(CLUSTERS), ApiFault::AfterCommit(Box::new(ApiFault::InternalError)), 1);
+        s.inject(
+            "update",
+            Some(CLUSTERS),
+            ApiFault::AfterCommit(Box::new(ApiFault::InternalError)),
+            1,
+        );
         step_cut_short(s).await;
         let j = s.journal().await.expect("journal written");
-        assert_eq!((j.phase, j.cover_backup.is_none()), (Phase::FailedOver, true));
+        assert_eq!(
+            (j.phase, j.cover_backup.is_none()),
+            (Phase::FailedOver, true)
+        );
         kill(s, &mut killed, Point::AfterFailoverWrite);
     } else {
         s.reconcile().await;
     }
     if at(Point::AfterCoverCreated) {
-        s.inject("create", Some(BACKUPS), ApiFault::AfterCommit(Box::new(ApiFault::InternalError)), 1);
+        s.inject(
+            "create",
+            Some(BACKUPS),
+            ApiFault::AfterCommit(Box::new(ApiFault::InternalError)),
+            1,
+        );
         step_cut_short(s).await;
-        assert_eq!(soak::run_backups(&s.world, "cover").await.len(), episode as usize);
+        assert_eq!(
+            soak::run_backups(&s.world, "cover").await.len(),
+            episode as usize
+        );
         assert!(s.journal().await.unwrap().cover_backup.is_none());
         kill(s, &mut killed, Point::AfterCoverCreated);
     }
@@ -189,7 +207,12 @@ async fn cycle(s: &mut Soak, episode: u32, crash_at: &[Point]) -> Vec<Point> {
         }
     }
     if at(Point::AfterRestoreWrite) {
-        s.inject("update", Some(CLUSTERS), ApiFault::AfterCommit(Box::new(ApiFault::InternalError)), 1);
+        s.inject(
+            "update",
+            Some(CLUSTERS),
+            ApiFault::AfterCommit(Box::new(ApiFault::InternalError)),
+            1,
+        );
         step_cut_short(s).await;
         assert_eq!(s.journal().await.unwrap().phase, Phase::Verifying);
         kill(s, &mut killed, Point::AfterRestoreWrite);
@@ -202,9 +225,17 @@ async fn cycle(s: &mut Soak, episode: u32, crash_at: &[Point]) -> Vec<Point> {
         "restored after the hold-down"
     );
     if at(Point::AfterTestBackupCreated) {
-        s.inject("create", Some(BACKUPS), ApiFault::AfterCommit(Box::new(ApiFault::InternalError)), 1);
+        s.inject(
+            "create",
+            Some(BACKUPS),
+            ApiFault::AfterCommit(Box::new(ApiFault::InternalError)),
+            1,
+        );
         step_cut_short(s).await;
-        assert_eq!(soak::run_backups(&s.world, "verify").await.len(), episode as usize);
+        assert_eq!(
+            soak::run_backups(&s.world, "verify").await.len(),
+            episode as usize
+        );
         kill(s, &mut killed, Point::AfterTestBackupCreated);
     }
     s.reconcile().await;
@@ -213,7 +244,12 @@ async fn cycle(s: &mut Soak, episode: u32, crash_at: &[Point]) -> Vec<Point> {
         kill(s, &mut killed, Point::AfterTestBackupSucceeded);
     }
     if at(Point::AfterVerdictWrite) {
-        s.inject("update", Some(CLUSTERS), ApiFault::AfterCommit(Box::new(ApiFault::InternalError)), 1);
+        s.inject(
+            "update",
+            Some(CLUSTERS),
+            ApiFault::AfterCommit(Box::new(ApiFault::InternalError)),
+            1,
+        );
         step_cut_short(s).await;
         assert_eq!(s.journal().await.unwrap().phase, Phase::Reverted);
         kill(s, &mut killed, Point::AfterVerdictWrite);
@@ -241,8 +277,16 @@ async fn cycle(s: &mut Soak, episode: u32, crash_at: &[Point]) -> Vec<Point> {
             .and_then(|l| l.get("backstop.percona.com/run"))
             == Some(&j.run_id)
     };
-    assert_eq!(covers.iter().filter(|b| of_run(b)).count(), 1, "one cover backup");
-    assert_eq!(tests.iter().filter(|b| of_run(b)).count(), 1, "one test backup");
+    assert_eq!(
+        covers.iter().filter(|b| of_run(b)).count(),
+        1,
+        "one cover backup"
+    );
+    assert_eq!(
+        tests.iter().filter(|b| of_run(b)).count(),
+        1,
+        "one test backup"
+    );
     assert!(
         s.report.violations.is_empty(),
         "{}",

@@ -418,9 +418,8 @@ impl Soak {
     /// Stops every server.
     pub async fn stop(self) -> Report {
         let mut report = self.report;
-        report.simulated =
-            Duration::try_from(clock_now(&self.clock).duration_since(self.started))
-                .unwrap_or_default();
+        report.simulated = Duration::try_from(clock_now(&self.clock).duration_since(self.started))
+            .unwrap_or_default();
         self.world.shutdown().await;
         report
     }
@@ -571,11 +570,11 @@ impl Soak {
         }
         // Primary checks: every verification starts with a HeadBucket of the primary bucket
         // (nothing else sends one there: routine probing does not run in the soak).
-        let heads = self.world.s3.requests().count(
-            s3::PRIMARY_REGION,
-            world::PRIMARY_BUCKET,
-            "HeadBucket",
-        );
+        let heads =
+            self.world
+                .s3
+                .requests()
+                .count(s3::PRIMARY_REGION, world::PRIMARY_BUCKET, "HeadBucket");
         if heads > self.head_buckets {
             self.checks.push(Check {
                 at: self.now(),
@@ -763,7 +762,8 @@ pub fn new_engine(world: &World, config: &Arc<Config>, clock: &ManualClock) -> A
 /// Runs one reconcile in its own task (a panic is reported, not propagated), abandoning it
 /// after `budget`.
 pub async fn call(engine: Arc<Engine>, key: ClusterKey, budget: Duration) -> Called {
-    let task = tokio::spawn(async move { tokio::time::timeout(budget, engine.reconcile(&key)).await });
+    let task =
+        tokio::spawn(async move { tokio::time::timeout(budget, engine.reconcile(&key)).await });
     match task.await {
         Err(e) => Called::Panicked(e.to_string()),
         Ok(Err(_)) => Called::Abandoned,
@@ -774,11 +774,15 @@ pub async fn call(engine: Arc<Engine>, key: ClusterKey, budget: Duration) -> Cal
 
 /// Backups the playbooks created, by purpose (`cover`, `verify`).
 pub async fn run_backups(world: &World, purpose: &str) -> Vec<PerconaXtraDBClusterBackup> {
-    let api: Api<PerconaXtraDBClusterBackup> = Api::namespaced(world.client.clone(), world::NAMESPACE);
-    api.list(&kube::api::ListParams::default().labels(&format!("backstop.percona.com/purpose={purpose}")))
-        .await
-        .expect("list backups")
-        .items
+    let api: Api<PerconaXtraDBClusterBackup> =
+        Api::namespaced(world.client.clone(), world::NAMESPACE);
+    api.list(
+        &kube::api::ListParams::default()
+            .labels(&format!("backstop.percona.com/purpose={purpose}")),
+    )
+    .await
+    .expect("list backups")
+    .items
 }
 
 /// The soak's schedule: outages one after another, each a storm of random events, then a
@@ -1282,9 +1286,9 @@ pub async fn app_episodes(seed: u64, episodes: u32) -> Report {
         world.kube.faults().clear();
         let spec = api.get(world::CLUSTER).await.expect("cluster").data["spec"]["backup"].clone();
         if spec != original {
-            report
-                .violations
-                .push(format!("app episode {episode}: spec.backup is not the original"));
+            report.violations.push(format!(
+                "app episode {episode}: spec.backup is not the original"
+            ));
         }
         if runs.len() != 1 {
             report.violations.push(format!(
@@ -1322,13 +1326,15 @@ async fn app_chaos(
                 world.kube.close_watches();
             }
             2 => {
-                let (verb, fault, kind) = rng.pick(&[
-                    ("update", ApiFault::InternalError, "kube_500"),
-                    ("update", ApiFault::Conflict, "kube_409"),
-                    ("patch", ApiFault::Conflict, "kube_409"),
-                    ("list", ApiFault::InternalError, "kube_500"),
-                    ("create", ApiFault::TooManyRequests(0), "kube_429"),
-                ]).clone();
+                let (verb, fault, kind) = rng
+                    .pick(&[
+                        ("update", ApiFault::InternalError, "kube_500"),
+                        ("update", ApiFault::Conflict, "kube_409"),
+                        ("patch", ApiFault::Conflict, "kube_409"),
+                        ("list", ApiFault::InternalError, "kube_500"),
+                        ("create", ApiFault::TooManyRequests(0), "kube_429"),
+                    ])
+                    .clone();
                 report.fault(kind);
                 world.kube.faults().inject(FaultRule {
                     verb: Some(verb.to_owned()),
