@@ -822,6 +822,74 @@ async fn injected_faults_reach_the_client_then_clear() {
     sim.shutdown().await;
 }
 
+/// A write can commit and still fail at the client, as when the API server's request timeout
+/// fires after etcd committed: the change is there, the answer is an error (or never comes).
+/// Every change also reaches the audit feed, however the watches fare.
+#[tokio::test]
+async fn writes_can_commit_and_then_fail() {
+    let (sim, client) = sim().await;
+    let mut feed = sim.changes();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    sim.faults().inject(FaultRule {
+        verb: Some("create".into()),
+        resource: Some("configmaps".into()),
+        remaining: 1,
+        fault: ApiFault::AfterCommit(Box::new(ApiFault::InternalError)),
+    });
+    let e = api_error(
+        api.create(&PostParams::default(), &cm("a", json!({"x": "1"})))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, 500);
+    assert_eq!(api.get("a").await.unwrap().data.unwrap()["x"], "1");
+    assert_eq!(
+        feed.try_recv().unwrap().key.name,
+        "a",
+        "the audit feed saw it"
+    );
+
+    // A 504 is what the real timeout answers; a raw request shows it.
+    sim.faults().inject(FaultRule {
+        verb: Some("patch".into()),
+        resource: Some("configmaps".into()),
+        remaining: 1,
+        fault: ApiFault::AfterCommit(Box::new(ApiFault::Timeout)),
+    });
+    let raw = https(&sim)
+        .patch(format!(
+            "{}/api/v1/namespaces/default/configmaps/a",
+            sim.url()
+        ))
+        .bearer_auth(sim.admin_token())
+        .header("content-type", "application/merge-patch+json")
+        .body(r#"{"data":{"x":"2"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 504);
+    assert_eq!(api.get("a").await.unwrap().data.unwrap()["x"], "2");
+
+    sim.faults().inject(FaultRule {
+        verb: Some("patch".into()),
+        resource: Some("configmaps".into()),
+        remaining: 1,
+        fault: ApiFault::AfterCommit(Box::new(ApiFault::Hang)),
+    });
+    let lost = tokio::time::timeout(
+        Duration::from_millis(300),
+        api.patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"x": "3"}})),
+        ),
+    )
+    .await;
+    assert!(lost.is_err(), "the answer never comes");
+    assert_eq!(api.get("a").await.unwrap().data.unwrap()["x"], "3");
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_api_verifier_sees_what_the_client_sent() {
     let (sim, client) = sim().await;

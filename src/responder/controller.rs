@@ -63,6 +63,8 @@ pub fn spawn(
                 }
             }
             engine.metrics().set_leader(true);
+            // Observations from an earlier term are stale: another replica led in between.
+            engine.leadership_gained();
             tracing::info!("leading: running playbooks");
             let term = shutdown.child_token();
             let mut runs = Vec::new();

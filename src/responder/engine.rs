@@ -117,6 +117,14 @@ pub fn decide(wants_failover: bool, journal: Option<&Journal>, cover_wanted: boo
     }
 }
 
+/// One cluster's hold-down: the primary's consecutive passing checks, and when the last one
+/// counted (a check counts only a probe interval after the previous one).
+#[derive(Debug, Clone, Copy)]
+struct HoldDown {
+    passes: u32,
+    last: jiff::Timestamp,
+}
+
 /// Dry-run bookkeeping: what would have been written, kept in memory.
 #[derive(Debug, Default)]
 struct DryRun {
@@ -132,7 +140,7 @@ pub struct Engine {
     metrics: ResponderMetrics,
     clock: Arc<dyn Clock>,
     dry: Mutex<DryRun>,
-    hold_down: Mutex<HashMap<ClusterKey, u32>>,
+    hold_down: Mutex<HashMap<ClusterKey, HoldDown>>,
     notices: Mutex<HashMap<ClusterKey, String>>,
 }
 
@@ -290,6 +298,35 @@ impl Engine {
 
     fn now(&self) -> jiff::Timestamp {
         self.clock.now()
+    }
+
+    /// Forgets what this replica observed before it (re)gained leadership: hold-down passes
+    /// and the last notice per cluster. Another replica led in between and may have seen
+    /// the primary fail, so checks from an earlier term are not consecutive with the next.
+    pub fn leadership_gained(&self) {
+        self.hold_down
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.notices
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// How long until the next hold-down check of `key` may count: checks are one probe
+    /// interval apart, however often the cluster is reconciled (every notification, watch
+    /// event and requeue triggers a reconcile).
+    fn hold_down_wait(&self, key: &ClusterKey) -> Option<Duration> {
+        let hold = self
+            .hold_down
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let last = hold.get(key)?.last;
+        let since = Duration::try_from(self.now().duration_since(last)).unwrap_or(Duration::ZERO);
+        self.probe_interval()
+            .checked_sub(since)
+            .filter(|d| !d.is_zero())
     }
 
     fn probe_interval(&self) -> Duration {
@@ -882,7 +919,15 @@ impl Engine {
             }));
         }
         // The primary must pass `hold_down_probes` consecutive fresh checks, one per probe
-        // interval, before anything is switched back.
+        // interval, before anything is switched back. A reconcile sooner than that (a repeated
+        // notification, a watch event) neither checks nor counts.
+        if let Some(wait) = self.hold_down_wait(key) {
+            return Ok(Written::Done(Outcome {
+                phase: Some(journal.phase),
+                requeue: Some(wait),
+                note: "hold-down: next check of the primary not due yet".into(),
+            }));
+        }
         let backup = backup_spec(&object);
         let mut problems = Vec::new();
         for name in &journal.protected {
@@ -915,13 +960,19 @@ impl Engine {
                 .hold_down
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let count = hold.entry(key.clone()).or_insert(0);
             if problems.is_empty() {
-                *count += 1;
+                let now = self.now();
+                let entry = hold.entry(key.clone()).or_insert(HoldDown {
+                    passes: 0,
+                    last: now,
+                });
+                entry.passes += 1;
+                entry.last = now;
+                entry.passes
             } else {
-                *count = 0;
+                hold.remove(key);
+                0
             }
-            *count
         };
         if !problems.is_empty() {
             self.notice(

@@ -1,5 +1,6 @@
 //! Fault injection for the API simulator: the next N requests matching a verb and resource
-//! fail the way a struggling API server fails (500, 429 with Retry-After, 409), or hang.
+//! fail the way a struggling API server fails (500, 429 with Retry-After, 409), hang, or are
+//! carried out and then fail (the write committed, the answer was lost).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -16,6 +17,14 @@ pub enum ApiFault {
     Conflict,
     /// Never answer (the client's timeout decides).
     Hang,
+    /// 504 Timeout, as the API server's request timeout answers.
+    Timeout,
+    /// Carry the request out, then fail the answer with the inner fault: a 504 when the API
+    /// server's request timeout fires after etcd committed a write, a 500, or a connection
+    /// that drops (`Hang`: the client's timeout decides). The client cannot tell this from a
+    /// write that never happened, so it is the fault that tests whether retrying a step is
+    /// safe.
+    AfterCommit(Box<ApiFault>),
 }
 
 /// A rule: which requests, how many, and how they fail.
@@ -40,6 +49,10 @@ pub enum Injected {
     Fail(ApiError),
     /// Never answer.
     Hang,
+    /// Carry the request out, then answer with this error.
+    FailAfter(ApiError),
+    /// Carry the request out, then never answer.
+    HangAfter,
 }
 
 /// The active rules; cheap to clone and share.
@@ -72,14 +85,30 @@ impl ApiFaults {
         let fault = rule.fault.clone();
         rules.retain(|r| r.remaining > 0);
         Some(match fault {
-            ApiFault::InternalError => Injected::Fail(ApiError::internal("injected fault")),
-            ApiFault::TooManyRequests(s) => Injected::Fail(ApiError::too_many_requests(s)),
-            ApiFault::Conflict => Injected::Fail(ApiError::conflict("", resource, name)),
-            ApiFault::Hang => Injected::Hang,
+            ApiFault::AfterCommit(inner) => match failure(&inner, resource, name) {
+                Some(error) => Injected::FailAfter(error),
+                None => Injected::HangAfter,
+            },
+            other => failure(&other, resource, name).map_or(Injected::Hang, Injected::Fail),
         })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<FaultRule>> {
         self.rules.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The error a fault answers with; `None` for one that never answers.
+fn failure(fault: &ApiFault, resource: &str, name: &str) -> Option<ApiError> {
+    match fault {
+        ApiFault::InternalError => Some(ApiError::internal("injected fault")),
+        ApiFault::TooManyRequests(s) => Some(ApiError::too_many_requests(*s)),
+        ApiFault::Conflict => Some(ApiError::conflict("", resource, name)),
+        ApiFault::Timeout => Some(ApiError::timeout(
+            "Timeout: request did not complete within the allotted timeout",
+        )),
+        ApiFault::Hang => None,
+        // Nested: the outer commit already happened; fail the answer as the inner one would.
+        ApiFault::AfterCommit(inner) => failure(inner, resource, name),
     }
 }

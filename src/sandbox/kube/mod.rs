@@ -22,7 +22,7 @@ pub mod store;
 pub mod table;
 pub mod watch;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -122,7 +122,7 @@ pub struct Sim {
     watch_epoch: tokio::sync::watch::Sender<u64>,
     bookmark_interval: Duration,
     tokens: Mutex<HashMap<String, User>>,
-    requests: Mutex<Vec<RecordedRequest>>,
+    requests: Mutex<VecDeque<RecordedRequest>>,
     denials: Mutex<Vec<Denial>>,
 }
 
@@ -156,7 +156,7 @@ impl KubeSim {
             watch_epoch,
             bookmark_interval: options.bookmark_interval,
             tokens: Mutex::new(HashMap::new()),
-            requests: Mutex::new(Vec::new()),
+            requests: Mutex::new(VecDeque::new()),
             denials: Mutex::new(Vec::new()),
         });
         let admin_token = uuid::Uuid::new_v4().simple().to_string();
@@ -360,7 +360,16 @@ impl KubeSim {
             .requests
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Every change to the store from now on, as watches see them but unaffected by
+    /// [`KubeSim::compact`] and [`KubeSim::close_watches`]: an audit trail for tests that must
+    /// see every write (say, every journal a playbook wrote), however briefly it stood.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Arc<store::Change>> {
+        self.sim.store.subscribe()
     }
 
     /// Every request RBAC refused so far, oldest first (up to the last 10,000).
@@ -397,9 +406,10 @@ impl Sim {
     fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) {
         let mut log = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
         if log.len() >= REQUEST_LOG_LIMIT {
-            log.remove(0);
+            // A deque: a soak sends hundreds of thousands of requests through a full log.
+            log.pop_front();
         }
-        log.push(RecordedRequest {
+        log.push_back(RecordedRequest {
             method: method.to_string(),
             path: uri.path().to_owned(),
             query: uri.query().unwrap_or_default().to_owned(),
@@ -524,11 +534,33 @@ async fn serve(
         .faults
         .check(verb, &resource, target.name.as_deref().unwrap_or_default())
     {
-        Some(Injected::Fail(e)) => return Err(e),
-        Some(Injected::Hang) => std::future::pending::<()>().await,
-        None => {}
+        Some(Injected::Fail(e)) => Err(e),
+        Some(Injected::Hang) => std::future::pending().await,
+        Some(Injected::FailAfter(e)) => {
+            // The request takes effect; only its answer is replaced.
+            let _ = carry_out(sim, method, uri, query, headers, body, target, verb).await;
+            Err(e)
+        }
+        Some(Injected::HangAfter) => {
+            let _ = carry_out(sim, method, uri, query, headers, body, target, verb).await;
+            std::future::pending().await
+        }
+        None => carry_out(sim, method, uri, query, headers, body, target, verb).await,
     }
+}
 
+/// Serves an authenticated, authorized request for `target`.
+#[allow(clippy::too_many_arguments)] // the parts of one request, as `serve` split them
+async fn carry_out(
+    sim: &Arc<Sim>,
+    method: &Method,
+    uri: &Uri,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Bytes,
+    target: Target,
+    verb: &str,
+) -> Result<Response, ApiError> {
     // Only JSON bodies are understood. A client sending protobuf (kubectl does for built-in
     // kinds) gets 415, and client-go then retries with JSON, as against a server without
     // protobuf support.

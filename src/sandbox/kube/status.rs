@@ -180,6 +180,11 @@ impl ApiError {
         Self::new(410, "Expired", message)
     }
 
+    /// 504 Timeout, as the API server's request timeout answers (injected faults).
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(504, "Timeout", message)
+    }
+
     /// 500 InternalError (injected faults).
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message)

@@ -288,6 +288,11 @@ impl Store {
         (items, inner.rv, self.changes.subscribe())
     }
 
+    /// A receiver for every later change.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.changes.subscribe()
+    }
+
     /// Drops the whole change history, as an etcd compaction would: watches resuming from any
     /// earlier resourceVersion get 410 Expired.
     pub fn compact(&self) {
