@@ -13,7 +13,7 @@
 //! `BACKSTOP_BENCH_INTERVAL_SECS` size it). Under `cargo test` it is a few-second smoke run.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use backstop::sandbox::crds::install_pxc_crds;
@@ -23,6 +23,10 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ObjectMeta, PostParams};
 
+mod support;
+
+use support::{Process, free_port, rss_kib};
+
 const ACCESS_KEY: &str = "BENCHACCESSKEY";
 const SECRET_KEY: &str = "bench-secret-key";
 
@@ -31,38 +35,6 @@ fn env(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// A child process killed when dropped, so a failed run leaves nothing behind.
-struct Process {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    // The child needs a port it is told; bind 0, read it, release it.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-/// Resident set size in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// User + system CPU time of the process so far.

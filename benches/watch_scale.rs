@@ -6,7 +6,7 @@
 //!
 //! `cargo bench --bench watch_scale` (`BACKSTOP_BENCH_CLUSTERS` scales it down).
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,27 +18,17 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
 use serde_json::json;
 
+mod support;
+
+use support::{Process, free_port, rss_kib};
+
 const STORAGES: usize = 3;
 const BACKUPS_PER_STORAGE: usize = 100;
 const NAMESPACES: usize = 10;
 
 struct Backstop {
-    child: Child,
+    process: Process,
     base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Backstop {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    // The child needs a port it is told; bind 0, read it, release it.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 async fn start_backstop(sim: &KubeSim) -> Backstop {
@@ -82,22 +72,9 @@ async fn start_backstop(sim: &KubeSim) -> Backstop {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Backstop {
-        child,
+        process: Process { child, _dir: dir },
         base,
-        _dir: dir,
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Median and p99 render time over 50 scrapes, and the body of the last.
@@ -145,7 +122,7 @@ async fn main() {
     // Baseline: the same process watching an empty cluster.
     let empty = start_backstop(&sim).await;
     let (base_median, base_p99, _) = render(&empty.base).await;
-    let base_rss = rss_kib(empty.child.id());
+    let base_rss = rss_kib(empty.process.child.id());
     drop(empty);
 
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -236,7 +213,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let (median, p99, body) = render(&full.base).await;
-    let rss = rss_kib(full.child.id());
+    let rss = rss_kib(full.process.child.id());
     let series = body.lines().filter(|l| !l.starts_with('#')).count();
 
     println!(

@@ -26,7 +26,7 @@ use backstop::app::App;
 use backstop::clock::SystemClock;
 use backstop::config::HumanDuration;
 use backstop::responder::engine::{cluster_api, read_journal};
-use backstop::responder::journal::Phase;
+use backstop::responder::journal::{Journal, Phase};
 use backstop::s3client::{self, Endpoint, Timeouts};
 use backstop::sandbox::s3::{self, Fault, Rule};
 use backstop::sandbox::world::{self, World, WorldOptions};
@@ -95,6 +95,28 @@ async fn load(url: &str, token: &str, body: &Bytes, requests: usize) -> Load {
         per_second: all.len() as f64 / elapsed.as_secs_f64(),
         p99: percentile(&all, 0.99),
     }
+}
+
+/// Polls the sample cluster's journal every `every_ms` until `done` holds for it.
+async fn wait_journal(
+    api: &kube::Api<kube::api::DynamicObject>,
+    every_ms: u64,
+    done: impl Fn(Option<&Journal>) -> bool,
+) {
+    loop {
+        let object = api.get(world::CLUSTER).await.expect("cluster");
+        if done(read_journal(&object).ok().flatten().as_ref()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(every_ms)).await;
+    }
+}
+
+/// Failed over by a run that started after `since` (an RFC 3339 timestamp).
+fn failed_over_since(journal: Option<&Journal>, since: &str) -> bool {
+    journal.is_some_and(|j| {
+        j.phase == Phase::FailedOver && j.failed_over_at.to_string().as_str() > since
+    })
 }
 
 /// One sample of the round trips a failover cannot avoid: a fresh preflight of the
@@ -244,17 +266,7 @@ async fn main() {
     resolved_fixture["status"] = "resolved".into();
     resolved_fixture["alerts"][0]["status"] = "resolved".into();
     load(&url, "bench", &Bytes::from(resolved_fixture.to_string()), 1).await;
-    loop {
-        let object = api.get(world::CLUSTER).await.expect("cluster");
-        if read_journal(&object)
-            .ok()
-            .flatten()
-            .is_none_or(|j| j.phase == Phase::Reverted)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_journal(&api, 10, |j| j.is_none_or(|j| j.phase == Phase::Reverted)).await;
 
     // Receipt to patched: fresh episodes, each failed over and then reverted, with one
     // sample of the unavoidable round trips after each.
@@ -277,29 +289,11 @@ async fn main() {
             .expect("fault");
         let t = Instant::now();
         load(&url, "bench", &Bytes::from(firing.to_string()), 1).await;
-        loop {
-            let object = api.get(world::CLUSTER).await.expect("cluster");
-            if read_journal(&object).ok().flatten().is_some_and(|j| {
-                j.phase == Phase::FailedOver && j.failed_over_at.to_string() > starts_at
-            }) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        wait_journal(&api, 2, |j| failed_over_since(j, &starts_at)).await;
         patched.push(t.elapsed());
         world.s3.faults().clear_all().await.expect("clear");
         load(&url, "bench", &Bytes::from(resolved.to_string()), 1).await;
-        loop {
-            let object = api.get(world::CLUSTER).await.expect("cluster");
-            if read_journal(&object)
-                .ok()
-                .flatten()
-                .is_some_and(|j| j.phase == Phase::Reverted)
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_journal(&api, 10, |j| j.is_some_and(|j| j.phase == Phase::Reverted)).await;
         floor.push(round_trips(&world).await);
     }
     patched.sort();
@@ -319,15 +313,7 @@ async fn main() {
         .await
         .expect("fault");
     let burst_load = load(&url, "bench", &Bytes::from(burst.to_string()), 1000).await;
-    loop {
-        let object = api.get(world::CLUSTER).await.expect("cluster");
-        if read_journal(&object).ok().flatten().is_some_and(|j| {
-            j.phase == Phase::FailedOver && j.failed_over_at.to_string() > burst_starts
-        }) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_journal(&api, 5, |j| failed_over_since(j, &burst_starts)).await;
     let burst_failovers = failovers(&metrics_url).await - failovers_before;
 
     println!(

@@ -157,20 +157,10 @@ impl HttpConnector for TlsClient {
 /// Maps a hyper-util failure to the SDK's kinds: a timeout, an I/O failure (connect, TLS,
 /// reset) or something else.
 fn connector_error(error: hyper_util::client::legacy::Error) -> ConnectorError {
-    let timed_out = {
-        let mut source: Option<&(dyn StdError + 'static)> = error.source();
-        let mut found = false;
-        while let Some(e) = source {
-            if e.downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-            {
-                found = true;
-                break;
-            }
-            source = e.source();
-        }
-        found
-    };
+    let timed_out = std::iter::successors(error.source(), |e| (*e).source()).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    });
     if timed_out {
         ConnectorError::timeout(error.into())
     } else if error.is_connect() {

@@ -1,0 +1,39 @@
+//! What the benchmarks that run `backstop` (or a peer) as a child process share: the child
+//! killed on drop, a port to tell it, and its resident memory.
+
+use std::process::Child;
+
+/// A child process killed when dropped, so a failed run leaves nothing behind, with the
+/// directory holding its configuration.
+pub struct Process {
+    /// The running child.
+    pub child: Child,
+    /// Kept for as long as the child runs.
+    pub _dir: tempfile::TempDir,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port: the child needs a port it is told, so bind 0, read it, release it.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Resident set size of `pid` in KiB (0 when it cannot be read).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
