@@ -377,6 +377,54 @@ mod tests {
     }
 
     #[test]
+    fn pages_cross_namespaces_in_order_and_stay_within_their_resource() {
+        let store = Store::new(10);
+        for (resource, ns, name, tier) in [
+            ("/configmaps", "a", "x", "keep"),
+            ("/pods", "a", "p1", "keep"),
+            ("/pods", "a", "p2", "skip"),
+            ("/pods", "b", "p1", "keep"),
+            ("/pods", "c", "p3", "keep"),
+            ("/services", "a", "s", "keep"),
+        ] {
+            let key = ObjectKey {
+                resource: resource.into(),
+                namespace: ns.into(),
+                name: name.into(),
+            };
+            let object =
+                json!({"metadata": {"namespace": ns, "name": name, "labels": {"tier": tier}}});
+            store.create(key, object, |_, _| {}).unwrap();
+        }
+        let keep = |o: &Value| o.pointer("/metadata/labels/tier") == Some(&json!("keep"));
+        let names = |items: &[Value]| -> Vec<String> {
+            items
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{}/{}",
+                        o["metadata"]["namespace"].as_str().unwrap(),
+                        o["metadata"]["name"].as_str().unwrap()
+                    )
+                })
+                .collect()
+        };
+        // All namespaces, two per page: the filtered-out object is skipped, not counted.
+        let (first, remaining, _) = store.list_page("/pods", None, None, keep, 2);
+        assert_eq!(names(&first), ["a/p1", "b/p1"]);
+        assert_eq!(remaining, 1);
+        let (second, remaining, _) = store.list_page("/pods", None, Some(("b", "p1")), keep, 2);
+        assert_eq!(names(&second), ["c/p3"]);
+        assert_eq!(remaining, 0);
+        // One namespace, everything: neither the next namespace nor the next resource leaks in.
+        let (only_a, _, _) = store.list_page("/pods", Some("a"), None, |_| true, 0);
+        assert_eq!(names(&only_a), ["a/p1", "a/p2"]);
+        // A token whose object is gone still resumes after its position.
+        let (after_gone, _, _) = store.list_page("/pods", None, Some(("a", "p9")), keep, 0);
+        assert_eq!(names(&after_gone), ["b/p1", "c/p3"]);
+    }
+
+    #[test]
     fn every_write_takes_the_next_resource_version() {
         let s = Store::new(10);
         let a = s.create(key("a"), obj("a"), set_rv).unwrap();
