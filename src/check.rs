@@ -19,7 +19,7 @@ use crate::probe::discovery::desired_targets;
 use crate::probe::scheduler::probe_once;
 use crate::pxc::{PerconaXtraDBCluster, PerconaXtraDBClusterBackup};
 use crate::s3client::Timeouts;
-use crate::watch::index::BackupIndex;
+use crate::watch::index::{BackupIndex, Epoch};
 
 /// Why a check could not run (as opposed to finding something unhealthy).
 #[derive(Debug, thiserror::Error)]
@@ -102,14 +102,14 @@ pub async fn run(
             None => Api::all(client.clone()),
         };
         for cluster in clusters.list(&ListParams::default()).await?.items {
-            index.upsert_cluster(&cluster);
+            index.upsert_cluster(&cluster, Epoch::default());
         }
         let backups: Api<PerconaXtraDBClusterBackup> = match scope {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
         };
         for backup in backups.list(&ListParams::default()).await?.items {
-            index.upsert_backup(&backup);
+            index.upsert_backup(&backup, Epoch::default());
         }
     }
 

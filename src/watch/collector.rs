@@ -11,58 +11,28 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::clock::Clock;
-use crate::watch::index::{BackupIndex, ScheduleKey, StorageKey};
+use crate::watch::index::{BackupIndex, ScheduleSlo, StorageKey};
 
 /// The index shared by the watch tasks (writers) and the collector (reader).
 pub type SharedIndex = Arc<RwLock<BackupIndex>>;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StorageLabels {
-    namespace: String,
-    cluster: String,
-    storage: String,
+/// Label pairs borrowed from the index: a scrape of 15,000 series copies no label value.
+type Labels<'a, const N: usize> = [(&'static str, &'a str); N];
+
+fn schedule_labels<'a>(s: &ScheduleSlo<'a>) -> Labels<'a, 3> {
+    [
+        ("namespace", s.namespace),
+        ("cluster", s.cluster),
+        ("schedule", s.schedule),
+    ]
 }
 
-impl From<&StorageKey> for StorageLabels {
-    fn from(k: &StorageKey) -> Self {
-        Self {
-            namespace: k.namespace.clone(),
-            cluster: k.cluster.clone(),
-            storage: k.storage.clone(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StateLabels {
-    namespace: String,
-    cluster: String,
-    storage: String,
-    state: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct JobLabels {
-    namespace: String,
-    cluster: String,
-    state: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ScheduleLabels {
-    namespace: String,
-    cluster: String,
-    schedule: String,
-}
-
-impl From<&ScheduleKey> for ScheduleLabels {
-    fn from(k: &ScheduleKey) -> Self {
-        Self {
-            namespace: k.namespace.clone(),
-            cluster: k.cluster.clone(),
-            schedule: k.schedule.clone(),
-        }
-    }
+fn storage_labels(key: &StorageKey) -> Labels<'_, 3> {
+    [
+        ("namespace", &key.namespace),
+        ("cluster", &key.cluster),
+        ("storage", &key.storage),
+    ]
 }
 
 /// Renders the backup metrics from the index.
@@ -102,84 +72,76 @@ impl Collector for BackupCollector {
         let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
         let now = self.clock.now();
         let secs = |t: jiff::Timestamp| t.as_millisecond() as f64 / 1000.0;
+        let storages = index.storage_views();
 
-        let by_state = index.count_by_state();
         gauge(
             &mut encoder,
             "backstop_backups",
             "Current PerconaXtraDBClusterBackup objects by storage and state",
-            by_state.iter().map(|((k, state), n)| {
-                (
-                    StateLabels {
-                        namespace: k.namespace.clone(),
-                        cluster: k.cluster.clone(),
-                        storage: k.storage.clone(),
-                        state: state.clone(),
-                    },
-                    i64::try_from(*n).unwrap_or(i64::MAX),
-                )
+            storages.iter().flat_map(|v| {
+                let [ns, cluster, storage] = storage_labels(v.key);
+                v.states().map(move |(state, n)| {
+                    (
+                        [ns, cluster, storage, ("state", state)],
+                        i64::try_from(n).unwrap_or(i64::MAX),
+                    )
+                })
             }),
         )?;
         gauge(
             &mut encoder,
             "backstop_backup_jobs",
             "The operator's backup Jobs (percona.com/backup-type=xtrabackup) by cluster and state",
-            index
-                .jobs_by_state()
-                .into_iter()
-                .map(|((namespace, cluster, state), n)| {
-                    (
-                        JobLabels {
-                            namespace,
-                            cluster,
-                            state: state.to_owned(),
-                        },
-                        i64::try_from(n).unwrap_or(i64::MAX),
-                    )
-                }),
+            index.jobs_by_state().into_iter().map(|j| {
+                (
+                    [
+                        ("namespace", j.namespace),
+                        ("cluster", j.cluster),
+                        ("state", j.state),
+                    ],
+                    i64::try_from(j.count).unwrap_or(i64::MAX),
+                )
+            }),
         )?;
-        let success = index.last_success();
         gauge(
             &mut encoder,
             "backstop_backup_last_success_timestamp_seconds",
             "Completion time of the newest Succeeded backup, per storage",
-            success
+            storages
                 .iter()
-                .map(|(k, t)| (StorageLabels::from(k), secs(*t))),
+                .filter_map(|v| Some((storage_labels(v.key), secs(v.last_success?)))),
         )?;
         gauge(
             &mut encoder,
             "backstop_backup_last_success_age_seconds",
             "Seconds since the newest Succeeded backup completed, per storage (computed at scrape)",
-            success
-                .iter()
-                .map(|(k, t)| (StorageLabels::from(k), (secs(now) - secs(*t)).max(0.0))),
+            storages.iter().filter_map(|v| {
+                let t = v.last_success?;
+                Some((storage_labels(v.key), (secs(now) - secs(t)).max(0.0)))
+            }),
         )?;
         gauge(
             &mut encoder,
             "backstop_backup_last_failure_timestamp_seconds",
             "Time of the newest Failed backup, per storage (completion, else creation)",
-            index
-                .last_failure()
+            storages
                 .iter()
-                .map(|(k, t)| (StorageLabels::from(k), secs(*t))),
+                .filter_map(|v| Some((storage_labels(v.key), secs(v.last_failure?)))),
         )?;
         let slos = index.schedule_slos(now);
         gauge(
             &mut encoder,
             "backstop_backup_retention_window_seconds",
             "How far back a schedule's kept backups reach: retention count times the shortest gap between runs",
-            slos.iter().filter_map(|s| {
-                s.window
-                    .map(|w| (ScheduleLabels::from(&s.key), w.as_secs_f64()))
-            }),
+            slos.iter()
+                .filter_map(|s| Some((schedule_labels(s), s.window?.as_secs_f64()))),
         )?;
         gauge(
             &mut encoder,
             "backstop_backup_slo_budget_ratio",
             "Age of the cluster's newest successful backup divided by the schedule's retention window (>= 1: outage outlived the window)",
             slos.iter()
-                .filter_map(|s| s.budget_ratio.map(|r| (ScheduleLabels::from(&s.key), r))),
+                .filter_map(|s| Some((schedule_labels(s), s.budget_ratio?))),
         )?;
         Ok(())
     }

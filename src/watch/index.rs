@@ -6,15 +6,22 @@
 //! ratio is the age of that backup divided by the schedule's retention window; at 1 the
 //! outage has outlived the window and the oldest kept backups are older than the newest good
 //! one.
+//!
+//! Size: a cluster can hold hundreds of thousands of backups, so each backup costs one
+//! 32-byte entry (an [`ObjectId`] instead of its name, a storage id, a state id, one time in
+//! milliseconds and the list it was last seen in); everything a scrape reads is kept per
+//! storage, updated on every change. Times are kept to the millisecond, the precision the
+//! metrics export.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 
 use jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt as _;
 
 use crate::pxc::{PerconaXtraDBCluster, PerconaXtraDBClusterBackup, Storage, state};
 use crate::schedule::CronSchedule;
+use crate::watch::object_id::{IdHasher, ObjectId, ObjectIds};
+use crate::watch::reftable::{Id, RefTable};
 use crate::watch::retention::{shortest_gap, window_from_gap};
 
 /// One storage of one cluster (the label set of per-storage backup metrics).
@@ -28,26 +35,34 @@ pub struct StorageKey {
     pub storage: String,
 }
 
-/// One schedule of one cluster.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ScheduleKey {
-    /// Namespace.
-    pub namespace: String,
-    /// Cluster.
-    pub cluster: String,
-    /// Schedule name.
-    pub schedule: String,
+/// Which list of a watch last saw an object. A watch moves to the [`Epoch::next`] each time
+/// it (re)lists and tags every object it delivers with it; when the list is complete, objects
+/// of its scope still tagged with an older epoch were deleted while the watch was down, and
+/// the sweep removes them. Each watch counts its own lists, so a stale tag could look current
+/// only after 65,535 lists in a row of that one watch broke off before completing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Epoch(u16);
+
+impl Epoch {
+    /// The epoch of the next list.
+    #[must_use]
+    pub fn next(self) -> Self {
+        Self(self.0.wrapping_add(1))
+    }
 }
 
-/// What the index keeps of a backup. Cluster, storage and state repeat across thousands of
-/// backups, so they are interned: one allocation each, shared.
-#[derive(Debug, Clone, PartialEq)]
-struct BackupView {
-    cluster: Arc<str>,
-    storage: Arc<str>,
-    state: Arc<str>,
-    created: Option<Timestamp>,
-    completed: Option<Timestamp>,
+/// A millisecond time that is not there.
+const NO_TIME: i64 = i64::MIN;
+
+/// What the index keeps of a backup: enough to take back its contribution to the aggregates.
+#[derive(Debug, Clone, Copy)]
+struct BackupSlot {
+    /// Completion time of a Succeeded backup, failure time of a Failed one, else [`NO_TIME`].
+    time_ms: i64,
+    /// The storage, which also says the namespace.
+    storage: Id,
+    state: u16,
+    seen: Epoch,
 }
 
 /// What the index keeps of a cluster's schedule. The shortest gap between runs is computed
@@ -59,61 +74,79 @@ struct ScheduleView {
     count: Option<i64>,
 }
 
+#[derive(Debug, Clone)]
+struct ClusterView {
+    schedules: Vec<ScheduleView>,
+    seen: Epoch,
+}
+
 /// Per-storage aggregates, kept up to date on every upsert and removal so a scrape reads
-/// them without walking every backup. Times are multisets (time → how many backups), so
-/// removing a backup removes exactly its contribution.
-#[derive(Debug, Default, Clone, PartialEq)]
+/// them without walking every backup. Times are sorted multisets, so removing a backup
+/// removes exactly its contribution and the newest is the last element.
+#[derive(Debug, Default)]
 struct Aggregate {
-    by_state: BTreeMap<String, u64>,
-    successes: BTreeMap<Timestamp, u32>,
-    failures: BTreeMap<Timestamp, u32>,
+    by_state: Vec<(u16, u64)>,
+    successes: Vec<i64>,
+    failures: Vec<i64>,
 }
 
-impl Aggregate {
-    fn is_empty(&self) -> bool {
-        self.by_state.is_empty()
+fn add_time(times: &mut Vec<i64>, t: i64) {
+    // Backups mostly arrive oldest first, so this is usually an append.
+    let at = times.partition_point(|&x| x <= t);
+    times.insert(at, t);
+}
+
+fn remove_time(times: &mut Vec<i64>, t: i64) {
+    if let Ok(at) = times.binary_search(&t) {
+        times.remove(at);
     }
 }
 
-fn add_time(times: &mut BTreeMap<Timestamp, u32>, t: Timestamp) {
-    *times.entry(t).or_insert(0) += 1;
+/// The three states of a backup Job, in the order [`JobSlot::state`] indexes them.
+const JOB_STATES: [&str; 3] = ["active", "succeeded", "failed"];
+
+/// What the index keeps of a backup Job: its cluster and where it is.
+#[derive(Debug, Clone, Copy)]
+struct JobSlot {
+    /// The `(namespace, cluster)`.
+    cluster: Id,
+    state: u8,
+    seen: Epoch,
 }
 
-fn remove_time(times: &mut BTreeMap<Timestamp, u32>, t: Timestamp) {
-    if let Some(n) = times.get_mut(&t) {
-        *n -= 1;
-        if *n == 0 {
-            times.remove(&t);
-        }
-    }
+/// One storage's backups as a scrape sees them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageView<'a> {
+    /// Which storage.
+    pub key: &'a StorageKey,
+    by_state: &'a [(u16, u64)],
+    names: &'a [Box<str>],
+    /// Completion time of the newest Succeeded backup.
+    pub last_success: Option<Timestamp>,
+    /// Time of the newest Failed backup (completion, else creation).
+    pub last_failure: Option<Timestamp>,
 }
 
-impl BackupView {
-    fn state_label(&self) -> &str {
-        if self.state.is_empty() {
-            "New"
-        } else {
-            &self.state
-        }
-    }
-
-    fn success_time(&self) -> Option<Timestamp> {
-        self.completed.filter(|_| &*self.state == state::SUCCEEDED)
-    }
-
-    /// Failed backups often have no completion time; their creation time stands in.
-    fn failure_time(&self) -> Option<Timestamp> {
-        self.completed
-            .or(self.created)
-            .filter(|_| &*self.state == state::FAILED)
+impl<'a> StorageView<'a> {
+    /// How many backups are in each state (`""` is reported as `New`), by state name, in the
+    /// order the states were first seen.
+    pub fn states(&self) -> impl Iterator<Item = (&'a str, u64)> + use<'a> {
+        let (names, by_state) = (self.names, self.by_state);
+        by_state
+            .iter()
+            .filter_map(move |(s, n)| Some((&**names.get(usize::from(*s))?, *n)))
     }
 }
 
 /// The SLO of one schedule at one moment.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ScheduleSlo {
-    /// Which schedule.
-    pub key: ScheduleKey,
+pub struct ScheduleSlo<'a> {
+    /// Namespace.
+    pub namespace: &'a str,
+    /// Cluster.
+    pub cluster: &'a str,
+    /// Schedule name.
+    pub schedule: &'a str,
     /// The retention window; `None` when unbounded or unparseable.
     pub window: Option<SignedDuration>,
     /// Age of the cluster's newest successful backup; `None` when it has none.
@@ -122,29 +155,40 @@ pub struct ScheduleSlo {
     pub budget_ratio: Option<f64>,
 }
 
-/// Clusters and backups by `(namespace, name)`.
-#[derive(Debug, Default)]
-pub struct BackupIndex {
-    backups: BTreeMap<(String, String), BackupView>,
-    aggregates: BTreeMap<StorageKey, Aggregate>,
-    cluster_successes: BTreeMap<(String, String), BTreeMap<Timestamp, u32>>,
-    schedules: BTreeMap<(String, String), Vec<ScheduleView>>,
-    storages: BTreeMap<(String, String), BTreeMap<String, Storage>>,
-    generation: u64,
-    jobs: BTreeMap<(String, String), JobView>,
-    strings: HashSet<Arc<str>>,
+/// Backup Jobs of one cluster in one state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobCount<'a> {
+    /// Namespace.
+    pub namespace: &'a str,
+    /// Cluster (the Job's `percona.com/cluster` label).
+    pub cluster: &'a str,
+    /// `active`, `succeeded` or `failed`.
+    pub state: &'static str,
+    /// How many.
+    pub count: u64,
 }
 
-/// What the index keeps of a backup Job: its cluster and where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct JobView {
-    cluster: String,
-    state: &'static str,
+/// Clusters, backups and backup Jobs.
+#[derive(Debug, Default)]
+pub struct BackupIndex {
+    ids: ObjectIds,
+    backups: HashMap<ObjectId, BackupSlot, IdHasher>,
+    aggregates: RefTable<StorageKey, Aggregate>,
+    states: Vec<Box<str>>,
+    clusters: BTreeMap<(String, String), ClusterView>,
+    storages: BTreeMap<(String, String), BTreeMap<String, Storage>>,
+    generation: u64,
+    jobs: HashMap<ObjectId, JobSlot, IdHasher>,
+    job_clusters: RefTable<(String, String), [u64; 3]>,
 }
 
 /// The state of a Job from its status: `failed` once it has a Failed condition (the backoff
 /// limit is spent), `succeeded` with a Complete condition, else `active`.
 pub fn job_state(job: &k8s_openapi::api::batch::v1::Job) -> &'static str {
+    JOB_STATES[usize::from(job_state_index(job))]
+}
+
+fn job_state_index(job: &k8s_openapi::api::batch::v1::Job) -> u8 {
     let conditions = job
         .status
         .as_ref()
@@ -156,16 +200,53 @@ pub fn job_state(job: &k8s_openapi::api::batch::v1::Job) -> &'static str {
             .any(|c| c.type_ == kind && c.status == "True")
     };
     if has("Failed") {
-        "failed"
+        2
     } else if has("Complete") {
-        "succeeded"
+        1
     } else {
-        "active"
+        0
     }
 }
 
-fn timestamp(text: Option<&str>) -> Option<Timestamp> {
-    text.and_then(|t| t.parse().ok())
+fn millis(text: Option<&str>) -> Option<i64> {
+    text.and_then(|t| t.parse::<Timestamp>().ok())
+        .map(Timestamp::as_millisecond)
+}
+
+fn timestamp(ms: i64) -> Option<Timestamp> {
+    Timestamp::from_millisecond(ms).ok()
+}
+
+/// Adds (or with `add` false, removes) one backup's contribution to its storage's aggregate.
+fn account(aggregate: &mut Aggregate, states: &[Box<str>], slot: &BackupSlot, add: bool) {
+    let at = aggregate
+        .by_state
+        .iter()
+        .position(|(s, _)| *s == slot.state);
+    match (at, add) {
+        (Some(i), true) => aggregate.by_state[i].1 += 1,
+        (None, true) => aggregate.by_state.push((slot.state, 1)),
+        (Some(i), false) => {
+            aggregate.by_state[i].1 -= 1;
+            if aggregate.by_state[i].1 == 0 {
+                aggregate.by_state.swap_remove(i);
+            }
+        }
+        (None, false) => {}
+    }
+    if slot.time_ms == NO_TIME {
+        return;
+    }
+    let times = match states.get(usize::from(slot.state)).map(|s| &**s) {
+        Some(state::SUCCEEDED) => &mut aggregate.successes,
+        Some(state::FAILED) => &mut aggregate.failures,
+        _ => return,
+    };
+    if add {
+        add_time(times, slot.time_ms);
+    } else {
+        remove_time(times, slot.time_ms);
+    }
 }
 
 impl BackupIndex {
@@ -174,87 +255,103 @@ impl BackupIndex {
         Self::default()
     }
 
-    /// Records a backup as it is now.
-    pub fn upsert_backup(&mut self, backup: &PerconaXtraDBClusterBackup) {
-        let status = backup.status.clone().unwrap_or_default();
+    /// The id of a state name. States are the operator's handful of words; should a cluster
+    /// ever hold more than 65,535 distinct ones, the rest share the last id.
+    fn state_id(&mut self, name: &str) -> u16 {
+        if let Some(i) = self.states.iter().position(|s| &**s == name) {
+            return u16::try_from(i).unwrap_or(u16::MAX);
+        }
+        if self.states.len() > usize::from(u16::MAX) {
+            return u16::MAX;
+        }
+        self.states.push(name.into());
+        u16::try_from(self.states.len() - 1).unwrap_or(u16::MAX)
+    }
+
+    /// Records a backup as it is now, as seen by the list or watch of `seen`.
+    pub fn upsert_backup(&mut self, backup: &PerconaXtraDBClusterBackup, seen: Epoch) {
+        let status = backup.status.as_ref();
+        let state = status.and_then(|s| s.state.as_deref()).unwrap_or_default();
         let storage = status
-            .storage_name
-            .or_else(|| backup.spec.storage_name.clone())
+            .and_then(|s| s.storage_name.as_deref())
+            .or(backup.spec.storage_name.as_deref())
             .unwrap_or_default();
-        let view = BackupView {
-            cluster: self.intern(&backup.spec.pxc_cluster),
-            storage: self.intern(&storage),
-            state: self.intern(status.state.as_deref().unwrap_or_default()),
-            created: backup.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            completed: timestamp(status.completed.as_deref()),
-        };
         let namespace = backup.namespace().unwrap_or_default();
-        self.account(&namespace, &view, true);
-        if let Some(old) = self
-            .backups
-            .insert((namespace.clone(), backup.name_any()), view)
-        {
-            self.account(&namespace, &old, false);
+        let completed = millis(status.and_then(|s| s.completed.as_deref()));
+        let time_ms = match state {
+            state::SUCCEEDED => completed,
+            // Failed backups often have no completion time; their creation time stands in.
+            state::FAILED => completed.or_else(|| {
+                backup
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_millisecond())
+            }),
+            _ => None,
+        };
+        let slot = BackupSlot {
+            time_ms: time_ms.unwrap_or(NO_TIME),
+            storage: self.aggregates.acquire(StorageKey {
+                namespace: namespace.clone(),
+                cluster: backup.spec.pxc_cluster.clone(),
+                storage: storage.to_owned(),
+            }),
+            state: self.state_id(if state.is_empty() { "New" } else { state }),
+            seen,
+        };
+        if let Some(aggregate) = self.aggregates.value_mut(slot.storage) {
+            account(aggregate, &self.states, &slot, true);
+        }
+        let id = self.ids.of(&namespace, &backup.name_any());
+        if let Some(old) = self.backups.insert(id, slot) {
+            self.forget_backup(&old);
         }
     }
 
-    /// The shared copy of `text`. Strings stay interned for the life of the index; they are
-    /// names of clusters, storages and states, a set bounded by what the cluster holds.
-    fn intern(&mut self, text: &str) -> Arc<str> {
-        if let Some(known) = self.strings.get(text) {
-            return known.clone();
+    fn forget_backup(&mut self, old: &BackupSlot) {
+        if let Some(aggregate) = self.aggregates.value_mut(old.storage) {
+            account(aggregate, &self.states, old, false);
         }
-        let shared: Arc<str> = Arc::from(text);
-        self.strings.insert(shared.clone());
-        shared
+        self.aggregates.release(old.storage);
     }
 
     /// Forgets a deleted backup.
     pub fn remove_backup(&mut self, namespace: &str, name: &str) {
-        if let Some(old) = self
-            .backups
-            .remove(&(namespace.to_owned(), name.to_owned()))
-        {
-            self.account(namespace, &old, false);
+        if let Some(old) = self.backups.remove(&self.ids.of(namespace, name)) {
+            self.forget_backup(&old);
         }
     }
 
-    /// Adds (or with `add` false, removes) one backup's contribution to the aggregates.
-    fn account(&mut self, namespace: &str, view: &BackupView, add: bool) {
-        let key = Self::storage_key(namespace, view);
-        let aggregate = self.aggregates.entry(key.clone()).or_default();
-        let state = view.state_label().to_owned();
-        if add {
-            *aggregate.by_state.entry(state).or_insert(0) += 1;
-        } else if let Some(n) = aggregate.by_state.get_mut(&state) {
-            *n -= 1;
-            if *n == 0 {
-                aggregate.by_state.remove(&state);
+    /// Forgets every backup in `scope` (a namespace, or all) not seen since `epoch` began:
+    /// the end of a list.
+    pub fn sweep_backups(&mut self, scope: Option<&str>, epoch: Epoch) {
+        let mut gone = Vec::new();
+        let aggregates = &self.aggregates;
+        self.backups.retain(|_, slot| {
+            let in_scope = scope.is_none_or(|ns| {
+                aggregates
+                    .key(slot.storage)
+                    .is_some_and(|k| k.namespace == ns)
+            });
+            let keep = slot.seen == epoch || !in_scope;
+            if !keep {
+                gone.push(*slot);
             }
-        }
-        let change = if add { add_time } else { remove_time };
-        if let Some(t) = view.success_time() {
-            change(&mut aggregate.successes, t);
-            let cluster = self
-                .cluster_successes
-                .entry((namespace.to_owned(), view.cluster.to_string()))
-                .or_default();
-            change(cluster, t);
-            if cluster.is_empty() {
-                self.cluster_successes
-                    .remove(&(namespace.to_owned(), view.cluster.to_string()));
-            }
-        }
-        if let Some(t) = view.failure_time() {
-            change(&mut aggregate.failures, t);
-        }
-        if aggregate.is_empty() {
-            self.aggregates.remove(&key);
+            keep
+        });
+        for old in gone {
+            self.forget_backup(&old);
         }
     }
 
-    /// Records a cluster's schedules as they are now.
-    pub fn upsert_cluster(&mut self, cluster: &PerconaXtraDBCluster) {
+    /// How many backups the index holds.
+    pub fn backup_count(&self) -> usize {
+        self.backups.len()
+    }
+
+    /// Records a cluster's schedules and storages as they are now.
+    pub fn upsert_cluster(&mut self, cluster: &PerconaXtraDBCluster, seen: Epoch) {
         let schedules = cluster
             .spec
             .backup
@@ -283,52 +380,111 @@ impl BackupIndex {
             self.generation += 1;
         }
         self.storages.insert(key.clone(), storages);
-        self.schedules.insert(key, schedules);
+        self.clusters.insert(key, ClusterView { schedules, seen });
+    }
+
+    /// Forgets a deleted cluster.
+    pub fn remove_cluster(&mut self, namespace: &str, name: &str) {
+        let key = (namespace.to_owned(), name.to_owned());
+        self.clusters.remove(&key);
+        if self.storages.remove(&key).is_some() {
+            self.generation += 1;
+        }
+    }
+
+    /// Forgets every cluster in `scope` not seen since `epoch` began.
+    pub fn sweep_clusters(&mut self, scope: Option<&str>, epoch: Epoch) {
+        let gone: Vec<(String, String)> = self
+            .clusters
+            .iter()
+            .filter(|((ns, _), view)| view.seen != epoch && scope.is_none_or(|s| s == ns))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for (ns, name) in gone {
+            self.remove_cluster(&ns, &name);
+        }
     }
 
     /// Records a backup Job as it is now.
-    pub fn upsert_job(&mut self, job: &k8s_openapi::api::batch::v1::Job) {
+    pub fn upsert_job(&mut self, job: &k8s_openapi::api::batch::v1::Job, seen: Epoch) {
+        let namespace = job.namespace().unwrap_or_default();
         let cluster = job
             .labels()
             .get(crate::pxc::labels::CLUSTER)
             .cloned()
             .unwrap_or_default();
-        self.jobs.insert(
-            (job.namespace().unwrap_or_default(), job.name_any()),
-            JobView {
-                cluster,
-                state: job_state(job),
-            },
-        );
+        let slot = JobSlot {
+            cluster: self.job_clusters.acquire((namespace.clone(), cluster)),
+            state: job_state_index(job),
+            seen,
+        };
+        if let Some(counts) = self.job_clusters.value_mut(slot.cluster) {
+            counts[usize::from(slot.state)] += 1;
+        }
+        let id = self.ids.of(&namespace, &job.name_any());
+        if let Some(old) = self.jobs.insert(id, slot) {
+            self.forget_job(&old);
+        }
+    }
+
+    fn forget_job(&mut self, old: &JobSlot) {
+        if let Some(counts) = self.job_clusters.value_mut(old.cluster) {
+            counts[usize::from(old.state)] -= 1;
+        }
+        self.job_clusters.release(old.cluster);
     }
 
     /// Forgets a deleted Job.
     pub fn remove_job(&mut self, namespace: &str, name: &str) {
-        self.jobs.remove(&(namespace.to_owned(), name.to_owned()));
-    }
-
-    /// `(namespace, name)` of every Job, in `namespace` when given.
-    pub fn job_names(
-        &self,
-        namespace: Option<&str>,
-    ) -> std::collections::BTreeSet<(String, String)> {
-        self.jobs
-            .keys()
-            .filter(|(ns, _)| namespace.is_none_or(|n| n == ns))
-            .cloned()
-            .collect()
-    }
-
-    /// Current backup Jobs by `(namespace, cluster)` and state (`active`, `succeeded`,
-    /// `failed`).
-    pub fn jobs_by_state(&self) -> BTreeMap<(String, String, &'static str), u64> {
-        let mut counts = BTreeMap::new();
-        for ((ns, _), job) in &self.jobs {
-            *counts
-                .entry((ns.clone(), job.cluster.clone(), job.state))
-                .or_insert(0) += 1;
+        if let Some(old) = self.jobs.remove(&self.ids.of(namespace, name)) {
+            self.forget_job(&old);
         }
-        counts
+    }
+
+    /// Forgets every Job in `scope` not seen since `epoch` began.
+    pub fn sweep_jobs(&mut self, scope: Option<&str>, epoch: Epoch) {
+        let mut gone = Vec::new();
+        let clusters = &self.job_clusters;
+        self.jobs.retain(|_, slot| {
+            let in_scope = scope.is_none_or(|ns| {
+                clusters
+                    .key(slot.cluster)
+                    .is_some_and(|(namespace, _)| namespace == ns)
+            });
+            let keep = slot.seen == epoch || !in_scope;
+            if !keep {
+                gone.push(*slot);
+            }
+            keep
+        });
+        for old in gone {
+            self.forget_job(&old);
+        }
+    }
+
+    /// Current backup Jobs by namespace, cluster and state, sorted; states with none are
+    /// left out.
+    pub fn jobs_by_state(&self) -> Vec<JobCount<'_>> {
+        let mut out: Vec<JobCount<'_>> = self
+            .job_clusters
+            .iter()
+            .flat_map(|(_, (namespace, cluster), counts)| {
+                JOB_STATES
+                    .iter()
+                    .zip(counts)
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(state, n)| JobCount {
+                        namespace,
+                        cluster,
+                        state,
+                        count: *n,
+                    })
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (a.namespace, a.cluster, a.state).cmp(&(b.namespace, b.cluster, b.state))
+        });
+        out
     }
 
     /// Every cluster's storages by `(namespace, cluster)`: what target discovery reads.
@@ -342,96 +498,87 @@ impl BackupIndex {
         self.generation
     }
 
-    /// Forgets a deleted cluster.
-    pub fn remove_cluster(&mut self, namespace: &str, name: &str) {
-        let key = (namespace.to_owned(), name.to_owned());
-        self.schedules.remove(&key);
-        if self.storages.remove(&key).is_some() {
-            self.generation += 1;
-        }
-    }
-
-    /// `(namespace, name)` of every backup, in `namespace` when given.
-    pub fn backup_names(
-        &self,
-        namespace: Option<&str>,
-    ) -> std::collections::BTreeSet<(String, String)> {
-        self.backups
-            .keys()
-            .filter(|(ns, _)| namespace.is_none_or(|n| n == ns))
-            .cloned()
+    /// Every storage that has backups, sorted by key.
+    pub fn storage_views(&self) -> Vec<StorageView<'_>> {
+        self.aggregates
+            .iter()
+            .map(|(_, key, a)| StorageView {
+                key,
+                by_state: &a.by_state,
+                names: &self.states,
+                last_success: a.successes.last().and_then(|t| timestamp(*t)),
+                last_failure: a.failures.last().and_then(|t| timestamp(*t)),
+            })
             .collect()
-    }
-
-    /// `(namespace, name)` of every cluster, in `namespace` when given.
-    pub fn cluster_names(
-        &self,
-        namespace: Option<&str>,
-    ) -> std::collections::BTreeSet<(String, String)> {
-        self.schedules
-            .keys()
-            .filter(|(ns, _)| namespace.is_none_or(|n| n == ns))
-            .cloned()
-            .collect()
-    }
-
-    fn storage_key(namespace: &str, view: &BackupView) -> StorageKey {
-        StorageKey {
-            namespace: namespace.to_owned(),
-            cluster: view.cluster.to_string(),
-            storage: view.storage.to_string(),
-        }
     }
 
     /// Current backups by storage and state (`""` is reported as `New`).
     pub fn count_by_state(&self) -> BTreeMap<(StorageKey, String), u64> {
-        self.aggregates
-            .iter()
-            .flat_map(|(key, a)| {
-                a.by_state
-                    .iter()
-                    .map(move |(state, n)| ((key.clone(), state.clone()), *n))
+        self.storage_views()
+            .into_iter()
+            .flat_map(|v| {
+                let key = v.key;
+                v.states()
+                    .map(move |(state, n)| ((key.clone(), state.to_owned()), n))
             })
             .collect()
     }
 
     /// The newest completion time of a Succeeded backup, per storage.
     pub fn last_success(&self) -> BTreeMap<StorageKey, Timestamp> {
-        self.latest(|a| &a.successes)
+        self.storage_views()
+            .into_iter()
+            .filter_map(|v| Some((v.key.clone(), v.last_success?)))
+            .collect()
     }
 
     /// The newest failure time per storage (completion time, else creation time: failed
     /// backups often have no completion time).
     pub fn last_failure(&self) -> BTreeMap<StorageKey, Timestamp> {
-        self.latest(|a| &a.failures)
+        self.storage_views()
+            .into_iter()
+            .filter_map(|v| Some((v.key.clone(), v.last_failure?)))
+            .collect()
     }
 
-    fn latest(
-        &self,
-        times: impl Fn(&Aggregate) -> &BTreeMap<Timestamp, u32>,
-    ) -> BTreeMap<StorageKey, Timestamp> {
-        self.aggregates
-            .iter()
-            .filter_map(|(key, a)| times(a).last_key_value().map(|(t, _)| (key.clone(), *t)))
-            .collect()
+    /// The newest successful backup of each cluster that has one, on any storage, in
+    /// milliseconds, sorted by `(namespace, cluster)`. Storages come in key order, so a
+    /// cluster's storages are adjacent.
+    fn cluster_successes(&self) -> Vec<((&str, &str), i64)> {
+        let mut newest: Vec<((&str, &str), i64)> = Vec::new();
+        for (_, key, a) in self.aggregates.iter() {
+            let Some(&t) = a.successes.last() else {
+                continue;
+            };
+            let cluster = (key.namespace.as_str(), key.cluster.as_str());
+            match newest.last_mut() {
+                Some((last, newest_t)) if *last == cluster => *newest_t = (*newest_t).max(t),
+                _ => newest.push((cluster, t)),
+            }
+        }
+        newest
+    }
+
+    fn find_success(newest: &[((&str, &str), i64)], cluster: (&str, &str)) -> Option<Timestamp> {
+        newest
+            .binary_search_by(|(c, _)| c.cmp(&cluster))
+            .ok()
+            .and_then(|at| timestamp(newest[at].1))
     }
 
     /// The newest successful backup of a cluster, on any storage.
     pub fn cluster_last_success(&self, namespace: &str, cluster: &str) -> Option<Timestamp> {
-        self.cluster_successes
-            .get(&(namespace.to_owned(), cluster.to_owned()))
-            .and_then(|times| times.last_key_value())
-            .map(|(t, _)| *t)
+        Self::find_success(&self.cluster_successes(), (namespace, cluster))
     }
 
-    /// Every schedule's SLO at `now`.
-    pub fn schedule_slos(&self, now: Timestamp) -> Vec<ScheduleSlo> {
+    /// Every schedule's SLO at `now`, sorted by namespace, cluster and schedule order.
+    pub fn schedule_slos(&self, now: Timestamp) -> Vec<ScheduleSlo<'_>> {
+        let newest = self.cluster_successes();
         let mut out = Vec::new();
-        for ((ns, cluster), schedules) in &self.schedules {
-            let age = self
-                .cluster_last_success(ns, cluster)
+        for ((ns, cluster), view) in &self.clusters {
+            let age = Self::find_success(&newest, (ns.as_str(), cluster.as_str()))
                 .map(|t| now.duration_since(t).max(SignedDuration::ZERO));
-            for schedule in schedules {
+            for schedule in &view.schedules {
                 let window = match (schedule.gap, schedule.count) {
                     (Some(gap), Some(count)) => window_from_gap(gap, count),
                     _ => None,
@@ -443,11 +590,9 @@ impl BackupIndex {
                     _ => None,
                 };
                 out.push(ScheduleSlo {
-                    key: ScheduleKey {
-                        namespace: ns.clone(),
-                        cluster: cluster.clone(),
-                        schedule: schedule.name.clone(),
-                    },
+                    namespace: ns,
+                    cluster,
+                    schedule: &schedule.name,
                     window,
                     last_success_age: age,
                     budget_ratio,
@@ -462,6 +607,8 @@ impl BackupIndex {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    const E: Epoch = Epoch(0);
 
     fn backup(
         name: &str,
@@ -499,25 +646,24 @@ mod tests {
     #[test]
     fn last_success_and_failure_per_storage() {
         let mut index = BackupIndex::new();
-        index.upsert_backup(&backup(
-            "a",
-            "s3-us-west",
-            "Succeeded",
-            Some("2026-11-22T04:00:00Z"),
-        ));
-        index.upsert_backup(&backup(
-            "b",
-            "s3-us-west",
-            "Succeeded",
-            Some("2026-11-23T04:00:00Z"),
-        ));
-        index.upsert_backup(&backup("c", "s3-us-west", "Failed", None));
-        index.upsert_backup(&backup(
-            "d",
-            "backstop-secondary",
-            "Succeeded",
-            Some("2026-11-24T04:00:00Z"),
-        ));
+        index.upsert_backup(
+            &backup("a", "s3-us-west", "Succeeded", Some("2026-11-22T04:00:00Z")),
+            E,
+        );
+        index.upsert_backup(
+            &backup("b", "s3-us-west", "Succeeded", Some("2026-11-23T04:00:00Z")),
+            E,
+        );
+        index.upsert_backup(&backup("c", "s3-us-west", "Failed", None), E);
+        index.upsert_backup(
+            &backup(
+                "d",
+                "backstop-secondary",
+                "Succeeded",
+                Some("2026-11-24T04:00:00Z"),
+            ),
+            E,
+        );
         let success = index.last_success();
         assert_eq!(
             success[&key("s3-us-west")].to_string(),
@@ -546,20 +692,21 @@ mod tests {
     #[test]
     fn budget_ratio_is_the_newest_good_backups_age_over_the_window() {
         let mut index = BackupIndex::new();
-        index.upsert_cluster(&cluster("0 4 * * *", 7));
-        index.upsert_backup(&backup(
-            "a",
-            "s3-us-west",
-            "Succeeded",
-            Some("2026-11-20T04:00:00Z"),
-        ));
+        index.upsert_cluster(&cluster("0 4 * * *", 7), E);
+        index.upsert_backup(
+            &backup("a", "s3-us-west", "Succeeded", Some("2026-11-20T04:00:00Z")),
+            E,
+        );
         // A failover backup on the secondary is a good backup too.
-        index.upsert_backup(&backup(
-            "b",
-            "backstop-secondary",
-            "Succeeded",
-            Some("2026-11-21T04:00:00Z"),
-        ));
+        index.upsert_backup(
+            &backup(
+                "b",
+                "backstop-secondary",
+                "Succeeded",
+                Some("2026-11-21T04:00:00Z"),
+            ),
+            E,
+        );
         let now: Timestamp = "2026-11-24T16:00:00Z".parse().unwrap();
         let slo = &index.schedule_slos(now)[0];
         assert_eq!(slo.window, Some(SignedDuration::from_hours(7 * 24)));
@@ -578,9 +725,9 @@ mod tests {
             )]
             .into(),
         );
-        index.upsert_cluster(&c);
+        index.upsert_cluster(&c, E);
         let g1 = index.storages_generation();
-        index.upsert_cluster(&c);
+        index.upsert_cluster(&c, E);
         assert_eq!(
             index.storages_generation(),
             g1,
@@ -598,18 +745,16 @@ mod tests {
     #[test]
     fn no_success_or_unbounded_retention_gives_no_ratio() {
         let mut index = BackupIndex::new();
-        index.upsert_cluster(&cluster("0 4 * * *", 0));
-        index.upsert_backup(&backup(
-            "a",
-            "s3-us-west",
-            "Succeeded",
-            Some("2026-11-20T04:00:00Z"),
-        ));
+        index.upsert_cluster(&cluster("0 4 * * *", 0), E);
+        index.upsert_backup(
+            &backup("a", "s3-us-west", "Succeeded", Some("2026-11-20T04:00:00Z")),
+            E,
+        );
         let now: Timestamp = "2026-11-24T16:00:00Z".parse().unwrap();
         assert_eq!(index.schedule_slos(now)[0].budget_ratio, None);
 
         let mut empty = BackupIndex::new();
-        empty.upsert_cluster(&cluster("0 4 * * *", 7));
+        empty.upsert_cluster(&cluster("0 4 * * *", 7), E);
         let slo = &empty.schedule_slos(now)[0];
         assert_eq!((slo.last_success_age, slo.budget_ratio), (None, None));
         assert!(slo.window.is_some());
@@ -640,12 +785,12 @@ mod tests {
             let state = states[usize::try_from(next(4)).unwrap()];
             let completed =
                 (next(3) > 0).then(|| format!("2026-11-2{}T00:00:{:02}Z", next(9), step % 60));
-            index.upsert_backup(&backup(&name, &storage, state, completed.as_deref()));
+            index.upsert_backup(&backup(&name, &storage, state, completed.as_deref()), E);
             model.insert(name, (storage, state.to_owned(), completed));
         }
         let mut fresh = BackupIndex::new();
         for (name, (storage, state, completed)) in &model {
-            fresh.upsert_backup(&backup(name, storage, state, completed.as_deref()));
+            fresh.upsert_backup(&backup(name, storage, state, completed.as_deref()), E);
         }
         assert_eq!(index.count_by_state(), fresh.count_by_state());
         assert_eq!(index.last_success(), fresh.last_success());
@@ -661,5 +806,122 @@ mod tests {
         }
         assert!(index.count_by_state().is_empty() && index.last_success().is_empty());
         assert_eq!(index.cluster_last_success("percona", "cluster1"), None);
+    }
+
+    fn in_namespace(mut b: PerconaXtraDBClusterBackup, ns: &str) -> PerconaXtraDBClusterBackup {
+        b.metadata.namespace = Some(ns.to_owned());
+        b
+    }
+
+    /// A relist removes exactly the objects of its own scope that it did not deliver, even
+    /// when an earlier list broke off half way.
+    #[test]
+    fn a_sweep_removes_what_its_list_did_not_deliver_in_its_scope_only() {
+        let mut index = BackupIndex::new();
+        let first = Epoch::default().next();
+        for (name, ns) in [("a", "percona"), ("b", "percona"), ("c", "other")] {
+            let b = backup(name, "s3", "Succeeded", Some("2026-11-22T04:00:00Z"));
+            index.upsert_backup(&in_namespace(b, ns), first);
+        }
+        index.sweep_backups(None, first);
+        assert_eq!(
+            index.backup_count(),
+            3,
+            "a complete list keeps all it delivered"
+        );
+
+        // A relist of "percona" that breaks off after delivering "a", then starts again and
+        // delivers only "a": "b" was deleted meanwhile. "other" is another watch's scope.
+        let broken = first.next();
+        let a = backup("a", "s3", "Succeeded", Some("2026-11-22T04:00:00Z"));
+        index.upsert_backup(&a, broken);
+        let again = broken.next();
+        index.upsert_backup(&a, again);
+        index.sweep_backups(Some("percona"), again);
+        assert_eq!(index.backup_count(), 2);
+        let counts = index.count_by_state();
+        let key = |ns: &str| StorageKey {
+            namespace: ns.into(),
+            cluster: "cluster1".into(),
+            storage: "s3".into(),
+        };
+        assert_eq!(counts[&(key("percona"), "Succeeded".to_owned())], 1);
+        assert_eq!(counts[&(key("other"), "Succeeded".to_owned())], 1);
+
+        // A namespace whose name prefixes another's is a different scope.
+        let b = in_namespace(backup("d", "s3", "Failed", None), "percona-2");
+        index.upsert_backup(&b, first);
+        index.sweep_backups(Some("percona"), again);
+        assert_eq!(
+            index.backup_count(),
+            3,
+            "percona-2 is not in percona's scope"
+        );
+        index.sweep_backups(Some("percona-2"), again);
+        assert_eq!(index.backup_count(), 2);
+        assert!(
+            index.last_failure().is_empty(),
+            "its contribution is gone with it"
+        );
+    }
+
+    fn job(name: &str, cluster: &str, condition: Option<&str>) -> k8s_openapi::api::batch::v1::Job {
+        let conditions: Vec<_> = condition
+            .map(|c| json!({"type": c, "status": "True"}))
+            .into_iter()
+            .collect();
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "percona",
+                "labels": {"percona.com/cluster": cluster}},
+            "status": {"conditions": conditions},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn jobs_are_counted_per_cluster_and_state_through_changes_and_sweeps() {
+        let mut index = BackupIndex::new();
+        let e = Epoch::default().next();
+        index.upsert_job(&job("j1", "cluster1", None), e);
+        index.upsert_job(&job("j2", "cluster1", Some("Failed")), e);
+        index.upsert_job(&job("j3", "cluster2", Some("Complete")), e);
+        index.upsert_job(&job("j1", "cluster1", Some("Complete")), e);
+        let counts: Vec<_> = index
+            .jobs_by_state()
+            .iter()
+            .map(|j| (j.cluster.to_owned(), j.state, j.count))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                ("cluster1".to_owned(), "failed", 1),
+                ("cluster1".to_owned(), "succeeded", 1),
+                ("cluster2".to_owned(), "succeeded", 1)
+            ]
+        );
+        index.remove_job("percona", "j2");
+        let relist = e.next();
+        index.upsert_job(&job("j1", "cluster1", Some("Complete")), relist);
+        index.sweep_jobs(Some("percona"), relist);
+        let counts: Vec<_> = index
+            .jobs_by_state()
+            .iter()
+            .map(|j| (j.cluster.to_owned(), j.state, j.count))
+            .collect();
+        assert_eq!(counts, [("cluster1".to_owned(), "succeeded", 1)]);
+    }
+
+    #[test]
+    fn a_cluster_sweep_forgets_its_schedules_and_storages() {
+        let mut index = BackupIndex::new();
+        let e = Epoch::default().next();
+        index.upsert_cluster(&cluster("0 4 * * *", 7), e);
+        let g = index.storages_generation();
+        let relist = e.next();
+        index.sweep_clusters(Some("elsewhere"), relist);
+        assert_eq!(index.schedule_slos(Timestamp::now()).len(), 1);
+        index.sweep_clusters(Some("percona"), relist);
+        assert!(index.schedule_slos(Timestamp::now()).is_empty());
+        assert!(index.storages().is_empty() && index.storages_generation() > g);
     }
 }

@@ -7,5 +7,7 @@ pub mod cause;
 pub mod collector;
 pub mod completions;
 pub mod index;
+pub mod object_id;
+pub mod reftable;
 pub mod retention;
 pub mod runtime;

@@ -3,7 +3,6 @@
 //! deleted while a watch was down disappear; the readiness gate of each watch opens after its
 //! first complete list.
 
-use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -21,43 +20,44 @@ use k8s_openapi::api::batch::v1::Job;
 
 use crate::watch::collector::SharedIndex;
 use crate::watch::completions::CompletionRecorder;
-use crate::watch::index::BackupIndex;
+use crate::watch::index::{BackupIndex, Epoch};
 
 /// How one kind of object is applied to the index.
 trait Indexed: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static {
     const WHAT: &'static str;
     /// A label selector limiting the watch (the operator's backup Jobs only).
     const SELECTOR: Option<&'static str> = None;
-    fn upsert(index: &mut BackupIndex, object: &Self);
+    fn upsert(index: &mut BackupIndex, object: &Self, seen: Epoch);
     fn remove(index: &mut BackupIndex, namespace: &str, name: &str);
-    fn names(index: &BackupIndex, namespace: Option<&str>) -> BTreeSet<(String, String)>;
+    /// Forgets objects of `scope` the list of `epoch` did not deliver.
+    fn sweep(index: &mut BackupIndex, scope: Option<&str>, epoch: Epoch);
     /// Hook for objects seen (listed or changed); backups offer themselves to the recorder.
     fn seen(_object: &Self, _recorder: Option<&Arc<CompletionRecorder>>) {}
 }
 
 impl Indexed for PerconaXtraDBCluster {
     const WHAT: &'static str = "clusters";
-    fn upsert(index: &mut BackupIndex, object: &Self) {
-        index.upsert_cluster(object);
+    fn upsert(index: &mut BackupIndex, object: &Self, seen: Epoch) {
+        index.upsert_cluster(object, seen);
     }
     fn remove(index: &mut BackupIndex, namespace: &str, name: &str) {
         index.remove_cluster(namespace, name);
     }
-    fn names(index: &BackupIndex, namespace: Option<&str>) -> BTreeSet<(String, String)> {
-        index.cluster_names(namespace)
+    fn sweep(index: &mut BackupIndex, scope: Option<&str>, epoch: Epoch) {
+        index.sweep_clusters(scope, epoch);
     }
 }
 
 impl Indexed for PerconaXtraDBClusterBackup {
     const WHAT: &'static str = "backups";
-    fn upsert(index: &mut BackupIndex, object: &Self) {
-        index.upsert_backup(object);
+    fn upsert(index: &mut BackupIndex, object: &Self, seen: Epoch) {
+        index.upsert_backup(object, seen);
     }
     fn remove(index: &mut BackupIndex, namespace: &str, name: &str) {
         index.remove_backup(namespace, name);
     }
-    fn names(index: &BackupIndex, namespace: Option<&str>) -> BTreeSet<(String, String)> {
-        index.backup_names(namespace)
+    fn sweep(index: &mut BackupIndex, scope: Option<&str>, epoch: Epoch) {
+        index.sweep_backups(scope, epoch);
     }
     fn seen(object: &Self, recorder: Option<&Arc<CompletionRecorder>>) {
         if let Some(recorder) = recorder {
@@ -69,14 +69,14 @@ impl Indexed for PerconaXtraDBClusterBackup {
 impl Indexed for Job {
     const WHAT: &'static str = "jobs";
     const SELECTOR: Option<&'static str> = Some("percona.com/backup-type=xtrabackup");
-    fn upsert(index: &mut BackupIndex, object: &Self) {
-        index.upsert_job(object);
+    fn upsert(index: &mut BackupIndex, object: &Self, seen: Epoch) {
+        index.upsert_job(object, seen);
     }
     fn remove(index: &mut BackupIndex, namespace: &str, name: &str) {
         index.remove_job(namespace, name);
     }
-    fn names(index: &BackupIndex, namespace: Option<&str>) -> BTreeSet<(String, String)> {
-        index.job_names(namespace)
+    fn sweep(index: &mut BackupIndex, scope: Option<&str>, epoch: Epoch) {
+        index.sweep_jobs(scope, epoch);
     }
 }
 
@@ -148,7 +148,7 @@ where
             config = config.labels(selector);
         }
         let mut events = watcher::watcher(api, config).default_backoff().boxed();
-        let mut relisted: Option<BTreeSet<(String, String)>> = None;
+        let mut epoch = Epoch::default();
         loop {
             let event = tokio::select! {
                 event = events.next() => event,
@@ -161,7 +161,7 @@ where
                     if let Event::Apply(object) | Event::InitApply(object) = &event {
                         K::seen(object, recorder.as_ref());
                     }
-                    apply(&index, &gate, scope.as_deref(), &mut relisted, event);
+                    apply(&index, &gate, scope.as_deref(), &mut epoch, event);
                 }
             }
         }
@@ -172,32 +172,21 @@ fn apply<K: Indexed>(
     index: &SharedIndex,
     gate: &Gate,
     scope: Option<&str>,
-    relisted: &mut Option<BTreeSet<(String, String)>>,
+    epoch: &mut Epoch,
     event: Event<K>,
 ) {
     let mut index = index
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     match event {
-        Event::Init => *relisted = Some(BTreeSet::new()),
-        // Applied as they arrive, remembering only names: buffering whole objects until
-        // InitDone would hold the entire list in memory at once.
-        Event::InitApply(object) => {
-            relisted
-                .get_or_insert_with(BTreeSet::new)
-                .insert((object.namespace().unwrap_or_default(), object.name_any()));
-            K::upsert(&mut index, &object);
-        }
+        // Objects are applied as they arrive and tagged with the list's epoch; buffering
+        // them (or even their names) until InitDone would hold the whole list in memory.
+        Event::Init => *epoch = epoch.next(),
+        Event::InitApply(object) | Event::Apply(object) => K::upsert(&mut index, &object, *epoch),
         Event::InitDone => {
-            let keep = relisted.take().unwrap_or_default();
-            for (ns, name) in K::names(&index, scope) {
-                if !keep.contains(&(ns.clone(), name.clone())) {
-                    K::remove(&mut index, &ns, &name);
-                }
-            }
+            K::sweep(&mut index, scope, *epoch);
             gate.open();
         }
-        Event::Apply(object) => K::upsert(&mut index, &object),
         Event::Delete(object) => {
             K::remove(
                 &mut index,
