@@ -5,6 +5,7 @@
 //! their families here too, so `/metrics` is one registry rendered in one pass.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -68,6 +69,7 @@ pub struct HttpLabels {
 pub struct Metrics {
     registry: Registry,
     http_requests: Family<HttpLabels, Counter>,
+    last_size: AtomicUsize,
 }
 
 impl Default for Metrics {
@@ -116,6 +118,7 @@ impl Metrics {
         Self {
             registry,
             http_requests,
+            last_size: AtomicUsize::new(0),
         }
     }
 
@@ -136,7 +139,9 @@ impl Metrics {
 
     /// Renders every metric in `format`.
     pub fn render(&self, format: Format) -> Result<String, std::fmt::Error> {
-        let mut out = String::with_capacity(4096);
+        // Sized like the last render: a large exposition is not grown (and copied) a dozen
+        // times on every scrape.
+        let mut out = String::with_capacity(self.last_size.load(Ordering::Relaxed).max(4096));
         match format {
             Format::OpenMetrics => {
                 prometheus_client::encoding::text::encode(&mut out, &self.registry)?
@@ -148,6 +153,7 @@ impl Metrics {
         if out.is_empty() {
             writeln!(out)?;
         }
+        self.last_size.store(out.len(), Ordering::Relaxed);
         Ok(out)
     }
 }
