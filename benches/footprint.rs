@@ -102,7 +102,7 @@ async fn start_backstop(
     )
     .expect("config");
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_backstop"))
+    let child = Command::new(support::backstop_bin())
         .args(["run", "--config"])
         .arg(&config)
         .args(["--listen", &format!("127.0.0.1:{port}")])

@@ -12,6 +12,10 @@ if ! command -v prometheus-blackbox-exporter >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus-blackbox-exporter >/dev/null
 fi
 
+# The child-process benchmarks run the binary the image ships: the production profile
+# without the sandbox (a long build: fat LTO, one codegen unit).
+cargo build --locked --profile production --no-default-features --bin backstop
+export BACKSTOP_BENCH_BIN="${CARGO_TARGET_DIR:-target}/production/backstop"
 cargo build --release --features sandbox --benches --bins
 for bench in probe_accuracy webhook footprint list_cost watch_scale; do
   echo

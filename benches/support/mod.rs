@@ -1,7 +1,18 @@
 //! What the benchmarks that run `backstop` (or a peer) as a child process share: the child
 //! killed on drop, a port to tell it, and its resident memory.
 
+use std::path::PathBuf;
 use std::process::Child;
+
+/// The `backstop` binary a benchmark runs: `BACKSTOP_BENCH_BIN` when set (scripts/bench.sh
+/// points it at the `production` build the image ships), else the one cargo built for this
+/// profile.
+pub fn backstop_bin() -> PathBuf {
+    std::env::var_os("BACKSTOP_BENCH_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_backstop")),
+        PathBuf::from,
+    )
+}
 
 /// A child process killed when dropped, so a failed run leaves nothing behind, with the
 /// directory holding its configuration.
