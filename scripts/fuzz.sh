@@ -9,13 +9,21 @@
 # regression seed by copying it into fuzz/corpus/<target>/.
 #
 # Environment: FUZZ_SANITIZER (default none: the code is safe Rust; `address` for ASan),
-# FUZZ_JOBS (parallel jobs per target, default 1), CARGO_TARGET_DIR (where to build).
+# FUZZ_JOBS (parallel jobs per target, default 1), FUZZ_PROFILE (`release`, the default, or
+# `dev`: an unoptimised build, several times quicker to compile and slower per input, which
+# is what CI uses), CARGO_TARGET_DIR (where to build).
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
 seconds="${1:-60}"
 sanitizer="${FUZZ_SANITIZER:-none}"
 jobs="${FUZZ_JOBS:-1}"
+profile=()
+case "${FUZZ_PROFILE:-release}" in
+  release) ;;
+  dev) profile=(--dev) ;;
+  *) echo "fuzz.sh: FUZZ_PROFILE must be release or dev" >&2; exit 2 ;;
+esac
 parallel=()
 # -jobs at all (even 1) makes libFuzzer log to fuzz-N.log files instead of stderr.
 [ "$jobs" -gt 1 ] && parallel=(-jobs="$jobs" -workers="$jobs")
@@ -27,7 +35,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
 
-cargo fuzz build --sanitizer "$sanitizer"
+cargo fuzz build "${profile[@]}" --sanitizer "$sanitizer"
 
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
@@ -36,7 +44,7 @@ for target in "${targets[@]}"; do
   mkdir -p "$scratch/$target"
   echo "fuzz.sh: $target for ${seconds}s" >&2
   # -print_final_stats=1 prints stat::number_of_executed_units for the record.
-  if ! cargo fuzz run --sanitizer "$sanitizer" "$target" "$scratch/$target" "corpus/$target" -- \
+  if ! cargo fuzz run "${profile[@]}" --sanitizer "$sanitizer" "$target" "$scratch/$target" "corpus/$target" -- \
     -max_total_time="$seconds" "${parallel[@]}" -print_final_stats=1 \
     -max_len=65536 -timeout=10 2>&1 | tee "$scratch/$target.log" | grep -E '^(stat::|#[0-9]+ +DONE|==[0-9]+== ERROR|thread .* panicked|SUMMARY)'; then
     :
