@@ -217,6 +217,23 @@ fn timestamp(ms: i64) -> Option<Timestamp> {
     Timestamp::from_millisecond(ms).ok()
 }
 
+/// Removes the entries `stale` picks from `map` and returns them, so their contributions can
+/// be taken back.
+fn drain_stale<S: Copy>(
+    map: &mut HashMap<ObjectId, S, IdHasher>,
+    mut stale: impl FnMut(&S) -> bool,
+) -> Vec<S> {
+    let mut gone = Vec::new();
+    map.retain(|_, slot| {
+        let drop = stale(slot);
+        if drop {
+            gone.push(*slot);
+        }
+        !drop
+    });
+    gone
+}
+
 /// Adds (or with `add` false, removes) one backup's contribution to its storage's aggregate.
 fn account(aggregate: &mut Aggregate, states: &[Box<str>], slot: &BackupSlot, add: bool) {
     let at = aggregate
@@ -326,19 +343,14 @@ impl BackupIndex {
     /// Forgets every backup in `scope` (a namespace, or all) not seen since `epoch` began:
     /// the end of a list.
     pub fn sweep_backups(&mut self, scope: Option<&str>, epoch: Epoch) {
-        let mut gone = Vec::new();
         let aggregates = &self.aggregates;
-        self.backups.retain(|_, slot| {
-            let in_scope = scope.is_none_or(|ns| {
-                aggregates
-                    .key(slot.storage)
-                    .is_some_and(|k| k.namespace == ns)
-            });
-            let keep = slot.seen == epoch || !in_scope;
-            if !keep {
-                gone.push(*slot);
-            }
-            keep
+        let gone = drain_stale(&mut self.backups, |slot| {
+            slot.seen != epoch
+                && scope.is_none_or(|ns| {
+                    aggregates
+                        .key(slot.storage)
+                        .is_some_and(|k| k.namespace == ns)
+                })
         });
         for old in gone {
             self.forget_backup(&old);
@@ -443,19 +455,14 @@ impl BackupIndex {
 
     /// Forgets every Job in `scope` not seen since `epoch` began.
     pub fn sweep_jobs(&mut self, scope: Option<&str>, epoch: Epoch) {
-        let mut gone = Vec::new();
         let clusters = &self.job_clusters;
-        self.jobs.retain(|_, slot| {
-            let in_scope = scope.is_none_or(|ns| {
-                clusters
-                    .key(slot.cluster)
-                    .is_some_and(|(namespace, _)| namespace == ns)
-            });
-            let keep = slot.seen == epoch || !in_scope;
-            if !keep {
-                gone.push(*slot);
-            }
-            keep
+        let gone = drain_stale(&mut self.jobs, |slot| {
+            slot.seen != epoch
+                && scope.is_none_or(|ns| {
+                    clusters
+                        .key(slot.cluster)
+                        .is_some_and(|(namespace, _)| namespace == ns)
+                })
         });
         for old in gone {
             self.forget_job(&old);
