@@ -59,19 +59,6 @@ fn clock_ticks() -> f64 {
         .expect("CLK_TCK")
 }
 
-async fn wait_http_ok(url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(r) = reqwest::get(url).await
-            && r.status().is_success()
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{url} never answered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn start_backstop(
     sim: &KubeSim,
     endpoint: &str,
@@ -101,21 +88,7 @@ async fn start_backstop(
         ),
     )
     .expect("config");
-    let port = free_port();
-    let child = Command::new(support::backstop_bin())
-        .args(["run", "--config"])
-        .arg(&config)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("BACKSTOP_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("backstop");
-    let base = format!("http://127.0.0.1:{port}");
-    let process = Process { child, _dir: dir };
-    wait_http_ok(&format!("{base}/readyz")).await;
-    (process, base)
+    support::start_backstop(dir, &config, &kubeconfig, Duration::from_secs(120)).await
 }
 
 fn start_blackbox() -> (Process, String) {
@@ -265,7 +238,11 @@ async fn main() {
 
     let (backstop, backstop_base) = start_backstop(&sim, &endpoint, &buckets, interval).await;
     let (blackbox, blackbox_base) = start_blackbox();
-    wait_http_ok(&format!("{blackbox_base}/metrics")).await;
+    support::wait_http_ok(
+        &format!("{blackbox_base}/metrics"),
+        Duration::from_secs(120),
+    )
+    .await;
     let probe_urls: Vec<String> = buckets.iter().map(|b| format!("{endpoint}/{b}")).collect();
     let http = reqwest::Client::new();
 

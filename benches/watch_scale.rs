@@ -7,7 +7,6 @@
 //!
 //! `cargo bench --bench watch_scale` (`BACKSTOP_BENCH_CLUSTERS` scales it down).
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ use serde_json::json;
 
 mod support;
 
-use support::{Process, free_port, rss_kib};
+use support::{Process, rss_kib};
 
 const STORAGES: usize = 3;
 const BACKUPS_PER_STORAGE: usize = 100;
@@ -50,32 +49,9 @@ async fn start_backstop(sim: &KubeSim) -> Backstop {
         ),
     )
     .expect("config");
-    let port = free_port();
-    let child = Command::new(support::backstop_bin())
-        .args(["run", "--config"])
-        .arg(&config)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("BACKSTOP_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("backstop");
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await
-            && r.status().is_success()
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "backstop never became ready");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Backstop {
-        process: Process { child, _dir: dir },
-        base,
-    }
+    let (process, base) =
+        support::start_backstop(dir, &config, &kubeconfig, Duration::from_secs(600)).await;
+    Backstop { process, base }
 }
 
 /// Median and p99 time of 50 scrapes, and the body of the last. Without compression the

@@ -1,8 +1,9 @@
 //! What the benchmarks that run `backstop` (or a peer) as a child process share: the child
 //! killed on drop, a port to tell it, and its resident memory.
 
-use std::path::PathBuf;
-use std::process::Child;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// The `backstop` binary a benchmark runs: `BACKSTOP_BENCH_BIN` when set (scripts/bench.sh
 /// points it at the `production` build the image ships), else the one cargo built for this
@@ -47,4 +48,44 @@ pub fn rss_kib(pid: u32) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Polls `url` until it answers 2xx; panics after `within`.
+pub async fn wait_http_ok(url: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(r) = reqwest::get(url).await
+            && r.status().is_success()
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url} never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts `backstop run` with `config` against the cluster in `kubeconfig` (both in `dir`,
+/// which lives as long as the process) on a free loopback port, and waits up to
+/// `ready_within` for `/readyz`. Returns the process and its base URL.
+pub async fn start_backstop(
+    dir: tempfile::TempDir,
+    config: &Path,
+    kubeconfig: &Path,
+    ready_within: Duration,
+) -> (Process, String) {
+    let port = free_port();
+    let child = Command::new(backstop_bin())
+        .args(["run", "--config"])
+        .arg(config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("KUBECONFIG", kubeconfig)
+        .env("BACKSTOP_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("backstop");
+    let base = format!("http://127.0.0.1:{port}");
+    let process = Process { child, _dir: dir };
+    wait_http_ok(&format!("{base}/readyz"), ready_within).await;
+    (process, base)
 }
