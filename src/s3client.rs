@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, retry::RetryConfig, timeout::TimeoutConfig,
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    StalledStreamProtectionConfig, retry::RetryConfig, timeout::TimeoutConfig,
 };
 
 /// Where a bucket is reached.
@@ -89,19 +90,19 @@ pub async fn ambient_client(endpoint: &Endpoint, timeouts: Timeouts) -> aws_sdk_
 }
 
 /// A client for `endpoint` with static `credentials` or, without them, the ambient chain,
-/// reaching the endpoint through `http` when the storage's TLS settings need a client of
-/// their own (see [`crate::s3tls`]).
+/// reaching the endpoint through `http`, built for the storage's TLS settings (see
+/// [`crate::s3tls`]).
 pub async fn client_with(
     endpoint: &Endpoint,
     credentials: Option<&StaticCredentials>,
     timeouts: Timeouts,
-    http: Option<crate::s3tls::TlsClient>,
+    http: crate::s3tls::TlsClient,
 ) -> aws_sdk_s3::Client {
     let builder = match credentials {
         Some(credentials) => static_builder(endpoint, credentials),
         None => ambient_builder(endpoint).await,
     };
-    finish(builder, endpoint, timeouts, http)
+    finish(builder, endpoint, timeouts, Some(http))
 }
 
 fn static_builder(
@@ -138,6 +139,15 @@ fn finish(
 ) -> aws_sdk_s3::Client {
     let mut builder = builder
         .force_path_style(endpoint.force_path_style)
+        // Checksums only where S3 demands them, as before the SDK's 2025 default: many
+        // S3-compatible stores reject the flexible-checksum trailers, which would read as an
+        // outage the backup Job (xbcloud sends no such trailers) does not have. The canary
+        // compares what it reads with what it wrote, byte for byte, anyway.
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        // The operation timeout bounds a stalled transfer already; the SDK's own stall
+        // detector would only add a second, looser clock around every body.
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
         .retry_config(RetryConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
@@ -155,13 +165,14 @@ fn finish(
 }
 
 /// An STS client for the same credentials: static ones from a Secret, or the ambient chain
-/// (`None`). Same rules as the S3 clients: no retries, explicit timeouts. `endpoint_url`
-/// overrides AWS's regional STS endpoint.
+/// (`None`). Same rules as the S3 clients: no retries, explicit timeouts, requests through
+/// `http`. `endpoint_url` overrides AWS's regional STS endpoint.
 pub async fn sts_client(
     region: &str,
     endpoint_url: Option<&str>,
     credentials: Option<&StaticCredentials>,
     timeouts: Timeouts,
+    http: crate::s3tls::TlsClient,
 ) -> aws_sdk_sts::Client {
     let region = aws_sdk_sts::config::Region::new(region.to_owned());
     let builder = match credentials {
@@ -194,7 +205,7 @@ pub async fn sts_client(
     if let Some(url) = endpoint_url {
         builder = builder.endpoint_url(url);
     }
-    aws_sdk_sts::Client::from_conf(builder.build())
+    aws_sdk_sts::Client::from_conf(builder.http_client(http).build())
 }
 
 /// Reads `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` from a Secret's data.

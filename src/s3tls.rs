@@ -3,13 +3,17 @@
 //! the operator's backup Job would reach the bucket.
 //!
 //! The SDK's HTTPS client can take a custom trust store but has no switch to skip
-//! verification, so both non-default cases go through one small HTTP client of our own:
-//! hyper-util's pooled client over hyper-rustls with a rustls configuration we build. It
-//! reports connect failures and timeouts as the SDK's own client does, so errors are
-//! classified the same way whichever client carried the request.
+//! verification, and it parses the whole system root store again for every client it
+//! builds (a probe cycle builds one per target: that parse was the largest single cost of
+//! a cycle). So every case goes through one small HTTP client of our own: hyper-util's
+//! pooled client over hyper-rustls with a rustls configuration we build, the system roots
+//! parsed once per process. Each client still has its own connection pool, so every cycle
+//! connects afresh, as the backup Job does. It reports connect failures and timeouts as
+//! the SDK's own client does, so errors are classified the same way whichever client
+//! carried the request.
 
 use std::error::Error as StdError;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use aws_smithy_runtime_api::client::http::{
@@ -32,7 +36,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 /// How a client decides whether to trust the endpoint's certificate.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Trust {
-    /// The SDK's default client and the system's roots.
+    /// The system's roots, as the SDK's default client trusts them.
     Default,
     /// Only the CA certificates of this PEM bundle (the storage's `caBundle`).
     CaBundle(Vec<u8>),
@@ -65,20 +69,48 @@ pub enum TrustError {
     Tls(#[from] rustls::Error),
 }
 
-/// The HTTP client for `trust`, or `None` for the SDK's default one.
+/// The TLS configuration that trusts the system's roots, built on first use and shared
+/// after: parsing the roots costs far more than a probe's requests.
+fn system_roots_config() -> Result<rustls::ClientConfig, TrustError> {
+    static CONFIG: OnceLock<rustls::ClientConfig> = OnceLock::new();
+    if let Some(config) = CONFIG.get() {
+        return Ok(config.clone());
+    }
+    let loaded = rustls_native_certs::load_native_certs();
+    for error in &loaded.errors {
+        tracing::warn!(%error, "reading the system's CA certificates");
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let (_, unparsable) = roots.add_parsable_certificates(loaded.certs);
+    if unparsable > 0 {
+        tracing::warn!(unparsable, "system CA certificates skipped");
+    }
+    if roots.is_empty() {
+        // Every https endpoint will then fail as a TLS error, which names the cause.
+        tracing::warn!("no system CA certificates found: https endpoints cannot be verified");
+    }
+    let config = builder()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(CONFIG.get_or_init(|| config).clone())
+}
+
+fn builder()
+-> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, TrustError> {
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?)
+}
+
+/// The HTTP client for `trust`, with a connection pool of its own.
 ///
 /// # Errors
 ///
 /// [`TrustError`] when a CA bundle is empty or malformed.
-pub fn http_client(
-    trust: &Trust,
-    connect_timeout: Duration,
-) -> Result<Option<TlsClient>, TrustError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
+pub fn http_client(trust: &Trust, connect_timeout: Duration) -> Result<TlsClient, TrustError> {
     let config = match trust {
-        Trust::Default => return Ok(None),
+        Trust::Default => system_roots_config()?,
         Trust::CaBundle(pem) => {
             let mut roots = rustls::RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(pem) {
@@ -90,12 +122,18 @@ pub fn http_client(
             if roots.is_empty() {
                 return Err(TrustError::EmptyBundle);
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            builder()?
+                .with_root_certificates(roots)
+                .with_no_client_auth()
         }
-        Trust::Insecure => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-            .with_no_client_auth(),
+        Trust::Insecure => {
+            let builder = builder()?;
+            let provider = builder.crypto_provider().clone();
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_no_client_auth()
+        }
     };
     let mut tcp = TcpConnector::new();
     tcp.enforce_http(false);
@@ -107,10 +145,10 @@ pub fn http_client(
         .enable_http1()
         .wrap_connector(tcp);
     let client = Client::builder(TokioExecutor::new()).build(https);
-    Ok(Some(TlsClient {
+    Ok(TlsClient {
         client,
         insecure: matches!(trust, Trust::Insecure),
-    }))
+    })
 }
 
 /// An SDK HTTP client with its own TLS trust (see [`http_client`]).
@@ -225,12 +263,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_default_needs_no_client_of_ours() {
-        assert!(
-            http_client(&Trust::Default, Duration::from_secs(1))
-                .unwrap()
-                .is_none()
-        );
+    fn the_system_roots_are_parsed_once_per_process() {
+        let first = system_roots_config().unwrap();
+        let second = system_roots_config().unwrap();
+        // A clone of one configuration shares its verifier; a rebuilt one would not.
+        assert!(Arc::ptr_eq(
+            &first.crypto_provider().clone(),
+            second.crypto_provider()
+        ));
     }
 
     #[test]
@@ -253,11 +293,10 @@ mod tests {
     #[tokio::test]
     async fn insecure_and_bundle_clients_build() {
         // Building needs a runtime for hyper-util's pool; no request is sent.
-        assert!(
-            http_client(&Trust::Insecure, Duration::from_secs(1))
-                .unwrap()
-                .is_some()
-        );
+        let client = http_client(&Trust::Insecure, Duration::from_secs(1)).unwrap();
+        assert!(client.insecure);
+        let client = http_client(&Trust::Default, Duration::from_secs(1)).unwrap();
+        assert!(!client.insecure);
     }
 
     #[test]

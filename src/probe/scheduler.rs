@@ -229,20 +229,34 @@ pub async fn probe_once(
     // own, since most have none.
     let sts_endpoint = options.sts_endpoint_url.as_deref();
     if options.sts && (target.endpoint_url().is_none() || sts_endpoint.is_some()) {
-        let sts = s3client::sts_client(
-            target.region(),
-            sts_endpoint,
-            credentials.as_ref(),
-            timeouts,
-        )
-        .await;
-        result.operations.push(
-            measure_call(
-                Operation::GetCallerIdentity,
-                sts.get_caller_identity().send(),
-            )
-            .await,
-        );
+        // The storage's caBundle and verifyTLS are about its S3 endpoint; STS is checked
+        // against the system's roots.
+        let call = match s3tls::http_client(&Trust::Default, timeouts.connect) {
+            Ok(http) => {
+                let sts = s3client::sts_client(
+                    target.region(),
+                    sts_endpoint,
+                    credentials.as_ref(),
+                    timeouts,
+                    http,
+                )
+                .await;
+                measure_call(
+                    Operation::GetCallerIdentity,
+                    sts.get_caller_identity().send(),
+                )
+                .await
+            }
+            Err(e) => OperationResult {
+                operation: Operation::GetCallerIdentity,
+                duration: Duration::ZERO,
+                outcome: Outcome::Err {
+                    class: ErrorClass::Tls,
+                    message: e.to_string(),
+                },
+            },
+        };
+        result.operations.push(call);
     }
     result
 }
