@@ -193,7 +193,7 @@ async fn main() {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` (CI) runs this binary without
     // it, as a quick smoke run that keeps the harness from rotting, with no thresholds.
     let smoke = !std::env::args().any(|a| a == "--bench");
-    let requests = env("BACKSTOP_BENCH_REQUESTS", if smoke { 160 } else { 4000 });
+    let requests = env("BACKSTOP_BENCH_REQUESTS", if smoke { 160 } else { 20000 });
     let cycles = env("BACKSTOP_BENCH_CYCLES", if smoke { 2 } else { 30 });
     let body = Bytes::from(
         std::fs::read("../shared/fixtures/alertmanager/webhook-firing.json")

@@ -50,7 +50,19 @@ pub struct AppState {
 pub fn router(state: AppState, settings: &ServerConfig) -> Router {
     let body_limit = usize::try_from(settings.max_body_bytes).unwrap_or(usize::MAX);
     Router::new()
-        .route("/metrics", get(metrics))
+        // Only the exposition is worth compressing (1.5 MB at scale); the other answers are
+        // a few bytes, and the layer costs every webhook request a little.
+        // The fastest level: a 300,000-backup exposition gzips in a few milliseconds
+        // instead of about 11 at the default level, and metric text still shrinks several
+        // times over.
+        .route(
+            "/metrics",
+            get(metrics).layer(
+                CompressionLayer::new()
+                    .gzip(true)
+                    .quality(CompressionLevel::Fastest),
+            ),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route(&settings.webhook_path, post(webhook))
@@ -64,14 +76,6 @@ pub fn router(state: AppState, settings: &ServerConfig) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             settings.request_timeout.get(),
         ))
-        // The fastest level: a 300,000-backup exposition (1.5 MB) gzips in a few
-        // milliseconds instead of about 11 at the default level, and metric text
-        // still shrinks several times over.
-        .layer(
-            CompressionLayer::new()
-                .gzip(true)
-                .quality(CompressionLevel::Fastest),
-        )
         .with_state(state)
 }
 

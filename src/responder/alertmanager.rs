@@ -51,9 +51,6 @@ pub struct Alert {
     pub status: AlertStatus,
     /// The alert's labels; `alertname` among them.
     pub labels: BTreeMap<String, String>,
-    /// Annotations (summary, description, ...).
-    #[serde(default)]
-    pub annotations: BTreeMap<String, String>,
     /// When this instance of the alert started firing. Together with the fingerprint it
     /// identifies one firing episode: a repeat carries the same value, a new episode a later one.
     pub starts_at: jiff::Timestamp,

@@ -109,14 +109,7 @@ impl Intent {
         status: AlertStatus,
         now: jiff::Timestamp,
     ) -> bool {
-        let replace = match self.episodes.get(key) {
-            None => true,
-            Some(known) if starts_at > known.starts_at => true,
-            Some(known) if starts_at == known.starts_at => {
-                known.status == AlertStatus::Firing && status == AlertStatus::Resolved
-            }
-            Some(_) => false,
-        };
+        let replace = self.would_change(key, starts_at, status);
         if replace {
             self.episodes.insert(
                 key.to_owned(),
@@ -129,6 +122,19 @@ impl Intent {
             );
         }
         replace
+    }
+
+    /// Whether [`Intent::observe`] of this observation would change the intent: a new
+    /// episode, a later one, or the known episode resolving.
+    pub fn would_change(&self, key: &str, starts_at: jiff::Timestamp, status: AlertStatus) -> bool {
+        match self.episodes.get(key) {
+            None => true,
+            Some(known) if starts_at > known.starts_at => true,
+            Some(known) if starts_at == known.starts_at => {
+                known.status == AlertStatus::Firing && status == AlertStatus::Resolved
+            }
+            Some(_) => false,
+        }
     }
 
     /// Marks every firing episode resolved (a revert asked for by hand); `true` when any was.
@@ -250,6 +256,24 @@ mod tests {
         assert!(!intent.wants_failover());
         assert!(intent.observe("a", "A", at(9), Firing, at(4)));
         assert!(intent.wants_failover());
+    }
+
+    #[test]
+    fn would_change_predicts_observe() {
+        let mut intent = Intent::default();
+        intent.observe("a", "A", at(5), Firing, at(5));
+        intent.observe("b", "A", at(5), Resolved, at(5));
+        for key in ["a", "b", "new"] {
+            for start in [at(0), at(5), at(9)] {
+                for status in [Firing, Resolved] {
+                    let predicted = intent.would_change(key, start, status);
+                    let mut copy = intent.clone();
+                    let changed = copy.observe(key, "A", start, status, at(10));
+                    assert_eq!(predicted, changed, "{key} {start} {status:?}");
+                    assert_eq!(changed, copy != intent, "{key} {start} {status:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! and the reconciler does the rest. Alertmanager retries 5xx and never 4xx, so 5xx is used
 //! only when an intent could not be recorded (the retry is safe: recording is idempotent).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -38,6 +38,43 @@ pub struct Webhook {
     engine: Arc<Engine>,
     triggers: Triggers,
     cache: ClusterCache,
+    derived: DerivedMemo,
+}
+
+/// What routing and the repeat check read from a cluster object: its protected storages and
+/// its recorded intent.
+#[derive(Debug)]
+struct Derived {
+    protected: Vec<ProtectedStorage>,
+    intent: Intent,
+}
+
+/// Each cluster's [`Derived`] as last read from the cached object, with that object: a
+/// repeat notification meets the same object (the watch replaces it on every change), so the
+/// journal, storages and intent annotation are parsed once per change, not once per request.
+#[derive(Debug, Default)]
+struct DerivedMemo(Mutex<HashMap<ClusterKey, (Arc<DynamicObject>, Arc<Derived>)>>);
+
+impl DerivedMemo {
+    fn of(
+        &self,
+        key: &ClusterKey,
+        object: &Arc<DynamicObject>,
+        managed: &ManagedCluster,
+    ) -> Arc<Derived> {
+        let mut memo = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((seen, derived)) = memo.get(key)
+            && Arc::ptr_eq(seen, object)
+        {
+            return Arc::clone(derived);
+        }
+        let derived = Arc::new(Derived {
+            protected: protected_of(object, managed),
+            intent: read_intent(object),
+        });
+        memo.insert(key.clone(), (Arc::clone(object), Arc::clone(&derived)));
+        derived
+    }
 }
 
 /// The managed clusters as a watch last saw them, on every replica: routing and the check
@@ -140,6 +177,7 @@ impl Webhook {
             engine,
             triggers,
             cache,
+            derived: DerivedMemo::default(),
         }
     }
 
@@ -225,13 +263,13 @@ impl Webhook {
                             .await?
                             .map(Arc::new),
                     };
-                    objects.insert(key.clone(), object);
+                    let derived = object.map(|object| self.derived.of(&key, &object, managed));
+                    objects.insert(key.clone(), derived);
                 }
-                let Some(Some(object)) = objects.get(&key) else {
+                let Some(Some(derived)) = objects.get(&key) else {
                     continue;
                 };
-                let protected = protected_of(object, managed);
-                if routing::affects(&alert.labels, &key.namespace, &key.name, &protected) {
+                if routing::affects(&alert.labels, &key.namespace, &key.name, &derived.protected) {
                     per_cluster.entry(key).or_default().push(Observation {
                         key: alert.fingerprint.clone(),
                         alertname: alert.name().to_owned(),
@@ -251,7 +289,10 @@ impl Webhook {
         }
         let mut recorded = Vec::new();
         for (key, observations) in &per_cluster {
-            let cached = objects.get(key).and_then(Option::as_deref);
+            let cached = objects
+                .get(key)
+                .and_then(Option::as_deref)
+                .map(|d| &d.intent);
             // Only a change needs the reconciler: an unchanged intent was already seen
             // through the watch, and a poke per repeat would run a reconcile per request
             // under a storm of duplicates.
@@ -275,7 +316,7 @@ impl Webhook {
         &self,
         key: &ClusterKey,
         observations: &[Observation],
-        cached: Option<&DynamicObject>,
+        cached: Option<&Intent>,
     ) -> Result<bool, RecordError> {
         let now = jiff::Timestamp::now();
         let merge = |intent: &mut Intent| {
@@ -295,7 +336,9 @@ impl Webhook {
         // changes nothing; the cached copy proves it without a request. The cache only learns
         // of episodes from writes that happened, so it can lag but never claim too much.
         if let Some(cached) = cached
-            && !merge(&mut read_intent(cached))
+            && !observations
+                .iter()
+                .any(|o| cached.would_change(&o.key, o.starts_at, o.status))
         {
             return Ok(false);
         }
@@ -416,4 +459,76 @@ fn bad_request(message: String) -> Response {
         axum::Json(json!({"error": message})),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(intent: &str) -> Arc<DynamicObject> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "pxc.percona.com/v1",
+                "kind": "PerconaXtraDBCluster",
+                "metadata": {
+                    "name": "c",
+                    "namespace": "ns",
+                    "annotations": {INTENT_ANNOTATION: intent},
+                },
+                "spec": {"backup": {
+                    "schedule": [{"name": "daily", "schedule": "0 0 * * *", "storageName": "s3-main"}],
+                    "storages": {"s3-main": {"type": "s3", "s3": {"bucket": "pxc-backups/x", "region": "eu-west-1"}}},
+                }},
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_memo_reads_each_object_once_and_follows_replacements() {
+        let managed: ManagedCluster = serde_json::from_value(json!({
+            "namespace": "ns", "name": "c", "failover": {},
+        }))
+        .unwrap();
+        let key = ClusterKey {
+            namespace: "ns".into(),
+            name: "c".into(),
+        };
+        let mut firing = Intent::default();
+        let start = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        firing.observe(
+            "f1",
+            "S3BackupTargetUnavailable",
+            start,
+            AlertStatus::Firing,
+            start,
+        );
+
+        let memo = DerivedMemo::default();
+        let first = cluster(&Intent::default().render());
+        let derived = memo.of(&key, &first, &managed);
+        assert_eq!(derived.protected.len(), 1);
+        assert_eq!(derived.protected[0].bucket, "pxc-backups");
+        assert!(
+            derived
+                .intent
+                .would_change("f1", start, AlertStatus::Firing)
+        );
+        // The same object again: the same reading, not a new parse.
+        assert!(Arc::ptr_eq(&derived, &memo.of(&key, &first, &managed)));
+
+        // The watch replaced the object (the intent was recorded): read afresh.
+        let second = cluster(&firing.render());
+        let derived = memo.of(&key, &second, &managed);
+        assert!(
+            !derived
+                .intent
+                .would_change("f1", start, AlertStatus::Firing)
+        );
+        assert!(
+            derived
+                .intent
+                .would_change("f1", start, AlertStatus::Resolved)
+        );
+    }
 }
