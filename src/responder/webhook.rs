@@ -53,7 +53,10 @@ struct Derived {
 /// repeat notification meets the same object (the watch replaces it on every change), so the
 /// journal, storages and intent annotation are parsed once per change, not once per request.
 #[derive(Debug, Default)]
-struct DerivedMemo(Mutex<HashMap<ClusterKey, (Arc<DynamicObject>, Arc<Derived>)>>);
+struct DerivedMemo(Mutex<HashMap<ClusterKey, Remembered>>);
+
+/// A cached object and what was derived from it.
+type Remembered = (Arc<DynamicObject>, Arc<Derived>);
 
 impl DerivedMemo {
     fn of(
