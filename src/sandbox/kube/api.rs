@@ -11,7 +11,7 @@ use super::resources::ResourceType;
 use super::schema;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
-use super::store::{ObjectKey, StoreError, set_rv};
+use super::store::{ObjectKey, Rest, StoreError, set_rv};
 use super::{Sim, now_rfc3339};
 
 /// Annotation from which the simulator serves a pod's log (the stand-in for a container
@@ -92,11 +92,13 @@ pub fn list(sim: &Sim, target: &Target, params: &ListParams) -> Result<Value, Ap
         .continue_token
         .as_deref()
         .and_then(|token| token.split_once('/'));
-    let (items, remaining, rv) = sim.store.list_page(
+    let selector = |o: &Value| params.labels.matches(o) && params.fields.matches(o);
+    let filtered = !(params.labels.is_empty() && params.fields.is_empty());
+    let (items, rest, rv) = sim.store.list_page(
         &target.rt.storage_key(),
         target.namespace.as_deref(),
         after,
-        |o| params.labels.matches(o) && params.fields.matches(o),
+        filtered.then_some(&selector as &dyn Fn(&Value) -> bool),
         params.limit,
     );
     let selected: Vec<Value> = items
@@ -104,14 +106,16 @@ pub fn list(sim: &Sim, target: &Target, params: &ListParams) -> Result<Value, Ap
         .map(|o| for_version(o, &target.rt))
         .collect();
     let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if remaining > 0
+    if rest != Rest::Nothing
         && let Some(last) = selected.last()
     {
         // The next page starts after the last item returned. The real server pins the
         // snapshot's resourceVersion too; the simulator lists the current state (documented
         // divergence, harmless for clients).
         metadata["continue"] = Value::String(position(last));
-        metadata["remainingItemCount"] = json!(remaining);
+        if let Rest::Count(remaining) = rest {
+            metadata["remainingItemCount"] = json!(remaining);
+        }
     }
     Ok(json!({
         "kind": format!("{}List", target.rt.kind),

@@ -35,6 +35,11 @@ impl LabelSelector {
         Ok(Self(requirements))
     }
 
+    /// Whether it selects everything (no requirement).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Whether an object's `metadata.labels` satisfy every requirement.
     pub fn matches(&self, object: &Value) -> bool {
         let labels = object.pointer("/metadata/labels");
@@ -167,6 +172,11 @@ impl FieldSelector {
             terms.push((field.to_owned(), equal, value.trim().to_owned()));
         }
         Ok(Self(terms))
+    }
+
+    /// Whether it selects everything (no term).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// Whether `object` satisfies every term.

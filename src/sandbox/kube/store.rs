@@ -61,6 +61,17 @@ pub struct Change {
 /// Changes a watch must replay, and the receiver for every later one.
 pub type Backlog = (Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>);
 
+/// What follows one page of a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rest {
+    /// Nothing: the list is complete.
+    Nothing,
+    /// At least one more object (a selector was given, so they are not counted).
+    More,
+    /// Exactly this many more objects (no selector).
+    Count(usize),
+}
+
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
@@ -133,19 +144,21 @@ impl Store {
     }
 
     /// One page of a list: up to `limit` objects (all when 0) of `resource` in `namespace`
-    /// that `keep` accepts, in namespace/name order, starting after `after` (the
-    /// namespace and name of the last object of the previous page); also how many more
-    /// accepted objects follow, and the resourceVersion. Walks the ordered map from the
-    /// page's start and clones only what it returns, so paging through n objects costs
-    /// O(n) per page in predicate checks rather than O(n) clones.
+    /// that `keep` accepts (every object when `None`: no selector), in namespace/name
+    /// order, starting after `after` (the namespace and name of the last object of the
+    /// previous page); also what follows the page, and the resourceVersion. Walks the
+    /// ordered map from the page's start and clones only what it returns. With a selector,
+    /// the walk stops at the first accepted object past the page, as the real server does
+    /// not count what a selector would keep (it leaves `remainingItemCount` out); counting
+    /// it made paging through n objects cost O(n²) selector checks.
     pub fn list_page(
         &self,
         resource: &str,
         namespace: Option<&str>,
         after: Option<(&str, &str)>,
-        keep: impl Fn(&Value) -> bool,
+        keep: Option<&dyn Fn(&Value) -> bool>,
         limit: usize,
-    ) -> (Vec<Value>, usize, u64) {
+    ) -> (Vec<Value>, Rest, u64) {
         use std::ops::Bound;
         let inner = self.lock();
         let start = ObjectKey {
@@ -163,7 +176,7 @@ impl Store {
             Bound::Included(start)
         };
         let mut items = Vec::new();
-        let mut remaining = 0;
+        let mut rest = Rest::Nothing;
         for (key, object) in inner.objects.range((lower, Bound::Unbounded)) {
             if key.resource != resource {
                 break;
@@ -176,16 +189,22 @@ impl Store {
                 }
                 continue;
             }
-            if !keep(object) {
+            if keep.is_some_and(|keep| !keep(object)) {
                 continue;
             }
             if limit == 0 || items.len() < limit {
                 items.push(object.clone());
+            } else if keep.is_some() {
+                rest = Rest::More;
+                break;
             } else {
-                remaining += 1;
+                rest = match rest {
+                    Rest::Count(n) => Rest::Count(n + 1),
+                    _ => Rest::Count(1),
+                };
             }
         }
-        (items, remaining, inner.rv)
+        (items, rest, inner.rv)
     }
 
     /// Inserts a new object; `finish` stamps it with the new resourceVersion.
@@ -410,17 +429,22 @@ mod tests {
                 .collect()
         };
         // All namespaces, two per page: the filtered-out object is skipped, not counted.
-        let (first, remaining, _) = store.list_page("/pods", None, None, keep, 2);
+        let (first, rest, _) = store.list_page("/pods", None, None, Some(&keep), 2);
         assert_eq!(names(&first), ["a/p1", "b/p1"]);
-        assert_eq!(remaining, 1);
-        let (second, remaining, _) = store.list_page("/pods", None, Some(("b", "p1")), keep, 2);
+        assert_eq!(rest, Rest::More);
+        let (second, rest, _) = store.list_page("/pods", None, Some(("b", "p1")), Some(&keep), 2);
         assert_eq!(names(&second), ["c/p3"]);
-        assert_eq!(remaining, 0);
+        assert_eq!(rest, Rest::Nothing);
+        // Without a selector what follows is counted: p2 of a, then c/p3.
+        let (unfiltered, rest, _) = store.list_page("/pods", None, None, None, 2);
+        assert_eq!(names(&unfiltered), ["a/p1", "a/p2"]);
+        assert_eq!(rest, Rest::Count(2));
         // One namespace, everything: neither the next namespace nor the next resource leaks in.
-        let (only_a, _, _) = store.list_page("/pods", Some("a"), None, |_| true, 0);
+        let (only_a, rest, _) = store.list_page("/pods", Some("a"), None, None, 0);
         assert_eq!(names(&only_a), ["a/p1", "a/p2"]);
+        assert_eq!(rest, Rest::Nothing);
         // A token whose object is gone still resumes after its position.
-        let (after_gone, _, _) = store.list_page("/pods", None, Some(("a", "p9")), keep, 0);
+        let (after_gone, _, _) = store.list_page("/pods", None, Some(("a", "p9")), Some(&keep), 0);
         assert_eq!(names(&after_gone), ["b/p1", "c/p3"]);
     }
 
