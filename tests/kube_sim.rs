@@ -764,6 +764,101 @@ async fn rbac_allows_exactly_what_roles_grant() {
 }
 
 #[tokio::test]
+async fn resource_names_allow_a_list_or_watch_that_selects_that_name() {
+    let (sim, admin) = sim().await;
+    let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), "default");
+    for name in ["allowed", "other"] {
+        cms.create(&PostParams::default(), &cm(name, json!({})))
+            .await
+            .unwrap();
+    }
+    let rbac = |kind: &str, plural: &str| {
+        Api::<DynamicObject>::namespaced_with(
+            admin.clone(),
+            "default",
+            &ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", kind),
+                plural,
+            ),
+        )
+    };
+    let role: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "one-cm"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"],
+                   "verbs": ["list", "watch"], "resourceNames": ["allowed"]}],
+    }))
+    .unwrap();
+    rbac("Role", "roles")
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "one-cm"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "one-cm"},
+        "subjects": [{"kind": "ServiceAccount", "name": "backstop", "namespace": "ops"}],
+    }))
+    .unwrap();
+    rbac("RoleBinding", "rolebindings")
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let sa = sim
+        .client_for(&sim.service_account_token("ops", "backstop"))
+        .await
+        .unwrap();
+    let sa_cms: Api<ConfigMap> = Api::namespaced(sa, "default");
+
+    let named = ListParams::default().fields("metadata.name=allowed");
+    let listed = sa_cms.list(&named).await.unwrap();
+    let names: Vec<_> = listed
+        .items
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    assert_eq!(names, ["allowed"]);
+    let mut events = sa_cms
+        .watch(
+            &WatchParams::default().fields("metadata.name=allowed"),
+            listed.metadata.resource_version.as_deref().unwrap(),
+        )
+        .await
+        .unwrap()
+        .boxed();
+    cms.patch(
+        "allowed",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "v"}})),
+    )
+    .await
+    .unwrap();
+    match tokio::time::timeout(DEADLINE, events.try_next()).await {
+        Ok(Ok(Some(WatchEvent::Modified(c)))) => {
+            assert_eq!(c.metadata.name.as_deref(), Some("allowed"));
+        }
+        other => panic!("expected the change of the allowed object, got {other:?}"),
+    }
+
+    for refused in [
+        ListParams::default(),
+        ListParams::default().fields("metadata.name=other"),
+        ListParams::default().fields("metadata.name!=other"),
+    ] {
+        let e = api_error(sa_cms.list(&refused).await.unwrap_err());
+        assert_eq!(e.code, 403, "{:?}", refused.field_selector);
+    }
+    match sa_cms
+        .watch(&WatchParams::default().fields("metadata.name=other"), "0")
+        .await
+    {
+        Err(e) => assert_eq!(api_error(e).code, 403),
+        Ok(_) => panic!("a watch of another name was allowed"),
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn injected_faults_reach_the_client_then_clear() {
     let (sim, client) = sim().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");

@@ -512,12 +512,22 @@ async fn serve(
         Some(sub) => format!("{}/{sub}", target.rt.plural),
         None => target.rt.plural.clone(),
     };
+    // A list or watch selecting one name is authorised under that name, as the API server
+    // does, so a Role's resourceNames can allow it. A selector that does not parse names
+    // nothing here; the request fails on it later.
+    let selected = matches!(verb, "list" | "watch")
+        .then(|| query.get("fieldSelector"))
+        .flatten()
+        .and_then(|text| FieldSelector::parse(text, &target.rt.kind).ok());
     let attrs = Attributes {
         verb,
         group,
         resource: resource.clone(),
         namespace: target.namespace.as_deref(),
-        name: target.name.as_deref(),
+        name: target
+            .name
+            .as_deref()
+            .or_else(|| selected.as_ref().and_then(FieldSelector::exact_name)),
     };
     if !rbac::allowed(&sim.store, &user, &attrs) {
         sim.record_denial(&user, &attrs);

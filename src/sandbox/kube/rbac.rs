@@ -111,7 +111,8 @@ fn grants(role: &Value, attrs: &Attributes<'_>) -> bool {
         };
         let has = |field: &str, want: &str| list(field).iter().any(|v| *v == "*" || *v == want);
         let names = list("resourceNames");
-        // resourceNames cannot restrict list, watch or create: those have no name to check.
+        // A create has no name to check, and neither has a list or watch unless its field
+        // selector names one object (the caller puts that name in the attributes).
         let name_ok = names.is_empty() || attrs.name.is_some_and(|n| names.contains(&n));
         has("apiGroups", attrs.group)
             && has("resources", &attrs.resource)

@@ -179,6 +179,16 @@ impl FieldSelector {
         self.0.is_empty()
     }
 
+    /// The one name it selects, when a term requires `metadata.name` to equal it. The API
+    /// server authorises a list or watch with such a selector under that name, so RBAC
+    /// `resourceNames` can allow it.
+    pub fn exact_name(&self) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(field, equal, _)| *equal && field == "metadata.name")
+            .map(|(_, _, value)| value.as_str())
+    }
+
     /// Whether `object` satisfies every term.
     pub fn matches(&self, object: &Value) -> bool {
         self.0.iter().all(|(field, equal, value)| {
@@ -233,6 +243,24 @@ mod tests {
         for bad in ["app in pxc", "app in (a", "a b c", "bad key=x", "k=v v"] {
             assert!(LabelSelector::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn only_an_equality_on_the_name_selects_one_name() {
+        let name = |text: &str| {
+            FieldSelector::parse(text, "Secret")
+                .unwrap()
+                .exact_name()
+                .map(str::to_owned)
+        };
+        assert_eq!(name("metadata.name=s3"), Some("s3".to_owned()));
+        assert_eq!(
+            name("metadata.namespace=a,metadata.name==s3"),
+            Some("s3".to_owned())
+        );
+        assert_eq!(name("metadata.name!=s3"), None);
+        assert_eq!(name("metadata.namespace=a"), None);
+        assert_eq!(name(""), None);
     }
 
     #[test]
