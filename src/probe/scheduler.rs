@@ -40,7 +40,16 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Starts the prober; it stops when `shutdown` is cancelled.
+/// Starts the prober on a thread of its own; it stops when `shutdown` is cancelled, and the
+/// returned task ends when it has.
+///
+/// The prober runs on its own single-threaded runtime, for two reasons. Its timings are the
+/// product: on the shared runtime, a relist of many backups or a large `/metrics` render
+/// running on the same worker delays the wake-up after an S3 answer and inflates the
+/// latency recorded for it. And its work is many small, independent waits, which a
+/// work-stealing pool of several workers serves at a cost (each wake-up may rouse another
+/// thread to steal it), where one thread serves them in turn. Should the thread or its
+/// runtime fail to start, the prober runs on the caller's runtime instead.
 pub fn spawn(
     client: kube::Client,
     index: SharedIndex,
@@ -48,48 +57,100 @@ pub fn spawn(
     metrics: Arc<ProbeMetrics>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let semaphore = Arc::new(Semaphore::new(
-            usize::try_from(config.probe.concurrency)
-                .unwrap_or(1)
-                .max(1),
-        ));
-        let mut running: BTreeMap<String, Running> = BTreeMap::new();
-        let mut seen_generation = None;
-        let mut ticker = tokio::time::interval(RECONCILE_EVERY);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                () = shutdown.cancelled() => break,
-            }
-            let (generation, desired) = {
-                let index = index.read().unwrap_or_else(PoisonError::into_inner);
-                let generation = index.storages_generation();
-                if seen_generation == Some(generation) {
-                    continue;
+    let prober = {
+        let (client, index, config, metrics, shutdown) = (
+            client.clone(),
+            index.clone(),
+            config.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        move || run(client, index, config, metrics, shutdown)
+    };
+    // Says whether the thread ran the prober (true) or could not build its runtime (false);
+    // dropped unsent if the prober panicked.
+    let (ran, finished) = tokio::sync::oneshot::channel::<bool>();
+    let thread = std::thread::Builder::new()
+        .name("backstop-prober".to_owned())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let outcome = match runtime {
+                Ok(runtime) => {
+                    runtime.block_on(prober());
+                    true
                 }
-                (generation, desired_targets(index.storages(), &config))
+                Err(error) => {
+                    tracing::warn!(%error, "prober runtime did not start; probing on the shared one");
+                    false
+                }
             };
-            seen_generation = Some(generation);
-            let (targets, problems) = desired;
-            for problem in problems {
-                tracing::debug!(%problem, "storage not probed");
+            let _ = ran.send(outcome);
+        });
+    match thread {
+        Ok(_) => tokio::spawn(async move {
+            match finished.await {
+                Ok(true) => {}
+                Ok(false) => run(client, index, config, metrics, shutdown).await,
+                Err(_) => tracing::error!("the prober thread panicked; probing stopped"),
             }
-            reconcile(
-                &mut running,
-                targets,
-                &client,
-                &config.probe,
-                &metrics,
-                &semaphore,
-            );
+        }),
+        Err(error) => {
+            tracing::warn!(%error, "prober thread did not start; probing on the shared runtime");
+            tokio::spawn(run(client, index, config, metrics, shutdown))
         }
-        for (_, r) in std::mem::take(&mut running) {
-            r.cancel.cancel();
-            let _ = r.task.await;
+    }
+}
+
+/// The prober's reconcile loop, until `shutdown` is cancelled.
+async fn run(
+    client: kube::Client,
+    index: SharedIndex,
+    config: Arc<Config>,
+    metrics: Arc<ProbeMetrics>,
+    shutdown: CancellationToken,
+) {
+    let semaphore = Arc::new(Semaphore::new(
+        usize::try_from(config.probe.concurrency)
+            .unwrap_or(1)
+            .max(1),
+    ));
+    let mut running: BTreeMap<String, Running> = BTreeMap::new();
+    let mut seen_generation = None;
+    let mut ticker = tokio::time::interval(RECONCILE_EVERY);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.cancelled() => break,
         }
-    })
+        let (generation, desired) = {
+            let index = index.read().unwrap_or_else(PoisonError::into_inner);
+            let generation = index.storages_generation();
+            if seen_generation == Some(generation) {
+                continue;
+            }
+            (generation, desired_targets(index.storages(), &config))
+        };
+        seen_generation = Some(generation);
+        let (targets, problems) = desired;
+        for problem in problems {
+            tracing::debug!(%problem, "storage not probed");
+        }
+        reconcile(
+            &mut running,
+            targets,
+            &client,
+            &config.probe,
+            &metrics,
+            &semaphore,
+        );
+    }
+    for (_, r) in std::mem::take(&mut running) {
+        r.cancel.cancel();
+        let _ = r.task.await;
+    }
 }
 
 fn reconcile(
