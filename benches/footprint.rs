@@ -1,16 +1,20 @@
 //! Footprint: Backstop probing N S3 targets beside Debian's `prometheus-blackbox-exporter`
 //! probing the same N bucket endpoints over HTTP, on the same interval, in the same run.
 //!
-//! Both run as child processes against one embedded S3 (N buckets). The blackbox exporter
+//! All run as child processes against one embedded S3 (N buckets). The blackbox exporter
 //! is driven the way Prometheus drives it: one `GET /probe?module=s3&target=…` per target per
-//! interval. Backstop runs its own schedule (HeadBucket, canary put/get/delete and an
-//! incremental list per target per interval: five S3 requests where the exporter sends one)
-//! and its `/metrics` is scraped once per interval, as Prometheus would. After a warm-up,
-//! each process's CPU time (utime + stime) over the window is scaled to an hour, and its RSS
-//! is read at the end. Goal: Backstop ≤ 1.0× the exporter's RSS and CPU.
+//! interval. Backstop runs its own schedule, twice over: as shipped (HeadBucket, canary
+//! put/get/delete and an incremental list per target per interval: five signed S3 requests
+//! where the exporter sends one unsigned HEAD) and with the canary off (HeadBucket and the
+//! list), which is what read-only credentials allow. Each Backstop's `/metrics` is scraped once
+//! per interval, as Prometheus would. After a warm-up, each process's CPU time (utime + stime)
+//! over the window is scaled to an hour, and its RSS is read at the end. Goal: Backstop ≤ 1.0×
+//! the exporter's RSS and CPU.
 //!
 //! `cargo bench --bench footprint` (`BACKSTOP_BENCH_TARGETS`, `BACKSTOP_BENCH_WINDOW_SECS`,
-//! `BACKSTOP_BENCH_INTERVAL_SECS` size it). Under `cargo test` it is a few-second smoke run.
+//! `BACKSTOP_BENCH_INTERVAL_SECS` size it; `BACKSTOP_BENCH_COMPARE_BIN` names another Backstop
+//! build to run beside the others, defaults settings). Under `cargo test` it is a few-second
+//! smoke run.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -59,11 +63,25 @@ fn clock_ticks() -> f64 {
         .expect("CLK_TCK")
 }
 
+/// A Backstop process of the run.
+struct Contender {
+    /// Its row in the table.
+    label: String,
+    /// What it sends per probe.
+    requests: &'static str,
+    process: Process,
+    base: String,
+}
+
+/// Starts `bin` probing every bucket every `interval`, with `probe_extra` appended to its
+/// `probe` settings.
 async fn start_backstop(
+    bin: &std::path::Path,
     sim: &KubeSim,
     endpoint: &str,
     buckets: &[String],
     interval: u64,
+    probe_extra: &str,
 ) -> (Process, String) {
     let dir = tempfile::tempdir().expect("dir");
     let kubeconfig = dir.path().join("kubeconfig");
@@ -83,12 +101,12 @@ async fn start_backstop(
         format!(
             "kubernetes: {{leader_election: {{enabled: false}}}}\n\
              responder: {{enabled: false}}\n\
-             probe: {{discover: false, sts: false, interval: {interval}s, timeout: 5s}}\n\
+             probe: {{discover: false, sts: false, interval: {interval}s, timeout: 5s{probe_extra}}}\n\
              targets:\n{targets}"
         ),
     )
     .expect("config");
-    support::start_backstop(dir, &config, &kubeconfig, Duration::from_secs(120)).await
+    support::start_backstop(bin, dir, &config, &kubeconfig, Duration::from_secs(120)).await
 }
 
 fn start_blackbox() -> (Process, String) {
@@ -117,14 +135,14 @@ fn start_blackbox() -> (Process, String) {
 }
 
 /// One interval's worth of scrapes: every blackbox probe (concurrently, as Prometheus
-/// scrapes targets independently) and Backstop's `/metrics` once. Returns how many
-/// blackbox probes succeeded and the Backstop exposition.
+/// scrapes targets independently) and each Backstop's `/metrics` once. Returns how many
+/// blackbox probes succeeded and how many targets each Backstop reports up.
 async fn scrape_round(
     http: &reqwest::Client,
     blackbox: &str,
-    backstop: &str,
+    backstops: &[Contender],
     probe_urls: &[String],
-) -> (usize, String) {
+) -> (usize, Vec<usize>) {
     let probes = probe_urls.iter().map(|target| {
         let url = format!("{blackbox}/probe?module=s3&target={target}");
         let http = http.clone();
@@ -138,15 +156,19 @@ async fn scrape_round(
         .into_iter()
         .flatten()
         .count();
-    let metrics = http
-        .get(format!("{backstop}/metrics"))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
-    (ok, metrics)
+    let mut up = Vec::with_capacity(backstops.len());
+    for backstop in backstops {
+        let metrics = http
+            .get(format!("{}/metrics", backstop.base))
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("text");
+        up.push(backstop_targets_up(&metrics));
+    }
+    (ok, up)
 }
 
 fn backstop_targets_up(metrics: &str) -> usize {
@@ -236,7 +258,48 @@ async fn main() {
         .await
         .expect("secret");
 
-    let (backstop, backstop_base) = start_backstop(&sim, &endpoint, &buckets, interval).await;
+    // Backstop as shipped, and with the canary off (what read-only credentials allow: still a
+    // signed HeadBucket and an incremental listing per probe, with every error classified).
+    // A build named by BACKSTOP_BENCH_COMPARE_BIN probes beside them: what a change bought,
+    // measured under the same conditions (docs/performance.md).
+    let bin = support::backstop_bin();
+    let mut backstops = Vec::new();
+    for (label, requests, bin, extra) in [
+        (
+            "backstop (defaults)".to_owned(),
+            "5 (HeadBucket, canary put, get, delete, list)",
+            bin.clone(),
+            "",
+        ),
+        (
+            "backstop, canary off".to_owned(),
+            "2 (HeadBucket, list)",
+            bin,
+            ", canary: {enabled: false}",
+        ),
+    ]
+    .into_iter()
+    .chain(
+        std::env::var_os("BACKSTOP_BENCH_COMPARE_BIN")
+            .map(std::path::PathBuf::from)
+            .map(|bin| {
+                (
+                    format!("compare: {} (defaults)", bin.display()),
+                    "5",
+                    bin,
+                    "",
+                )
+            }),
+    ) {
+        let (process, base) =
+            start_backstop(&bin, &sim, &endpoint, &buckets, interval, extra).await;
+        backstops.push(Contender {
+            label,
+            requests,
+            process,
+            base,
+        });
+    }
     let (blackbox, blackbox_base) = start_blackbox();
     support::wait_http_ok(
         &format!("{blackbox_base}/metrics"),
@@ -246,38 +309,47 @@ async fn main() {
     let probe_urls: Vec<String> = buckets.iter().map(|b| format!("{endpoint}/{b}")).collect();
     let http = reqwest::Client::new();
 
-    // Warm-up: both must see every target healthy before anything is measured.
+    // Warm-up: every process must see every target healthy before anything is measured.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let (ok, metrics) = scrape_round(&http, &blackbox_base, &backstop_base, &probe_urls).await;
-        if ok == targets && backstop_targets_up(&metrics) == targets {
+        let (ok, up) = scrape_round(&http, &blackbox_base, &backstops, &probe_urls).await;
+        if ok == targets && up.iter().all(|&u| u == targets) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "warm-up: blackbox {ok}/{targets}, backstop {}/{targets} up",
-            backstop_targets_up(&metrics)
+            "warm-up: blackbox {ok}/{targets}, backstops {up:?} of {targets} up"
         );
         tokio::time::sleep(Duration::from_secs(interval)).await;
     }
 
-    let (bs_pid, bb_pid) = (backstop.child.id(), blackbox.child.id());
-    let (bs_start, bb_start) = (cpu(bs_pid, ticks), cpu(bb_pid, ticks));
+    let bb_pid = blackbox.child.id();
+    let bb_start = cpu(bb_pid, ticks);
+    let starts: Vec<Duration> = backstops
+        .iter()
+        .map(|b| cpu(b.process.child.id(), ticks))
+        .collect();
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_secs(interval));
     let mut rounds = 0u32;
     let mut failed_probes = 0usize;
     while started.elapsed() < window {
         ticker.tick().await;
-        let (ok, _) = scrape_round(&http, &blackbox_base, &backstop_base, &probe_urls).await;
+        let (ok, _) = scrape_round(&http, &blackbox_base, &backstops, &probe_urls).await;
         failed_probes += targets - ok;
         rounds += 1;
     }
     let elapsed = started.elapsed();
-    let bs = Figures::of(bs_pid, bs_start, cpu(bs_pid, ticks), elapsed);
     let bb = Figures::of(bb_pid, bb_start, cpu(bb_pid, ticks), elapsed);
-    let (_, metrics) = scrape_round(&http, &blackbox_base, &backstop_base, &probe_urls).await;
-    let up = backstop_targets_up(&metrics);
+    let figures: Vec<Figures> = backstops
+        .iter()
+        .zip(&starts)
+        .map(|(b, start)| {
+            let pid = b.process.child.id();
+            Figures::of(pid, *start, cpu(pid, ticks), elapsed)
+        })
+        .collect();
+    let (_, up) = scrape_round(&http, &blackbox_base, &backstops, &probe_urls).await;
 
     println!(
         "footprint: {targets} targets, every {interval} s, window {:.0} s ({rounds} rounds){}",
@@ -288,27 +360,34 @@ async fn main() {
             ""
         }
     );
-    println!("| process | S3 requests per probe | RSS (MiB) | CPU s per hour |");
-    println!("|---|---|---|---|");
     println!(
-        "| prometheus-blackbox-exporter (baseline) | 1 (HEAD) | {:.1} | {:.1} |",
+        "| process | S3 requests per probe | RSS (MiB) | CPU s per hour | RSS ÷ exporter | CPU ÷ exporter (goal ≤ 1.0) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| prometheus-blackbox-exporter (baseline) | 1 (unsigned HEAD) | {:.1} | {:.1} | 1 | 1 |",
         bb.rss_mib, bb.cpu_per_hour
     );
+    for (backstop, f) in backstops.iter().zip(&figures) {
+        println!(
+            "| {} | {} | {:.1} | {:.1} | {:.2} | {:.2} |",
+            backstop.label,
+            backstop.requests,
+            f.rss_mib,
+            f.cpu_per_hour,
+            f.rss_mib / bb.rss_mib.max(f64::MIN_POSITIVE),
+            f.cpu_per_hour / bb.cpu_per_hour.max(f64::MIN_POSITIVE)
+        );
+    }
     println!(
-        "| backstop | 5 (HeadBucket, put, get, delete, list) | {:.1} | {:.1} |",
-        bs.rss_mib, bs.cpu_per_hour
+        "blackbox failed probes in window: {failed_probes}; backstop targets up at the end: {up:?} of {targets}"
     );
-    println!(
-        "| ratio backstop ÷ blackbox (goal ≤ 1.0) | 5× the work | {:.2} | {:.2} |",
-        bs.rss_mib / bb.rss_mib.max(f64::MIN_POSITIVE),
-        bs.cpu_per_hour / bb.cpu_per_hour.max(f64::MIN_POSITIVE)
+    assert!(
+        up.iter().all(|&u| u == targets),
+        "a Backstop lost targets during the window"
     );
-    println!(
-        "blackbox failed probes in window: {failed_probes}; backstop targets up at the end: {up}/{targets}"
-    );
-    assert_eq!(up, targets, "Backstop lost targets during the window");
 
-    drop(backstop);
+    drop(backstops);
     drop(blackbox);
     s3.shutdown().await;
     sim.shutdown().await;

@@ -49,8 +49,14 @@ async fn start_backstop(sim: &KubeSim) -> Backstop {
         ),
     )
     .expect("config");
-    let (process, base) =
-        support::start_backstop(dir, &config, &kubeconfig, Duration::from_secs(600)).await;
+    let (process, base) = support::start_backstop(
+        &support::backstop_bin(),
+        dir,
+        &config,
+        &kubeconfig,
+        Duration::from_secs(600),
+    )
+    .await;
     Backstop { process, base }
 }
 

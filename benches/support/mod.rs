@@ -64,17 +64,19 @@ pub async fn wait_http_ok(url: &str, within: Duration) {
     }
 }
 
-/// Starts `backstop run` with `config` against the cluster in `kubeconfig` (both in `dir`,
-/// which lives as long as the process) on a free loopback port, and waits up to
-/// `ready_within` for `/readyz`. Returns the process and its base URL.
+/// Starts `bin run` (a Backstop binary, usually [`backstop_bin`]) with `config` against the
+/// cluster in `kubeconfig` (both in `dir`, which lives as long as the process) on a free
+/// loopback port, and waits up to `ready_within` for `/readyz`. Returns the process and its
+/// base URL.
 pub async fn start_backstop(
+    bin: &Path,
     dir: tempfile::TempDir,
     config: &Path,
     kubeconfig: &Path,
     ready_within: Duration,
 ) -> (Process, String) {
     let port = free_port();
-    let child = Command::new(backstop_bin())
+    let child = Command::new(bin)
         .args(["run", "--config"])
         .arg(config)
         .args(["--listen", &format!("127.0.0.1:{port}")])
