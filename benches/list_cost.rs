@@ -58,6 +58,7 @@ async fn main() {
             operation: Duration::from_secs(60),
         },
     );
+    let seeding = std::time::Instant::now();
     futures::stream::iter(0..objects)
         .map(|i| {
             let client = client.clone();
@@ -78,6 +79,8 @@ async fn main() {
         .buffer_unordered(32)
         .collect::<Vec<()>>()
         .await;
+    let seeded_in = seeding.elapsed();
+    let measuring = std::time::Instant::now();
 
     let requests = server.requests();
     let lists = || requests.count(s3::PRIMARY_REGION, BUCKET, "ListObjectsV2");
@@ -143,6 +146,11 @@ async fn main() {
     );
     println!(
         "catching up once after a start: {catch_up_lists} lists over {catch_up_cycles} cycles; goal at steady state: ≤ 2 lists per cycle"
+    );
+    println!(
+        "seeded in {:.0} s, measured in {:.0} s",
+        seeded_in.as_secs_f64(),
+        measuring.elapsed().as_secs_f64()
     );
     assert!(
         steady_lists <= 2.0,

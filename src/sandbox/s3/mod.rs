@@ -1,9 +1,10 @@
 //! The sandbox's embedded S3: one filesystem-backed S3 endpoint per region, with faults
 //! that a test or benchmark switches at run time.
 //!
-//! Each region is its own s3s service over s3s-fs, on its own loopback port and data
-//! directory, because Backstop fails over between *endpoints*: a region that refuses or
-//! hangs must not take the other one down, exactly as with AWS. Everything in front of
+//! Each region is its own s3s service over s3s-fs (with a faster listing, in `store`), on
+//! its own loopback port and data directory, because Backstop fails over between
+//! *endpoints*: a region that refuses or hangs must not take the other one down, exactly
+//! as with AWS. Everything in front of
 //! storage is the real protocol (SigV4, S3 XML errors), so the unmodified AWS SDK is the
 //! client, and faults are injected at the two layers where they happen in production:
 //! sockets (`Refuse`, `Hang`, in `server`) and per-request answers (latency and S3
@@ -15,6 +16,7 @@ mod aws_error;
 mod faults;
 mod requests;
 mod server;
+mod store;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -143,9 +145,9 @@ pub async fn start(config: S3Config) -> Result<S3Server, Error> {
                 .await
                 .map_err(|source| Error::Io { path, source })?;
         }
-        let storage = s3s_fs::FileSystem::new(&dir).map_err(|e| Error::Storage {
+        let storage = store::Store::new(&dir).map_err(|message| Error::Storage {
             path: dir.clone(),
-            message: format!("{e:?}"),
+            message,
         })?;
 
         let mut builder = S3ServiceBuilder::new(storage);
