@@ -3,7 +3,7 @@
 # table (docs/performance.md explains them). Installs the peer it compares against (Debian's
 # prometheus-blackbox-exporter) where missing.
 #
-# The benchmarks take about 6 minutes on a 2-core machine; the builds come first. The
+# The benchmarks take about 5 minutes on a 2-core machine; the builds come first. The
 # child-process benchmarks run the binary the image ships: the production profile (fat LTO,
 # one codegen unit, no sandbox), a long build. BACKSTOP_BENCH_QUICK=1 runs them on the plain
 # release binary instead (slightly larger and slower; the figures in docs/performance.md are
