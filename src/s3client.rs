@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-    StalledStreamProtectionConfig, retry::RetryConfig, timeout::TimeoutConfig,
+    BehaviorVersion, Credentials, ProvideCredentials as _, Region, RequestChecksumCalculation,
+    ResponseChecksumValidation, StalledStreamProtectionConfig, retry::RetryConfig,
+    timeout::TimeoutConfig,
 };
 
 /// Where a bucket is reached.
@@ -39,6 +40,19 @@ pub struct StaticCredentials {
     pub access_key_id: String,
     /// `AWS_SECRET_ACCESS_KEY`.
     pub secret_access_key: String,
+}
+
+impl StaticCredentials {
+    /// The SDK's form of these credentials (no session token, no expiry).
+    pub fn to_sdk(&self) -> Credentials {
+        Credentials::new(
+            self.access_key_id.clone(),
+            self.secret_access_key.clone(),
+            None,
+            None,
+            "backstop-static",
+        )
+    }
 }
 
 impl std::fmt::Debug for StaticCredentials {
@@ -76,57 +90,69 @@ pub fn client(
     timeouts: Timeouts,
 ) -> aws_sdk_s3::Client {
     finish(
-        static_builder(endpoint, credentials),
+        builder(endpoint, credentials.to_sdk()),
         endpoint,
         timeouts,
         None,
     )
 }
 
-/// A client for `endpoint` with the ambient credential chain (environment, web identity /
-/// IRSA, profile, IMDS), no retries, and `timeouts`.
-pub async fn ambient_client(endpoint: &Endpoint, timeouts: Timeouts) -> aws_sdk_s3::Client {
-    finish(ambient_builder(endpoint).await, endpoint, timeouts, None)
-}
-
-/// A client for `endpoint` with static `credentials` or, without them, the ambient chain,
-/// reaching the endpoint through `http`, built for the storage's TLS settings (see
-/// [`crate::s3tls`]).
-pub async fn client_with(
+/// A client for `endpoint` signing with `credentials` (a Secret's, or what the ambient chain
+/// gave this cycle, see [`resolve_ambient`]), reaching the endpoint through `http`, built for
+/// the storage's TLS settings (see [`crate::s3tls`]).
+pub fn client_with(
     endpoint: &Endpoint,
-    credentials: Option<&StaticCredentials>,
+    credentials: Credentials,
     timeouts: Timeouts,
     http: crate::s3tls::TlsClient,
 ) -> aws_sdk_s3::Client {
-    let builder = match credentials {
-        Some(credentials) => static_builder(endpoint, credentials),
-        None => ambient_builder(endpoint).await,
-    };
-    finish(builder, endpoint, timeouts, Some(http))
+    finish(
+        builder(endpoint, credentials),
+        endpoint,
+        timeouts,
+        Some(http),
+    )
 }
 
-fn static_builder(
-    endpoint: &Endpoint,
-    credentials: &StaticCredentials,
-) -> aws_sdk_s3::config::Builder {
+/// Why the ambient AWS credential chain gave no credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum AmbientCredentialsError {
+    /// Nothing in the chain is configured to give credentials.
+    #[error("no ambient AWS credentials provider is configured")]
+    NoProvider,
+    /// The chain was asked and failed; the message is the SDK's whole error chain.
+    #[error("resolving ambient AWS credentials: {0}")]
+    Resolve(String),
+}
+
+/// Asks the ambient AWS credential chain (environment, web identity / IRSA, container / EKS
+/// Pod Identity, profile, IMDS) for credentials, afresh, as the backup Job's uploader does
+/// when it starts.
+///
+/// The prober calls this once per cycle, before any timed request, and signs every request
+/// of the cycle (S3 and STS) with the result. Left to the SDK, the chain would run inside
+/// the first request's `send()`, so HeadBucket's recorded latency would include an STS
+/// round trip, and the STS client would run the chain a second time.
+pub async fn resolve_ambient(region: &str) -> Result<Credentials, AmbientCredentialsError> {
+    let shared = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .load()
+        .await;
+    let provider = shared
+        .credentials_provider()
+        .ok_or(AmbientCredentialsError::NoProvider)?;
+    provider.provide_credentials().await.map_err(|e| {
+        AmbientCredentialsError::Resolve(
+            aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+        )
+    })
+}
+
+fn builder(endpoint: &Endpoint, credentials: Credentials) -> aws_sdk_s3::config::Builder {
     aws_sdk_s3::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(endpoint.region.clone()))
-        .credentials_provider(Credentials::new(
-            credentials.access_key_id.clone(),
-            credentials.secret_access_key.clone(),
-            None,
-            None,
-            "backstop-static",
-        ))
-}
-
-async fn ambient_builder(endpoint: &Endpoint) -> aws_sdk_s3::config::Builder {
-    let shared = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(endpoint.region.clone()))
-        .load()
-        .await;
-    aws_sdk_s3::config::Builder::from(&shared)
+        .credentials_provider(credentials)
 }
 
 /// What every Backstop S3 client shares: the endpoint and addressing style, no retries (a
@@ -164,37 +190,20 @@ fn finish(
     aws_sdk_s3::Client::from_conf(builder.build())
 }
 
-/// An STS client for the same credentials: static ones from a Secret, or the ambient chain
-/// (`None`). Same rules as the S3 clients: no retries, explicit timeouts, requests through
-/// `http`. `endpoint_url` overrides AWS's regional STS endpoint.
-pub async fn sts_client(
+/// An STS client signing with the same `credentials` as the cycle's S3 client. Same rules
+/// as the S3 clients: no retries, explicit timeouts, requests through `http`.
+/// `endpoint_url` overrides AWS's regional STS endpoint.
+pub fn sts_client(
     region: &str,
     endpoint_url: Option<&str>,
-    credentials: Option<&StaticCredentials>,
+    credentials: Credentials,
     timeouts: Timeouts,
     http: crate::s3tls::TlsClient,
 ) -> aws_sdk_sts::Client {
-    let region = aws_sdk_sts::config::Region::new(region.to_owned());
-    let builder = match credentials {
-        Some(c) => aws_sdk_sts::config::Builder::new()
-            .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
-            .region(region)
-            .credentials_provider(aws_sdk_sts::config::Credentials::new(
-                c.access_key_id.clone(),
-                c.secret_access_key.clone(),
-                None,
-                None,
-                "backstop-static",
-            )),
-        None => {
-            let shared = aws_config::defaults(BehaviorVersion::latest())
-                .region(region)
-                .load()
-                .await;
-            aws_sdk_sts::config::Builder::from(&shared)
-        }
-    };
-    let mut builder = builder
+    let mut builder = aws_sdk_sts::config::Builder::new()
+        .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+        .region(aws_sdk_sts::config::Region::new(region.to_owned()))
+        .credentials_provider(credentials)
         .retry_config(aws_sdk_sts::config::retry::RetryConfig::disabled())
         .timeout_config(
             aws_sdk_sts::config::timeout::TimeoutConfig::builder()

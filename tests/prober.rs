@@ -1,16 +1,20 @@
 //! The prober inside Backstop, in the sandbox world: targets discovered from the cluster's
 //! storages and the failover policy, failures visible in metrics, a hanging target not
-//! delaying another, discovery following cluster changes, and `backstop check`.
+//! delaying another, discovery following cluster changes, `backstop check`, and ambient
+//! credentials asked for once per cycle, outside the timed requests.
 #![cfg(feature = "sandbox")]
 
 use std::process::Command;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backstop::clock::SystemClock;
+use backstop::config::StaticTarget;
 use backstop::pxc::PerconaXtraDBCluster;
+use backstop::s3client::StaticCredentials;
 use backstop::sandbox::s3::{self, Fault, Rule};
-use backstop::sandbox::world::{self, WorldOptions};
+use backstop::sandbox::world::{self, World, WorldOptions};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
@@ -331,4 +335,181 @@ async fn sts_checks_the_credentials_the_backup_job_uses() {
         .await;
     assert_eq!(sample(&text, &valid, &[]), Some(0.0));
     r.stop().await;
+}
+
+/// A container credentials endpoint on loopback, the way ECS and EKS Pod Identity serve the
+/// ambient chain (`AWS_CONTAINER_CREDENTIALS_FULL_URI`): it answers with `credentials` while
+/// healthy and with 500 otherwise, and counts every request.
+struct CredentialsEndpoint {
+    url: String,
+    hits: Arc<AtomicUsize>,
+    healthy: Arc<AtomicBool>,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CredentialsEndpoint {
+    async fn start(credentials: &StaticCredentials) -> Self {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let body = json!({
+            "AccessKeyId": credentials.access_key_id,
+            "SecretAccessKey": credentials.secret_access_key,
+            "Token": "sandbox-session-token",
+            "Expiration": "2099-01-01T00:00:00Z",
+        });
+        let app = axum::Router::new().route(
+            "/credentials",
+            axum::routing::get({
+                let (hits, healthy) = (hits.clone(), healthy.clone());
+                move || async move {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    if healthy.load(Ordering::SeqCst) {
+                        (axum::http::StatusCode::OK, axum::Json(body))
+                    } else {
+                        (
+                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                            axum::Json(json!({"message": "credentials unavailable"})),
+                        )
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/credentials", listener.local_addr().unwrap());
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await
+                    .unwrap();
+            }
+        });
+        Self {
+            url,
+            hits,
+            healthy,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap();
+    }
+}
+
+/// The report of the target `static/NAME` in `backstop check --output json`.
+fn static_target<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    let used_by = format!("static/{name}");
+    report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| {
+            t["used_by"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|u| u == used_by.as_str())
+        })
+        .unwrap_or_else(|| panic!("no target used by {used_by}: {report:#}"))
+}
+
+/// A target without a Secret signs with the ambient AWS chain. The chain is asked once per
+/// cycle, before any timed request, and the S3 and STS calls share what it gave: one fetch
+/// per cycle, none inside HeadBucket's latency. A chain that gives nothing is reported as
+/// invalid credentials without sending S3 a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambient_credentials_are_resolved_once_per_cycle_before_the_timed_requests() {
+    let world = World::start(WorldOptions {
+        operator_interval: None,
+        history: 1,
+        ..WorldOptions::default()
+    })
+    .await
+    .unwrap();
+    let endpoint = CredentialsEndpoint::start(&world.credentials).await;
+    let dir = world.dir().to_owned();
+    let mut config = world
+        .backstop_config("127.0.0.1:0", &dir.join("token"))
+        .unwrap();
+    config.targets.push(StaticTarget {
+        name: "ambient".into(),
+        bucket: world::PRIMARY_BUCKET.into(),
+        region: s3::PRIMARY_REGION.into(),
+        endpoint_url: Some(world.endpoint(s3::PRIMARY_REGION)),
+        force_path_style: true,
+        verify_tls: true,
+        credentials_secret: None,
+    });
+    let config_path = dir.join("ambient.yaml");
+    std::fs::write(&config_path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
+    // Only what this test sets reaches the chain: no AWS variables, profile files or
+    // instance metadata from the machine running it.
+    let check = || {
+        Command::new(env!("CARGO_BIN_EXE_backstop"))
+            .args(["check", "--config"])
+            .arg(&config_path)
+            .args(["--output", "json"])
+            .env_clear()
+            .env("KUBECONFIG", world.kubeconfig_path())
+            .env("HOME", &dir)
+            .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                dir.join("no-aws-credentials"),
+            )
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", &endpoint.url)
+            .output()
+            .unwrap()
+    };
+
+    let healthy = tokio::task::block_in_place(check);
+    let report: serde_json::Value = serde_json::from_slice(&healthy.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&healthy.stderr)));
+    let ambient = static_target(&report, "ambient");
+    assert_eq!(ambient["up"], true, "{report:#}");
+    let operations = ambient["operations"].as_array().unwrap();
+    for name in ["head_bucket", "put_object", "get_caller_identity"] {
+        assert!(
+            operations
+                .iter()
+                .any(|o| o["operation"] == name && o["ok"] == true),
+            "{name} did not pass with the chain's credentials: {report:#}"
+        );
+    }
+    assert_eq!(healthy.status.code(), Some(0), "{report:#}");
+    assert_eq!(
+        endpoint.hits.load(Ordering::SeqCst),
+        1,
+        "one cycle asks the chain once, for S3 and STS together"
+    );
+
+    endpoint.healthy.store(false, Ordering::SeqCst);
+    let refused = tokio::task::block_in_place(check);
+    let report: serde_json::Value = serde_json::from_slice(&refused.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&refused.stderr)));
+    assert_eq!(refused.status.code(), Some(1), "{report:#}");
+    let ambient = static_target(&report, "ambient");
+    assert_eq!(ambient["up"], false, "{report:#}");
+    let operations = ambient["operations"].as_array().unwrap();
+    assert_eq!(
+        operations.len(),
+        1,
+        "no S3 request without credentials: {report:#}"
+    );
+    assert_eq!(operations[0]["operation"], "head_bucket");
+    assert_eq!(operations[0]["class"], "invalid_credentials");
+    assert_eq!(operations[0]["seconds"], 0.0);
+    let message = operations[0]["message"].as_str().unwrap();
+    assert!(message.contains("ambient AWS credentials"), "{message}");
+    assert!(endpoint.hits.load(Ordering::SeqCst) > 1);
+
+    endpoint.stop().await;
+    world.shutdown().await;
 }

@@ -248,7 +248,7 @@ pub async fn probe_once(
             let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
             match secrets.get_opt(name).await {
                 Ok(Some(secret)) => match s3client::credentials_from_secret(&secret) {
-                    Some(creds) => Some(creds),
+                    Some(creds) => creds.to_sdk(),
                     None => {
                         return unavailable(
                             target,
@@ -275,7 +275,12 @@ pub async fn probe_once(
                 }
             }
         }
-        CredentialSource::Ambient => None,
+        // Asked here, once, so the chain's own round trips (STS for IRSA, the Pod Identity
+        // agent, IMDS) are never counted in an S3 operation's latency.
+        CredentialSource::Ambient => match s3client::resolve_ambient(&endpoint.region).await {
+            Ok(creds) => creds,
+            Err(e) => return unavailable(target, ErrorClass::InvalidCredentials, e.to_string()),
+        },
     };
     let http = match trust_of(target, client).await {
         Ok(trust) => match s3tls::http_client(&trust, timeouts.connect) {
@@ -284,7 +289,7 @@ pub async fn probe_once(
         },
         Err(message) => return unavailable(target, ErrorClass::Tls, message),
     };
-    let s3 = s3client::client_with(&endpoint, credentials.as_ref(), timeouts, http).await;
+    let s3 = s3client::client_with(&endpoint, credentials.clone(), timeouts, http);
     let mut result = run_cycle(&s3, target, options, state).await;
     // STS answers for AWS; an S3-compatible store gets it only with an STS endpoint of its
     // own, since most have none.
@@ -297,11 +302,10 @@ pub async fn probe_once(
                 let sts = s3client::sts_client(
                     target.region(),
                     sts_endpoint,
-                    credentials.as_ref(),
+                    credentials,
                     timeouts,
                     http,
-                )
-                .await;
+                );
                 measure_call(
                     Operation::GetCallerIdentity,
                     sts.get_caller_identity().send(),
