@@ -6,7 +6,7 @@
 
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backstop::clock::SystemClock;
@@ -338,12 +338,20 @@ async fn sts_checks_the_credentials_the_backup_job_uses() {
 }
 
 /// A container credentials endpoint on loopback, the way ECS and EKS Pod Identity serve the
-/// ambient chain (`AWS_CONTAINER_CREDENTIALS_FULL_URI`): it answers with `credentials` while
-/// healthy and with 500 otherwise, and counts every request.
+/// ambient chain (`AWS_CONTAINER_CREDENTIALS_FULL_URI`): it answers with `credentials`, with
+/// 403, or never, as its [`Answer`] says, and counts every request.
+/// What [`CredentialsEndpoint`] answers.
+#[derive(Clone, Copy)]
+enum Answer {
+    Credentials,
+    Error,
+    Hang,
+}
+
 struct CredentialsEndpoint {
     url: String,
     hits: Arc<AtomicUsize>,
-    healthy: Arc<AtomicBool>,
+    answer: Arc<AtomicU8>,
     shutdown: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -351,7 +359,7 @@ struct CredentialsEndpoint {
 impl CredentialsEndpoint {
     async fn start(credentials: &StaticCredentials) -> Self {
         let hits = Arc::new(AtomicUsize::new(0));
-        let healthy = Arc::new(AtomicBool::new(true));
+        let answer = Arc::new(AtomicU8::new(Answer::Credentials as u8));
         let body = json!({
             "AccessKeyId": credentials.access_key_id,
             "SecretAccessKey": credentials.secret_access_key,
@@ -361,16 +369,21 @@ impl CredentialsEndpoint {
         let app = axum::Router::new().route(
             "/credentials",
             axum::routing::get({
-                let (hits, healthy) = (hits.clone(), healthy.clone());
+                let (hits, answer) = (hits.clone(), answer.clone());
                 move || async move {
                     hits.fetch_add(1, Ordering::SeqCst);
-                    if healthy.load(Ordering::SeqCst) {
-                        (axum::http::StatusCode::OK, axum::Json(body))
-                    } else {
-                        (
-                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                            axum::Json(json!({"message": "credentials unavailable"})),
-                        )
+                    match answer.load(Ordering::SeqCst) {
+                        a if a == Answer::Credentials as u8 => {
+                            (axum::http::StatusCode::OK, axum::Json(body))
+                        }
+                        // A refusal, as the Pod Identity agent gives a token it does not
+                        // accept (a 5xx would be retried with backoff by the provider).
+                        a if a == Answer::Error as u8 => (
+                            axum::http::StatusCode::FORBIDDEN,
+                            axum::Json(json!({"message": "token not accepted"})),
+                        ),
+                        // Hangs until the client goes away.
+                        _ => std::future::pending().await,
                     }
                 }
             }),
@@ -390,7 +403,7 @@ impl CredentialsEndpoint {
         Self {
             url,
             hits,
-            healthy,
+            answer,
             shutdown,
             task,
         }
@@ -437,6 +450,9 @@ async fn ambient_credentials_are_resolved_once_per_cycle_before_the_timed_reques
     let mut config = world
         .backstop_config("127.0.0.1:0", &dir.join("token"))
         .unwrap();
+    // Shorter than the container provider's own read timeout (5 s), so a hung endpoint
+    // meets the prober's limit first.
+    config.probe.timeout = backstop::config::HumanDuration(Duration::from_secs(1));
     config.targets.push(StaticTarget {
         name: "ambient".into(),
         bucket: world::PRIMARY_BUCKET.into(),
@@ -490,7 +506,7 @@ async fn ambient_credentials_are_resolved_once_per_cycle_before_the_timed_reques
         "one cycle asks the chain once, for S3 and STS together"
     );
 
-    endpoint.healthy.store(false, Ordering::SeqCst);
+    endpoint.answer.store(Answer::Error as u8, Ordering::SeqCst);
     let refused = tokio::task::block_in_place(check);
     let report: serde_json::Value = serde_json::from_slice(&refused.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&refused.stderr)));
@@ -504,11 +520,23 @@ async fn ambient_credentials_are_resolved_once_per_cycle_before_the_timed_reques
         "no S3 request without credentials: {report:#}"
     );
     assert_eq!(operations[0]["operation"], "head_bucket");
-    assert_eq!(operations[0]["class"], "invalid_credentials");
+    assert_eq!(operations[0]["class"], "invalid_credentials", "{report:#}");
     assert_eq!(operations[0]["seconds"], 0.0);
     let message = operations[0]["message"].as_str().unwrap();
     assert!(message.contains("ambient AWS credentials"), "{message}");
     assert!(endpoint.hits.load(Ordering::SeqCst) > 1);
+
+    // A chain that never answers costs the cycle `probe.timeout`, not a hung prober.
+    endpoint.answer.store(Answer::Hang as u8, Ordering::SeqCst);
+    let hung = tokio::task::block_in_place(check);
+    let report: serde_json::Value = serde_json::from_slice(&hung.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&hung.stderr)));
+    let ambient = static_target(&report, "ambient");
+    let operations = ambient["operations"].as_array().unwrap();
+    assert_eq!(operations.len(), 1, "{report:#}");
+    assert_eq!(operations[0]["class"], "timeout", "{report:#}");
+    let message = operations[0]["message"].as_str().unwrap();
+    assert!(message.contains("no answer within"), "{message}");
 
     endpoint.stop().await;
     world.shutdown().await;

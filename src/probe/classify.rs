@@ -30,6 +30,8 @@ use std::fmt::Write as _;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
+use crate::s3client::AmbientCredentialsError;
+
 /// Messages longer than this are cut: they go to logs and check reports, and an error
 /// chain with a debug dump in it can be kilobytes long.
 const MAX_MESSAGE_CHARS: usize = 512;
@@ -132,6 +134,20 @@ where
         _ => (ErrorClass::Other, chain_text(error)),
     };
     (class, truncate(message))
+}
+
+/// Classifies a failure of the ambient credential chain and describes it in one line.
+///
+/// A chain with nothing to give, or one that refuses, is `invalid_credentials`; a provider
+/// that could not be reached in time or at all (STS, the Pod Identity agent, IMDS) is
+/// classified like any transport failure, since the keys may be fine.
+pub fn classify_ambient(error: &AmbientCredentialsError) -> (ErrorClass, String) {
+    let text = error.to_string();
+    let class = match error {
+        AmbientCredentialsError::NoProvider => ErrorClass::InvalidCredentials,
+        AmbientCredentialsError::Resolve(_) => classify_transport(&text, false),
+    };
+    (class, truncate(text))
 }
 
 /// Classifies a transport failure (no answer from S3) from its source chain's text.
@@ -496,5 +512,46 @@ mod tests {
         }
         let e = Outer(std::io::Error::other("inner"));
         assert_eq!(chain_text(&e), "wrapped: inner");
+    }
+
+    #[test]
+    fn ambient_chain_failures_are_classified_by_what_failed() {
+        let cases = [
+            (
+                AmbientCredentialsError::NoProvider,
+                ErrorClass::InvalidCredentials,
+            ),
+            (
+                AmbientCredentialsError::Resolve(
+                    "the credential provider was not enabled: no providers in chain provided credentials".into(),
+                ),
+                ErrorClass::InvalidCredentials,
+            ),
+            (
+                AmbientCredentialsError::Resolve(
+                    "an error occurred while loading credentials: AccessDenied: Not authorized to perform sts:AssumeRoleWithWebIdentity".into(),
+                ),
+                ErrorClass::InvalidCredentials,
+            ),
+            (
+                AmbientCredentialsError::Resolve(
+                    "credentials provider timed out after 5 seconds".into(),
+                ),
+                ErrorClass::Timeout,
+            ),
+            (
+                AmbientCredentialsError::Resolve(
+                    "dispatch failure: dns error: failed to lookup address information".into(),
+                ),
+                ErrorClass::Dns,
+            ),
+        ];
+        for (error, class) in cases {
+            let (got, message) = classify_ambient(&error);
+            assert_eq!(got, class, "{message}");
+            assert!(message.contains("ambient AWS credentials"), "{message}");
+        }
+        let long = AmbientCredentialsError::Resolve("x".repeat(MAX_MESSAGE_CHARS * 2));
+        assert!(classify_ambient(&long).1.chars().count() <= MAX_MESSAGE_CHARS + 1);
     }
 }

@@ -1,7 +1,8 @@
 //! Runs the probes: one task per target, cycling every `probe.interval` without ever
 //! overlapping itself; a global semaphore caps concurrent cycles at `probe.concurrency`. A
-//! hanging target holds only its own task (and one permit, until the SDK's operation timeout
-//! ends the call), so it never delays another target's results.
+//! hanging target holds only its own task (and one permit, until `probe.timeout` ends the
+//! call or the ambient credential chain's lookup), so it never delays another target's
+//! results.
 //!
 //! A reconcile loop follows discovery: the watch-fed index says which storages exist, so a
 //! storage added, changed or removed starts, restarts or stops its target's task, and a
@@ -18,7 +19,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ProbeConfig};
-use crate::probe::classify::ErrorClass;
+use crate::probe::classify::{ErrorClass, classify_ambient};
 use crate::probe::cycle::{
     CycleOptions, CycleResult, Operation, OperationResult, Outcome, TargetState, measure_call,
     run_cycle,
@@ -33,6 +34,9 @@ use crate::watch::collector::SharedIndex;
 /// How often the reconcile loop compares the index with the running tasks. The comparison is
 /// in memory (the index is fed by watches), so this costs no API requests.
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+
+/// How long the prober thread's runtime waits for blocking work (DNS lookups) when it stops.
+const THREAD_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 struct Running {
     target: Target,
@@ -57,13 +61,16 @@ pub fn spawn(
     metrics: Arc<ProbeMetrics>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    // The thread stops on `shutdown`, and also when the returned task is aborted or its
+    // runtime goes away (the waiter below holds the guard), so it never outlives its caller.
+    let thread_shutdown = shutdown.child_token();
     let prober = {
         let (client, index, config, metrics, shutdown) = (
             client.clone(),
             index.clone(),
             config.clone(),
             metrics.clone(),
-            shutdown.clone(),
+            thread_shutdown.clone(),
         );
         move || run(client, index, config, metrics, shutdown)
     };
@@ -79,6 +86,9 @@ pub fn spawn(
             let outcome = match runtime {
                 Ok(runtime) => {
                     runtime.block_on(prober());
+                    // A DNS lookup still running on a blocking thread must not hold up the
+                    // process's shutdown.
+                    runtime.shutdown_timeout(THREAD_SHUTDOWN_GRACE);
                     true
                 }
                 Err(error) => {
@@ -90,6 +100,7 @@ pub fn spawn(
         });
     match thread {
         Ok(_) => tokio::spawn(async move {
+            let _stop_thread = thread_shutdown.drop_guard();
             match finished.await {
                 Ok(true) => {}
                 Ok(false) => run(client, index, config, metrics, shutdown).await,
@@ -277,10 +288,27 @@ pub async fn probe_once(
         }
         // Asked here, once, so the chain's own round trips (STS for IRSA, the Pod Identity
         // agent, IMDS) are never counted in an S3 operation's latency.
-        CredentialSource::Ambient => match s3client::resolve_ambient(&endpoint.region).await {
-            Ok(creds) => creds,
-            Err(e) => return unavailable(target, ErrorClass::InvalidCredentials, e.to_string()),
-        },
+        // The chain runs outside the SDK's operation timeout, so it gets one of its own.
+        CredentialSource::Ambient => {
+            let resolve = s3client::resolve_ambient(&endpoint.region);
+            match tokio::time::timeout(timeouts.operation, resolve).await {
+                Ok(Ok(creds)) => creds,
+                Ok(Err(e)) => {
+                    let (class, message) = classify_ambient(&e);
+                    return unavailable(target, class, message);
+                }
+                Err(_) => {
+                    return unavailable(
+                        target,
+                        ErrorClass::Timeout,
+                        format!(
+                            "resolving ambient AWS credentials: no answer within {}",
+                            humantime::format_duration(timeouts.operation)
+                        ),
+                    );
+                }
+            }
+        }
     };
     let http = match trust_of(target, client).await {
         Ok(trust) => match s3tls::http_client(&trust, timeouts.connect) {

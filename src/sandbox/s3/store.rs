@@ -77,8 +77,18 @@ fn page(
     while let Some((dir, key_prefix)) = stack.pop() {
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
-            // A prefix naming a directory that does not exist selects nothing.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            // A prefix whose directory part does not exist, runs into an object ("a/x/"
+            // where "a" is a key) or cannot be a file name selects nothing.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound
+                        | std::io::ErrorKind::NotADirectory
+                        | std::io::ErrorKind::InvalidFilename
+                ) =>
+            {
+                continue;
+            }
             Err(e) => return Err(e),
         };
         for entry in entries {
@@ -191,7 +201,12 @@ impl Store {
             let page = page(&bucket_dir, &prefix, after.as_deref(), limit)?;
             let mut objects = Vec::with_capacity(page.objects.len());
             for (key, path) in page.objects {
-                let metadata = std::fs::metadata(&path)?;
+                let metadata = match std::fs::metadata(&path) {
+                    Ok(metadata) => metadata,
+                    // Deleted since the walk (a canary, say): no longer listed.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
                 objects.push(Object {
                     key: Some(key),
                     last_modified: Some(Timestamp::from(metadata.modified()?)),
@@ -283,6 +298,8 @@ mod tests {
         let store = Store::new(dir.path()).unwrap();
         let oracle = s3s_fs::FileSystem::new(dir.path()).unwrap();
 
+        // A directory part longer than a file name may be.
+        let long_prefix = format!("{}/", "d".repeat(300));
         let prefixes = [
             None,
             Some(""),
@@ -294,6 +311,9 @@ mod tests {
             Some("/prod/"),
             Some("prod//"),
             Some("../bkt/prod/"),
+            Some("production/"),
+            Some("a/x/"),
+            Some(&long_prefix),
         ];
         let afters = [None, Some("prod/c1-2026-11-01-full/z.xbstream"), Some("zz")];
         let tokens = [None, Some("prod/c1")];
@@ -323,7 +343,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(compared, 10 * 3 * 2 * 5);
+        assert_eq!(compared, 13 * 3 * 2 * 5);
     }
 
     #[tokio::test]
