@@ -99,14 +99,19 @@ pub fn spawn(
             let _ = ran.send(outcome);
         });
     match thread {
-        Ok(_) => tokio::spawn(async move {
-            let _stop_thread = thread_shutdown.drop_guard();
-            match finished.await {
-                Ok(true) => {}
-                Ok(false) => run(client, index, config, metrics, shutdown).await,
-                Err(_) => tracing::error!("the prober thread panicked; probing stopped"),
-            }
-        }),
+        Ok(_) => {
+            // Made here, not in the task, so that a task aborted before its first poll
+            // still drops it.
+            let stop_thread = thread_shutdown.drop_guard();
+            tokio::spawn(async move {
+                let _stop_thread = stop_thread;
+                match finished.await {
+                    Ok(true) => {}
+                    Ok(false) => run(client, index, config, metrics, shutdown).await,
+                    Err(_) => tracing::error!("the prober thread panicked; probing stopped"),
+                }
+            })
+        }
         Err(error) => {
             tracing::warn!(%error, "prober thread did not start; probing on the shared runtime");
             tokio::spawn(run(client, index, config, metrics, shutdown))
@@ -388,5 +393,61 @@ fn unavailable(target: &Target, class: ErrorClass, message: String) -> CycleResu
         }],
         newest_object: None,
         up: false,
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use crate::watch::index::BackupIndex;
+
+    /// Threads of this process named `backstop-prober`, from `/proc`.
+    fn prober_threads() -> usize {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return 0;
+        };
+        tasks
+            .filter_map(Result::ok)
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|name| name.trim() == "backstop-prober")
+            })
+            .count()
+    }
+
+    async fn wait_for_threads(count: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while prober_threads() != count {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never {count} prober threads (now {})",
+                prober_threads()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The thread must not outlive the task that stands for it: an aborted task (a startup
+    /// that failed after the prober started, say) stops the thread, and the caller's
+    /// shutdown token is left alone.
+    #[tokio::test]
+    async fn aborting_the_task_stops_the_prober_thread() {
+        let url = "http://127.0.0.1:9".parse().unwrap();
+        let client = kube::Client::try_from(kube::Config::new(url)).unwrap();
+        let index: SharedIndex = Arc::new(std::sync::RwLock::new(BackupIndex::new()));
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Arc::new(ProbeMetrics::register(&mut registry));
+        let shutdown = CancellationToken::new();
+        let task = spawn(
+            client,
+            index,
+            Arc::new(Config::default()),
+            metrics,
+            shutdown.clone(),
+        );
+        wait_for_threads(1).await;
+        task.abort();
+        wait_for_threads(0).await;
+        assert!(!shutdown.is_cancelled());
     }
 }
