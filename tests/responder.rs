@@ -754,6 +754,109 @@ async fn restarts_between_and_within_steps_never_fail_over_twice() {
     r.stop().await;
 }
 
+/// Backstop down between restoring the primary and starting the test backup, for longer
+/// than `test_backup_timeout`: the timeout counts from the backup's start, so the revert is
+/// still verified by the backup instead of failing at once.
+#[tokio::test]
+async fn a_long_outage_before_the_test_backup_does_not_fail_the_verification() {
+    let r = start(|c| {
+        c.responder.enabled = false;
+        c.responder.revert.hold_down_probes = 1;
+    })
+    .await;
+    let mut config = r
+        .world
+        .backstop_config("127.0.0.1:0", &r.world.dir().join("token"))
+        .unwrap();
+    fast(&mut config);
+    config.responder.revert.hold_down_probes = 1;
+    let timeout = config.responder.revert.test_backup_timeout.get();
+    let clock = Arc::new(ManualClock::new(jiff::Timestamp::now()));
+    let engine = Engine::new(
+        r.world.client.clone(),
+        Arc::new(config),
+        ResponderMetrics::register(&mut Registry::default()),
+        clock.clone(),
+    );
+    let key = ClusterKey {
+        namespace: world::NAMESPACE.into(),
+        name: world::CLUSTER.into(),
+    };
+    let set_intent = |firing: bool| {
+        let mut i = intent::Intent::default();
+        let at = "2026-11-24T03:10:30Z".parse().unwrap();
+        i.observe(
+            "f",
+            "S3BackupTargetUnavailable",
+            at,
+            backstop::responder::alertmanager::AlertStatus::Firing,
+            at,
+        );
+        if !firing {
+            i.resolve_all(at);
+        }
+        json!({"metadata": {"annotations": {intent::INTENT_ANNOTATION: i.render()}}})
+    };
+    let api = cluster_api(&r.world.client, world::NAMESPACE);
+    break_region(&r, s3::PRIMARY_REGION).await;
+    api.patch(
+        world::CLUSTER,
+        &PatchParams::default(),
+        &Patch::Merge(set_intent(true)),
+    )
+    .await
+    .unwrap();
+    // One step at a time until `done` holds for the journal.
+    let step_until = |what: &'static str, done: fn(&Journal) -> bool| {
+        let (engine, r, key) = (&engine, &r, &key);
+        async move {
+            let deadline = tokio::time::Instant::now() + DEADLINE;
+            loop {
+                assert!(tokio::time::Instant::now() < deadline, "never {what}");
+                engine.reconcile(key).await.unwrap();
+                if let Some(j) = journal(r).await
+                    && done(&j)
+                {
+                    return j;
+                }
+                r.world.operator.step().await.unwrap();
+            }
+        }
+    };
+    step_until("failed over with a cover backup", |j| {
+        j.phase == Phase::FailedOver && j.cover_backup.is_some()
+    })
+    .await;
+    r.world.s3.faults().clear_all().await.unwrap();
+    api.patch(
+        world::CLUSTER,
+        &PatchParams::default(),
+        &Patch::Merge(set_intent(false)),
+    )
+    .await
+    .unwrap();
+    let restored = step_until("restored", |j| j.phase == Phase::Verifying).await;
+    let test_backup = restored
+        .test_backup
+        .clone()
+        .expect("a test backup is named");
+    let backups: Api<backstop::pxc::PerconaXtraDBClusterBackup> =
+        Api::namespaced(r.world.client.clone(), world::NAMESPACE);
+    assert!(
+        backups.get_opt(&test_backup).await.unwrap().is_none(),
+        "the test backup must not exist yet for this scenario"
+    );
+
+    // The outage: longer than the whole timeout.
+    clock.advance(jiff::SignedDuration::try_from(timeout * 2).unwrap());
+    engine.reconcile(&key).await.unwrap();
+    let j = journal(&r).await.unwrap();
+    assert_eq!(j.phase, Phase::Verifying, "{:?}", j.message);
+    let verified = step_until("verified", |j| j.phase != Phase::Verifying).await;
+    assert_eq!(verified.phase, Phase::Reverted, "{:?}", verified.message);
+    r.stop().await;
+}
+
 #[tokio::test]
 async fn two_replicas_one_acts() {
     let r = start(|c| {

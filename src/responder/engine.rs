@@ -35,6 +35,11 @@ pub const PAUSE_ANNOTATION: &str = "backstop.percona.com/paused";
 /// Label on the backups the playbooks create, holding the run id.
 pub const RUN_LABEL: &str = "backstop.percona.com/run";
 
+/// Annotation on the backups Backstop creates: when it created them, by its own clock. The
+/// test backup's timeout counts from here, so time Backstop spent down between the revert
+/// and starting the backup is not held against the backup.
+pub const STARTED_AT_ANNOTATION: &str = "backstop.percona.com/started-at";
+
 /// Conflicts retried within one call before giving up until the next trigger.
 const MAX_CONFLICTS: usize = 5;
 
@@ -805,6 +810,7 @@ impl Engine {
                     "backstop.percona.com/purpose": purpose,
                     "app.kubernetes.io/managed-by": "backstop",
                 },
+                "annotations": {STARTED_AT_ANNOTATION: self.now().to_string()},
             },
             "spec": {"pxcCluster": key.name, "storageName": storage},
         }))
@@ -1113,9 +1119,14 @@ impl Engine {
         };
         let storage = journal.protected.first().cloned().unwrap_or_default();
         let timeout = self.config.responder.revert.test_backup_timeout.get();
-        let started = journal.reverted_at.unwrap_or(journal.failed_over_at);
-        let elapsed =
-            Duration::try_from(self.now().duration_since(started)).unwrap_or(Duration::ZERO);
+        // Counted from the test backup's creation (see STARTED_AT_ANNOTATION); the revert
+        // time stands in for a backup created without the annotation, and a backup created
+        // in this pass has had no time at all.
+        let reverted = journal.reverted_at.unwrap_or(journal.failed_over_at);
+        let since = |started: jiff::Timestamp| {
+            Duration::try_from(self.now().duration_since(started)).unwrap_or(Duration::ZERO)
+        };
+        let mut elapsed = since(reverted);
         let verdict: Option<Result<(), String>> = if self.dry_run() {
             Some(Ok(()))
         } else {
@@ -1137,9 +1148,19 @@ impl Engine {
                         format!("started test backup {name} on storage {storage:?}"),
                     )
                     .await;
+                    elapsed = Duration::ZERO;
                     None
                 }
                 Some(backup) => {
+                    if let Some(started) = backup
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(STARTED_AT_ANNOTATION))
+                        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    {
+                        elapsed = since(started);
+                    }
                     let status = backup.status.unwrap_or_default();
                     match status.state.as_deref() {
                         Some(state::SUCCEEDED) => Some(Ok(())),
