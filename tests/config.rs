@@ -174,6 +174,35 @@ fn semantic_rules_are_checked_with_paths() {
     }
 }
 
+/// A CA bundle is a Secret key: a static target names the Secret's namespace (it has no
+/// cluster), a secondary must not (the operator reads it from the cluster's namespace).
+#[test]
+fn ca_bundles_name_a_secret_key_where_it_will_be_read() {
+    let found = problems(&format!(
+        "{MINIMAL}targets:\n  - {{name: t, bucket: dr-bucket, region: r, ca_bundle: {{name: ca, key: ''}}}}\n\
+         clusters:\n  - {{namespace: ns, name: c, failover: {{secondary: {{bucket: dr-bucket, region: r, \
+         credentials_secret: s, ca_bundle: {{namespace: other, name: '', key: ca.crt}}}}}}}}\n"
+    ));
+    for expected in [
+        "targets[0].ca_bundle.namespace: is required: a static target has no cluster namespace to read it from",
+        "targets[0].ca_bundle.key: must not be empty",
+        "clusters[0].failover.secondary.ca_bundle.namespace: must be left out: the operator reads a storage's caBundle from the cluster's namespace",
+        "clusters[0].failover.secondary.ca_bundle.name: must not be empty",
+    ] {
+        assert!(
+            found.iter().any(|p| p == expected),
+            "{expected:?} not in {found:#?}"
+        );
+    }
+    let fine = config::load_str(&format!(
+        "{MINIMAL}targets:\n  - {{name: t, bucket: dr-bucket, region: r, ca_bundle: {{namespace: ns, name: ca, key: ca.crt}}}}\n\
+         clusters:\n  - {{namespace: ns, name: c, failover: {{secondary: {{bucket: dr-bucket, region: r, \
+         credentials_secret: s, ca_bundle: {{name: ca, key: ca.crt}}}}}}}}\n"
+    ))
+    .unwrap();
+    assert_eq!(fine.targets[0].ca_bundle.as_ref().unwrap().key, "ca.crt");
+}
+
 #[test]
 fn both_auth_methods_at_once_is_an_error() {
     assert_problem(

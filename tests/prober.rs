@@ -461,6 +461,7 @@ async fn ambient_credentials_are_resolved_once_per_cycle_before_the_timed_reques
         force_path_style: true,
         verify_tls: true,
         credentials_secret: None,
+        ca_bundle: None,
     });
     let config_path = dir.join("ambient.yaml");
     std::fs::write(&config_path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();

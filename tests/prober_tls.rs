@@ -1,16 +1,21 @@
 //! A storage's TLS settings, honoured the way the backup Job honours them: the embedded S3
 //! behind an HTTPS front whose certificate no system trusts, probed with the default
 //! (refused as a TLS failure), `verifyTLS: false` (accepted), and `caBundle` naming the
-//! right CA (accepted), a wrong CA, or a Secret that is not there (refused, said why).
+//! right CA (accepted), a wrong CA, or a Secret that is not there (refused, said why); and
+//! the same bundle configured for a static target and for a failover secondary.
 #![cfg(feature = "sandbox")]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use backstop::config::ProbeConfig;
+use backstop::config::{
+    CaBundleSecret, FailoverPolicy, ManagedCluster, PitrOnBuffer, ProbeConfig, SecondaryTarget,
+    SecretRef, StaticTarget, Strategy,
+};
 use backstop::probe::classify::ErrorClass;
 use backstop::probe::cycle::{CycleOptions, CycleResult, Outcome, TargetState};
+use backstop::probe::discovery::secondary_storage;
 use backstop::probe::scheduler::probe_once;
 use backstop::probe::target::Target;
 use backstop::pxc::Storage;
@@ -93,10 +98,14 @@ fn merge(into: &mut Value, from: Value) {
 
 async fn probe(world: &World, storage: &Storage) -> CycleResult {
     let target = Target::from_storage(world::NAMESPACE, world::CLUSTER, "tls", storage).unwrap();
+    probe_target(world, &target).await
+}
+
+async fn probe_target(world: &World, target: &Target) -> CycleResult {
     let mut options = CycleOptions::from(&ProbeConfig::default());
     options.sts = false;
     probe_once(
-        &target,
+        target,
         &world.client,
         &options,
         Timeouts::default(),
@@ -204,6 +213,65 @@ async fn verify_tls_and_ca_bundle_decide_whom_the_probe_trusts() {
         message.contains("percona/no-such-ca not found"),
         "{message}"
     );
+
+    // The same CA for a static target (its Secret named with a namespace) and for a
+    // failover secondary (the storage the failover would write, as the preflight sees it).
+    let static_target = |ca_key: &str| {
+        Target::from_static(&StaticTarget {
+            name: "private-ca".into(),
+            bucket: world::PRIMARY_BUCKET.into(),
+            region: s3::PRIMARY_REGION.into(),
+            endpoint_url: Some(format!("https://{}", front.addr)),
+            force_path_style: true,
+            verify_tls: true,
+            credentials_secret: Some(SecretRef {
+                namespace: world::NAMESPACE.into(),
+                name: world::CREDENTIALS_SECRET.into(),
+            }),
+            ca_bundle: Some(CaBundleSecret {
+                namespace: Some(world::NAMESPACE.into()),
+                name: "s3-ca".into(),
+                key: ca_key.into(),
+            }),
+        })
+        .unwrap()
+    };
+    let result = probe_target(&world, &static_target("ca.crt")).await;
+    assert!(all_ok(&result), "{result:?}");
+    let result = probe_target(&world, &static_target("other.crt")).await;
+    assert_eq!(first_failure(&result).0, ErrorClass::Tls);
+
+    let secondary = |ca_key: &str| {
+        let managed = ManagedCluster {
+            namespace: world::NAMESPACE.into(),
+            name: world::CLUSTER.into(),
+            failover: FailoverPolicy {
+                secondary: Some(SecondaryTarget {
+                    storage_name: "dr".into(),
+                    bucket: world::PRIMARY_BUCKET.into(),
+                    region: s3::PRIMARY_REGION.into(),
+                    endpoint_url: Some(format!("https://{}", front.addr)),
+                    credentials_secret: world::CREDENTIALS_SECRET.into(),
+                    force_path_style: true,
+                    verify_tls: true,
+                    ca_bundle: Some(CaBundleSecret {
+                        namespace: None,
+                        name: "s3-ca".into(),
+                        key: ca_key.into(),
+                    }),
+                }),
+                strategy: Strategy::Repoint,
+                storage: None,
+                buffer: None,
+                pitr_on_buffer: PitrOnBuffer::Disable,
+            },
+        };
+        secondary_storage(&managed).unwrap().1
+    };
+    let result = probe(&world, &secondary("ca.crt")).await;
+    assert!(all_ok(&result), "{result:?}");
+    let result = probe(&world, &secondary("other.crt")).await;
+    assert_eq!(first_failure(&result).0, ErrorClass::Tls);
 
     front.stop().await;
     world.shutdown().await;

@@ -233,6 +233,21 @@ pub struct SecretRef {
     pub name: String,
 }
 
+/// A key of a Secret holding a PEM CA bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaBundleSecret {
+    /// Namespace of the Secret. For a failover secondary it must be left out: the bundle is
+    /// read from the cluster's namespace, as the operator reads a storage's `caBundle`.
+    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Name of the Secret.
+    pub name: String,
+    /// Key inside the Secret.
+    pub key: String,
+}
+
 /// An S3 target probed in addition to the discovered ones.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -258,6 +273,11 @@ pub struct StaticTarget {
     #[serde(default)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<SecretRef>,
+    /// PEM CA bundle the endpoint's certificate is checked against instead of the system
+    /// roots (`namespace`, `name`, `key` of a Secret). Ignored with `verify_tls: false`.
+    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<CaBundleSecret>,
 }
 
 fn default_true() -> bool {
@@ -495,6 +515,12 @@ pub struct SecondaryTarget {
     /// Verify the endpoint's TLS certificate. Default `true`.
     #[serde(default = "default_true")]
     pub verify_tls: bool,
+    /// PEM CA bundle the secondary's certificate is checked against (`name`, `key` of a
+    /// Secret in the cluster's namespace), written to the storage's `s3.caBundle` on
+    /// failover so the backup Job trusts the same CA. Absent: the system roots.
+    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<CaBundleSecret>,
 }
 
 fn default_secondary_storage() -> String {

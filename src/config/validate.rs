@@ -113,6 +113,25 @@ fn check_targets(config: &Config, errors: &mut Vec<FieldError>) {
         if let Some(url) = &target.endpoint_url {
             check_endpoint(&format!("targets[{i}].endpoint_url"), url, errors);
         }
+        if let Some(ca) = &target.ca_bundle {
+            let at = format!("targets[{i}].ca_bundle");
+            if ca.namespace.as_deref().is_none_or(|n| n.trim().is_empty()) {
+                errors.push(FieldError::new(
+                    format!("{at}.namespace"),
+                    "is required: a static target has no cluster namespace to read it from",
+                ));
+            }
+            check_ca_bundle(&at, ca, errors);
+        }
+    }
+}
+
+fn check_ca_bundle(at: &str, ca: &super::CaBundleSecret, errors: &mut Vec<FieldError>) {
+    if ca.name.trim().is_empty() {
+        errors.push(FieldError::new(format!("{at}.name"), "must not be empty"));
+    }
+    if ca.key.trim().is_empty() {
+        errors.push(FieldError::new(format!("{at}.key"), "must not be empty"));
     }
 }
 
@@ -209,6 +228,15 @@ fn check_cluster(
                 at("failover.secondary.storage_name"),
                 "must be a lowercase name of letters, digits and '-'",
             ));
+        }
+        if let Some(ca) = &secondary.ca_bundle {
+            if ca.namespace.is_some() {
+                errors.push(FieldError::new(
+                    at("failover.secondary.ca_bundle.namespace"),
+                    "must be left out: the operator reads a storage's caBundle from the cluster's namespace",
+                ));
+            }
+            check_ca_bundle(&at("failover.secondary.ca_bundle"), ca, errors);
         }
     }
     if let Some(buffer) = &policy.buffer {

@@ -56,6 +56,13 @@ pub fn secondary_storage(managed: &ManagedCluster) -> Option<(String, Storage)> 
             region: Some(secondary.region.clone()),
             endpoint_url: secondary.endpoint_url.clone(),
             force_path_style: Some(secondary.force_path_style),
+            ca_bundle: secondary
+                .ca_bundle
+                .as_ref()
+                .map(|b| crate::pxc::SecretKeySelector {
+                    name: Some(b.name.clone()),
+                    key: Some(b.key.clone()),
+                }),
             ..S3Storage::default()
         }),
         verify_tls: Some(secondary.verify_tls),

@@ -254,7 +254,13 @@ impl Target {
                 endpoint_url: normalize_endpoint(target.endpoint_url.as_deref()),
                 force_path_style: target.force_path_style,
                 verify_tls: target.verify_tls,
-                ca_bundle: None,
+                ca_bundle: target.ca_bundle.as_ref().and_then(|b| {
+                    Some(CaBundleRef {
+                        namespace: b.namespace.clone()?,
+                        name: b.name.clone(),
+                        key: b.key.clone(),
+                    })
+                }),
                 credentials,
             },
             users: BTreeSet::from([User::Static {
@@ -504,6 +510,7 @@ mod tests {
                 namespace: "backstop".into(),
                 name: "dr-creds".into(),
             }),
+            ca_bundle: None,
         };
         let t = Target::from_static(&st).unwrap();
         assert_eq!(
@@ -522,6 +529,25 @@ mod tests {
         };
         let t = Target::from_static(&ambient).unwrap();
         assert_eq!(t.key.credentials, CredentialSource::Ambient);
+
+        let private_ca = StaticTarget {
+            ca_bundle: Some(crate::config::CaBundleSecret {
+                namespace: Some("backstop".into()),
+                name: "minio-ca".into(),
+                key: "ca.crt".into(),
+            }),
+            ..ambient.clone()
+        };
+        let t = Target::from_static(&private_ca).unwrap();
+        assert_eq!(
+            t.key.ca_bundle,
+            Some(CaBundleRef {
+                namespace: "backstop".into(),
+                name: "minio-ca".into(),
+                key: "ca.crt".into(),
+            })
+        );
+        assert_ne!(t.id(), Target::from_static(&ambient).unwrap().id());
         assert_eq!(t.endpoint_url(), None);
     }
 

@@ -249,6 +249,16 @@ pub fn plan_failover(
                         }
                     }
                 }
+                // The primary's CA bundle is about the primary's endpoint: the secondary is
+                // trusted by its own bundle, or by the system roots.
+                match &secondary.ca_bundle {
+                    Some(ca) => s3["caBundle"] = json!({"name": ca.name, "key": ca.key}),
+                    None => {
+                        if let Some(map) = s3.as_object_mut() {
+                            map.remove("caBundle");
+                        }
+                    }
+                }
                 storage["verifyTLS"] = json!(secondary.verify_tls);
                 verify.get_or_insert_with(|| storage.clone());
                 change(Field::Storage(name.clone()), Some(storage));
@@ -374,6 +384,7 @@ mod tests {
                 credentials_secret: "dr-creds".into(),
                 force_path_style: true,
                 verify_tls: true,
+                ca_bundle: None,
             }),
             buffer: Some(BufferPolicy {
                 storage_name: "buf".into(),
@@ -438,6 +449,56 @@ mod tests {
         assert_eq!(s["nodeSelector"]["a"], "b");
         assert_eq!(failed["schedule"][0]["storageName"], "s3-us-west");
         assert_eq!(plan.target_storage, "s3-us-west");
+    }
+
+    /// The primary's `caBundle` is about the primary's endpoint: in place, the secondary's
+    /// own bundle replaces it, or none is left; repointed, the new entry carries the
+    /// secondary's. The revert restores the primary's exactly either way.
+    #[test]
+    fn the_secondary_is_trusted_by_its_own_ca_bundle() {
+        let mut original = backup();
+        original["storages"]["s3-us-west"]["s3"]["caBundle"] =
+            json!({"name": "primary-ca", "key": "ca.crt"});
+        let with_ca = |strategy| {
+            let mut policy = policy(strategy);
+            if let Some(secondary) = policy.secondary.as_mut() {
+                secondary.ca_bundle = Some(crate::config::CaBundleSecret {
+                    namespace: None,
+                    name: "dr-ca".into(),
+                    key: "bundle.pem".into(),
+                });
+            }
+            policy
+        };
+        let cases = [
+            (
+                with_ca(Strategy::InPlace),
+                "s3-us-west",
+                Some(json!({"name": "dr-ca", "key": "bundle.pem"})),
+            ),
+            (policy(Strategy::InPlace), "s3-us-west", None),
+            (
+                with_ca(Strategy::Repoint),
+                "dr",
+                Some(json!({"name": "dr-ca", "key": "bundle.pem"})),
+            ),
+            (policy(Strategy::Repoint), "dr", None),
+        ];
+        for (policy, storage, ca) in cases {
+            let plan = plan_failover(&original, &policy, TargetKind::Secondary).unwrap();
+            let mut failed = original.clone();
+            apply(&mut failed, &plan.changes);
+            assert_eq!(
+                failed["storages"][storage]["s3"].get("caBundle"),
+                ca.as_ref(),
+                "{:?} {storage}",
+                policy.strategy
+            );
+            assert_eq!(plan.verify.as_ref(), Some(&failed["storages"][storage]));
+            let mut back = failed.clone();
+            apply_revert(&mut back, &plan_revert(&failed, &journal(&plan)));
+            assert_eq!(back, original);
+        }
     }
 
     #[test]
