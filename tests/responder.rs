@@ -350,6 +350,27 @@ async fn nothing_viable_changes_nothing_and_says_so() {
     r.stop().await;
 }
 
+/// The webhook records intents by the same clock as the engine (here a test clock a day
+/// ahead of the machine's), so intent times, pruning and the journal agree.
+#[tokio::test]
+async fn the_webhook_records_intents_by_the_engines_clock() {
+    let engine_now = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24);
+    let r = sandbox::start(options(), Arc::new(ManualClock::new(engine_now)), fast).await;
+    notify(&r.base, &firing("f-clock", "2026-11-24T04:00:00Z")).await;
+    let object = cluster(&r).await;
+    let recorded = intent::Intent::parse(
+        &object.metadata.annotations.as_ref().unwrap()[intent::INTENT_ANNOTATION],
+    )
+    .unwrap();
+    let episode = recorded
+        .episodes
+        .values()
+        .next()
+        .expect("the firing episode is recorded");
+    assert_eq!(episode.updated_at, engine_now);
+    r.stop().await;
+}
+
 #[tokio::test]
 async fn duplicates_repeats_and_reordering_fail_over_once_and_revert_once() {
     let r = start(|c| c.responder.failover.on_demand_backup = false).await;

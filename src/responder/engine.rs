@@ -301,7 +301,9 @@ impl Engine {
         update(dry.intents.entry(key.clone()).or_default())
     }
 
-    fn now(&self) -> jiff::Timestamp {
+    /// The engine's clock: what every time it records (journal, intents, backups) is read
+    /// from, so a test clock moves all of them together.
+    pub fn now(&self) -> jiff::Timestamp {
         self.clock.now()
     }
 

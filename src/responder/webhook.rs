@@ -321,7 +321,7 @@ impl Webhook {
         observations: &[Observation],
         cached: Option<&Intent>,
     ) -> Result<bool, RecordError> {
-        let now = jiff::Timestamp::now();
+        let now = self.engine.now();
         let merge = |intent: &mut Intent| {
             let mut changed = false;
             for o in observations {
