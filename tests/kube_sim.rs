@@ -1014,7 +1014,7 @@ async fn the_api_verifier_sees_what_the_client_sent() {
 }
 
 #[tokio::test]
-async fn secret_string_data_is_stored_as_base64_data() {
+async fn secret_string_data_is_stored_as_base64_data_on_create_and_patch() {
     use k8s_openapi::api::core::v1::Secret;
     let (sim, client) = sim().await;
     let api: Api<Secret> = Api::namespaced(client, "default");
@@ -1029,6 +1029,22 @@ async fn secret_string_data_is_stored_as_base64_data() {
     assert!(stored.string_data.is_none());
     let data = stored.data.unwrap();
     assert_eq!(data["AWS_ACCESS_KEY_ID"].0, b"AKID");
+    assert_eq!(data["AWS_REGION"].0, b"us-west-2");
+
+    // A merge patch may carry stringData too (`kubectl patch` with stringData, a key
+    // rotation): folded into data the same way, its keys winning, and never stored.
+    api.patch(
+        "s3",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"stringData": {"AWS_ACCESS_KEY_ID": "ROTATED", "AWS_NEW": "n"}})),
+    )
+    .await
+    .unwrap();
+    let patched = api.get("s3").await.unwrap();
+    assert!(patched.string_data.is_none());
+    let data = patched.data.unwrap();
+    assert_eq!(data["AWS_ACCESS_KEY_ID"].0, b"ROTATED");
+    assert_eq!(data["AWS_NEW"].0, b"n");
     assert_eq!(data["AWS_REGION"].0, b"us-west-2");
     sim.shutdown().await;
 }

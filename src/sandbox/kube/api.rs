@@ -320,7 +320,11 @@ fn plan_write(
             body
         }
         Change::Patch { content_type, body } => {
-            let patched = apply_patch(current, content_type, body)?;
+            let mut patched = apply_patch(current, content_type, body)?;
+            // A patch may carry stringData too; the server folds it like any other write.
+            if rt.group.is_empty() && rt.plural == "secrets" {
+                fold_string_data(&mut patched);
+            }
             // A resourceVersion written by the patch is a precondition (API concepts:
             // "Patch ... if the patch includes metadata.resourceVersion, it must match").
             if rv_of(&patched) != rv_of(current) {
