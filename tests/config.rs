@@ -185,9 +185,9 @@ fn ca_bundles_name_a_secret_key_where_it_will_be_read() {
     ));
     for expected in [
         "targets[0].ca_bundle.namespace: is required: a static target has no cluster namespace to read it from",
-        "targets[0].ca_bundle.key: must not be empty",
+        "targets[0].ca_bundle.key: \"\" is not a valid Secret key",
         "clusters[0].failover.secondary.ca_bundle.namespace: must be left out: the operator reads a storage's caBundle from the cluster's namespace",
-        "clusters[0].failover.secondary.ca_bundle.name: must not be empty",
+        "clusters[0].failover.secondary.ca_bundle.name: \"\" is not a valid Secret name",
     ] {
         assert!(
             found.iter().any(|p| p == expected),

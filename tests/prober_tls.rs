@@ -24,7 +24,7 @@ use backstop::sandbox::certs::SandboxPki;
 use backstop::sandbox::s3;
 use backstop::sandbox::world::{self, World, WorldOptions};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
@@ -214,8 +214,27 @@ async fn verify_tls_and_ca_bundle_decide_whom_the_probe_trusts() {
         "{message}"
     );
 
-    // The same CA for a static target (its Secret named with a namespace) and for a
-    // failover secondary (the storage the failover would write, as the preflight sees it).
+    // The same CA for a static target, read from the namespace its `ca_bundle` names (here
+    // not the cluster's), and for a failover secondary (the storage the failover would
+    // write, as the preflight sees it).
+    let namespaces: Api<Namespace> = Api::all(world.client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "backstop-ca"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut elsewhere = secrets.get("s3-ca").await.unwrap();
+    // A name only that namespace has, so reading the cluster's namespace would fail.
+    elsewhere.metadata = kube::api::ObjectMeta {
+        name: Some("static-ca".into()),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(world.client.clone(), "backstop-ca")
+        .create(&PostParams::default(), &elsewhere)
+        .await
+        .unwrap();
     let static_target = |ca_key: &str| {
         Target::from_static(&StaticTarget {
             name: "private-ca".into(),
@@ -229,8 +248,8 @@ async fn verify_tls_and_ca_bundle_decide_whom_the_probe_trusts() {
                 name: world::CREDENTIALS_SECRET.into(),
             }),
             ca_bundle: Some(CaBundleSecret {
-                namespace: Some(world::NAMESPACE.into()),
-                name: "s3-ca".into(),
+                namespace: Some("backstop-ca".into()),
+                name: "static-ca".into(),
                 key: ca_key.into(),
             }),
         })

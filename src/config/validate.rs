@@ -127,11 +127,24 @@ fn check_targets(config: &Config, errors: &mut Vec<FieldError>) {
 }
 
 fn check_ca_bundle(at: &str, ca: &super::CaBundleSecret, errors: &mut Vec<FieldError>) {
-    if ca.name.trim().is_empty() {
-        errors.push(FieldError::new(format!("{at}.name"), "must not be empty"));
+    if !is_dns1123_subdomain(&ca.name) {
+        errors.push(FieldError::new(
+            format!("{at}.name"),
+            format!("{:?} is not a valid Secret name", ca.name),
+        ));
     }
-    if ca.key.trim().is_empty() {
-        errors.push(FieldError::new(format!("{at}.key"), "must not be empty"));
+    // What Kubernetes allows as a key of a Secret's data.
+    let key_ok = !ca.key.is_empty()
+        && ca.key.len() <= 253
+        && ca
+            .key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !key_ok {
+        errors.push(FieldError::new(
+            format!("{at}.key"),
+            format!("{:?} is not a valid Secret key", ca.key),
+        ));
     }
 }
 

@@ -145,7 +145,21 @@ pub fn classify_ambient(error: &AmbientCredentialsError) -> (ErrorClass, String)
     let text = error.to_string();
     let class = match error {
         AmbientCredentialsError::NoProvider => ErrorClass::InvalidCredentials,
-        AmbientCredentialsError::Resolve(_) => classify_transport(&text, false),
+        // Judged by the SDK's own text: the wrapper's words ("credentials") say nothing
+        // about what failed, and an I/O failure on the way to the provider is a connect
+        // failure, not bad keys.
+        AmbientCredentialsError::Resolve(inner) => {
+            let lower = inner.to_ascii_lowercase();
+            let io = [
+                "io error",
+                "connection refused",
+                "connection reset",
+                "tcp connect",
+            ]
+            .iter()
+            .any(|needle| lower.contains(needle));
+            classify_transport(inner, io)
+        }
     };
     (class, truncate(text))
 }
@@ -544,6 +558,14 @@ mod tests {
                     "dispatch failure: dns error: failed to lookup address information".into(),
                 ),
                 ErrorClass::Dns,
+            ),
+            (
+                AmbientCredentialsError::Resolve(
+                    "an error occurred while loading credentials: dispatch failure: io error: \
+                     client error (Connect): tcp connect error: Connection refused (os error 111)"
+                        .into(),
+                ),
+                ErrorClass::Connect,
             ),
         ];
         for (error, class) in cases {

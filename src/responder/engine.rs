@@ -35,6 +35,29 @@ pub const PAUSE_ANNOTATION: &str = "backstop.percona.com/paused";
 /// Label on the backups the playbooks create, holding the run id.
 pub const RUN_LABEL: &str = "backstop.percona.com/run";
 
+/// How far ahead of this replica's clock a recorded time may be and still be believed (the
+/// clocks of two replicas, or of Backstop and the API server, differ a little).
+const CLOCK_SKEW: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
+
+/// When the test backup started, for its timeout: Backstop's stamp on it, else the API
+/// server's creation time (a backup created by a version without the stamp), each only when
+/// plausible: not before the revert and not ahead of `now` by more than [`CLOCK_SKEW`]. A
+/// time that is neither (a hand edit, a far-off clock) falls back to the revert, so the
+/// timeout can always run out.
+fn test_backup_started(
+    stamp: Option<&str>,
+    created: Option<jiff::Timestamp>,
+    reverted: jiff::Timestamp,
+    now: jiff::Timestamp,
+) -> jiff::Timestamp {
+    let plausible = |t: &jiff::Timestamp| *t >= reverted && *t <= now + CLOCK_SKEW;
+    stamp
+        .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+        .filter(plausible)
+        .or(created.filter(plausible))
+        .unwrap_or(reverted)
+}
+
 /// Annotation on the backups Backstop creates: when it created them, by its own clock. The
 /// test backup's timeout counts from here, so time Backstop spent down between the revert
 /// and starting the backup is not held against the backup.
@@ -1154,15 +1177,18 @@ impl Engine {
                     None
                 }
                 Some(backup) => {
-                    if let Some(started) = backup
+                    let stamp = backup
                         .metadata
                         .annotations
                         .as_ref()
-                        .and_then(|a| a.get(STARTED_AT_ANNOTATION))
-                        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                    {
-                        elapsed = since(started);
-                    }
+                        .and_then(|a| a.get(STARTED_AT_ANNOTATION));
+                    let created = backup.metadata.creation_timestamp.as_ref().map(|t| t.0);
+                    elapsed = since(test_backup_started(
+                        stamp.map(String::as_str),
+                        created,
+                        reverted,
+                        self.now(),
+                    ));
                     let status = backup.status.unwrap_or_default();
                     match status.state.as_deref() {
                         Some(state::SUCCEEDED) => Some(Ok(())),
@@ -1299,6 +1325,39 @@ mod tests {
                 Step::Failover
             );
         }
+    }
+
+    #[test]
+    fn the_test_backup_timeout_starts_at_a_plausible_time() {
+        let t = |s: i64| jiff::Timestamp::from_second(1_800_000_000 + s).unwrap();
+        let (reverted, now) = (t(0), t(3_600));
+        let stamp = t(1_000).to_string();
+        // Backstop's stamp first, then the API server's creation time.
+        assert_eq!(
+            test_backup_started(Some(&stamp), Some(t(2_000)), reverted, now),
+            t(1_000)
+        );
+        assert_eq!(
+            test_backup_started(None, Some(t(2_000)), reverted, now),
+            t(2_000)
+        );
+        assert_eq!(
+            test_backup_started(Some("not a time"), Some(t(2_000)), reverted, now),
+            t(2_000)
+        );
+        // Implausible times are passed over: before the revert, or far in the future.
+        let future = t(3_600 + 86_400).to_string();
+        assert_eq!(
+            test_backup_started(Some(&future), Some(t(-5)), reverted, now),
+            reverted
+        );
+        // A little ahead is clock skew, believed.
+        let skewed = t(3_660).to_string();
+        assert_eq!(
+            test_backup_started(Some(&skewed), None, reverted, now),
+            t(3_660)
+        );
+        assert_eq!(test_backup_started(None, None, reverted, now), reverted);
     }
 
     #[test]

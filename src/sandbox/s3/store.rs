@@ -199,6 +199,12 @@ impl Store {
                 return Ok(None);
             }
             let page = page(&bucket_dir, &prefix, after.as_deref(), limit)?;
+            // The walk's last key resumes the next page even if objects at the end of this
+            // one were deleted before their metadata was read.
+            let resume = page
+                .truncated
+                .then(|| page.objects.last().map(|(key, _)| key.clone()))
+                .flatten();
             let mut objects = Vec::with_capacity(page.objects.len());
             for (key, path) in page.objects {
                 let metadata = match std::fs::metadata(&path) {
@@ -214,22 +220,19 @@ impl Store {
                     ..Default::default()
                 });
             }
-            Ok::<_, std::io::Error>(Some((objects, page.truncated)))
+            Ok::<_, std::io::Error>(Some((objects, resume)))
         })
         .await;
-        let (objects, truncated) = match read {
+        let (objects, next_continuation_token) = match read {
             Ok(Ok(Some(found))) => found,
             Ok(Ok(None)) => return Err(s3_error!(NoSuchBucket)),
             Ok(Err(e)) => return Err(s3_error!(e, InternalError)),
             Err(e) => return Err(s3_error!(e, InternalError)),
         };
-        let next_continuation_token = truncated
-            .then(|| objects.last().and_then(|o| o.key.clone()))
-            .flatten();
         Ok(ListObjectsV2Output {
             key_count: Some(i32::try_from(objects.len()).unwrap_or(i32::MAX)),
             max_keys: Some(max_keys),
-            is_truncated: Some(truncated),
+            is_truncated: Some(next_continuation_token.is_some()),
             contents: (!objects.is_empty()).then_some(objects),
             continuation_token: input.continuation_token,
             next_continuation_token,
