@@ -676,6 +676,53 @@ async fn bad_requests_are_refused_and_change_nothing() {
     r.stop().await;
 }
 
+/// The sample cluster.
+fn sample_key() -> ClusterKey {
+    ClusterKey {
+        namespace: world::NAMESPACE.into(),
+        name: world::CLUSTER.into(),
+    }
+}
+
+/// Records one alert episode on the sample cluster, firing or resolved, as the webhook
+/// would, for tests that drive an engine by hand.
+async fn write_intent(r: &Running, firing: bool) {
+    let mut i = intent::Intent::default();
+    let at = "2026-11-24T03:10:30Z".parse().unwrap();
+    i.observe(
+        "f",
+        "S3BackupTargetUnavailable",
+        at,
+        backstop::responder::alertmanager::AlertStatus::Firing,
+        at,
+    );
+    if !firing {
+        i.resolve_all(at);
+    }
+    cluster_api(&r.world.client, world::NAMESPACE)
+        .patch(
+            world::CLUSTER,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {intent::INTENT_ANNOTATION: i.render()}}}),
+            ),
+        )
+        .await
+        .unwrap();
+}
+
+/// The configuration of an engine driven by hand: short intervals, one good probe of the
+/// primary before switching back.
+fn hand_driven_config(r: &Running) -> Config {
+    let mut config = r
+        .world
+        .backstop_config("127.0.0.1:0", &r.world.dir().join("token"))
+        .unwrap();
+    fast(&mut config);
+    config.responder.revert.hold_down_probes = 1;
+    config
+}
+
 /// A fresh engine (a restarted process) for every step, and steps aborted part-way at
 /// increasing points: the cluster still fails over exactly once and reverts exactly.
 #[tokio::test]
@@ -685,42 +732,11 @@ async fn restarts_between_and_within_steps_never_fail_over_twice() {
         c.responder.revert.hold_down_probes = 1;
     })
     .await;
-    let mut config = r
-        .world
-        .backstop_config("127.0.0.1:0", &r.world.dir().join("token"))
-        .unwrap();
-    fast(&mut config);
-    config.responder.revert.hold_down_probes = 1;
-    let config = Arc::new(config);
-    let key = ClusterKey {
-        namespace: world::NAMESPACE.into(),
-        name: world::CLUSTER.into(),
-    };
+    let config = Arc::new(hand_driven_config(&r));
+    let key = sample_key();
     let original = backup_spec(&cluster(&r).await);
-    let set_intent = |firing: bool| {
-        let mut i = intent::Intent::default();
-        let at = "2026-11-24T03:10:30Z".parse().unwrap();
-        i.observe(
-            "f",
-            "S3BackupTargetUnavailable",
-            at,
-            backstop::responder::alertmanager::AlertStatus::Firing,
-            at,
-        );
-        if !firing {
-            i.resolve_all(at);
-        }
-        json!({"metadata": {"annotations": {intent::INTENT_ANNOTATION: i.render()}}})
-    };
-    let api = cluster_api(&r.world.client, world::NAMESPACE);
     break_region(&r, s3::PRIMARY_REGION).await;
-    api.patch(
-        world::CLUSTER,
-        &PatchParams::default(),
-        &Patch::Merge(set_intent(true)),
-    )
-    .await
-    .unwrap();
+    write_intent(&r, true).await;
 
     let mut runs = std::collections::BTreeSet::new();
     let mut abort_after_ms = 0u64;
@@ -748,13 +764,7 @@ async fn restarts_between_and_within_steps_never_fail_over_twice() {
             runs.insert(j.run_id.clone());
             if j.phase == Phase::FailedOver && j.cover_backup.is_some() {
                 r.world.s3.faults().clear_all().await.unwrap();
-                api.patch(
-                    world::CLUSTER,
-                    &PatchParams::default(),
-                    &Patch::Merge(set_intent(false)),
-                )
-                .await
-                .unwrap();
+                write_intent(&r, false).await;
             }
             reverted = j.phase == Phase::Reverted;
         }
@@ -785,12 +795,7 @@ async fn a_long_outage_before_the_test_backup_does_not_fail_the_verification() {
         c.responder.revert.hold_down_probes = 1;
     })
     .await;
-    let mut config = r
-        .world
-        .backstop_config("127.0.0.1:0", &r.world.dir().join("token"))
-        .unwrap();
-    fast(&mut config);
-    config.responder.revert.hold_down_probes = 1;
+    let config = hand_driven_config(&r);
     let timeout = config.responder.revert.test_backup_timeout.get();
     let clock = Arc::new(ManualClock::new(jiff::Timestamp::now()));
     let engine = Engine::new(
@@ -799,34 +804,9 @@ async fn a_long_outage_before_the_test_backup_does_not_fail_the_verification() {
         ResponderMetrics::register(&mut Registry::default()),
         clock.clone(),
     );
-    let key = ClusterKey {
-        namespace: world::NAMESPACE.into(),
-        name: world::CLUSTER.into(),
-    };
-    let set_intent = |firing: bool| {
-        let mut i = intent::Intent::default();
-        let at = "2026-11-24T03:10:30Z".parse().unwrap();
-        i.observe(
-            "f",
-            "S3BackupTargetUnavailable",
-            at,
-            backstop::responder::alertmanager::AlertStatus::Firing,
-            at,
-        );
-        if !firing {
-            i.resolve_all(at);
-        }
-        json!({"metadata": {"annotations": {intent::INTENT_ANNOTATION: i.render()}}})
-    };
-    let api = cluster_api(&r.world.client, world::NAMESPACE);
+    let key = sample_key();
     break_region(&r, s3::PRIMARY_REGION).await;
-    api.patch(
-        world::CLUSTER,
-        &PatchParams::default(),
-        &Patch::Merge(set_intent(true)),
-    )
-    .await
-    .unwrap();
+    write_intent(&r, true).await;
     // One step at a time until `done` holds for the journal.
     let step_until = |what: &'static str, done: fn(&Journal) -> bool| {
         let (engine, r, key) = (&engine, &r, &key);
@@ -849,13 +829,7 @@ async fn a_long_outage_before_the_test_backup_does_not_fail_the_verification() {
     })
     .await;
     r.world.s3.faults().clear_all().await.unwrap();
-    api.patch(
-        world::CLUSTER,
-        &PatchParams::default(),
-        &Patch::Merge(set_intent(false)),
-    )
-    .await
-    .unwrap();
+    write_intent(&r, false).await;
     let restored = step_until("restored", |j| j.phase == Phase::Verifying).await;
     let test_backup = restored
         .test_backup
