@@ -131,7 +131,7 @@ async fn main() {
             let _ = client.head_bucket().bucket("bench").send().await;
             let _ = run_cycle(&client, &target, &options, &mut state).await;
         }
-        // At 0 ms a sample is a fifth of a millisecond and its median moves with scheduling
+        // At 0 ms a sample is a fraction of a millisecond and its median moves with scheduling
         // noise, so that row takes ten times the rounds (still about a second). The two sides
         // take turns going first so neither always runs on the connection the other warmed.
         let samples = if latency_ms == 0 { rounds * 10 } else { rounds };

@@ -123,6 +123,9 @@ pub enum AmbientCredentialsError {
     /// The chain was asked and failed; the message is the SDK's whole error chain.
     #[error("resolving ambient AWS credentials: {0}")]
     Resolve(String),
+    /// The chain gave no answer in time (it runs outside the SDK's operation timeout).
+    #[error("resolving ambient AWS credentials: no answer within {}", humantime::format_duration(*.0))]
+    TimedOut(Duration),
 }
 
 /// Asks the ambient AWS credential chain (environment, web identity / IRSA, container / EKS
@@ -132,20 +135,29 @@ pub enum AmbientCredentialsError {
 /// The prober calls this once per cycle, before any timed request, and signs every request
 /// of the cycle (S3 and STS) with the result. Left to the SDK, the chain would run inside
 /// the first request's `send()`, so HeadBucket's recorded latency would include an STS
-/// round trip, and the STS client would run the chain a second time.
-pub async fn resolve_ambient(region: &str) -> Result<Credentials, AmbientCredentialsError> {
-    let shared = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(region.to_owned()))
-        .load()
-        .await;
-    let provider = shared
-        .credentials_provider()
-        .ok_or(AmbientCredentialsError::NoProvider)?;
-    provider.provide_credentials().await.map_err(|e| {
-        AmbientCredentialsError::Resolve(
-            aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
-        )
-    })
+/// round trip, and the STS client would run the chain a second time. `timeout` bounds the
+/// whole lookup.
+pub async fn resolve_ambient(
+    region: &str,
+    timeout: Duration,
+) -> Result<Credentials, AmbientCredentialsError> {
+    let lookup = async {
+        let shared = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(region.to_owned()))
+            .load()
+            .await;
+        let provider = shared
+            .credentials_provider()
+            .ok_or(AmbientCredentialsError::NoProvider)?;
+        provider.provide_credentials().await.map_err(|e| {
+            AmbientCredentialsError::Resolve(
+                aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+            )
+        })
+    };
+    tokio::time::timeout(timeout, lookup)
+        .await
+        .unwrap_or(Err(AmbientCredentialsError::TimedOut(timeout)))
 }
 
 fn builder(endpoint: &Endpoint, credentials: Credentials) -> aws_sdk_s3::config::Builder {

@@ -467,8 +467,9 @@ async fn ambient_credentials_are_resolved_once_per_cycle_before_the_timed_reques
     std::fs::write(&config_path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
     // Only what this test sets reaches the chain: no AWS variables, profile files or
     // instance metadata from the machine running it.
+    // Runs `backstop check` once: its exit code and its JSON report.
     let check = || {
-        Command::new(env!("CARGO_BIN_EXE_backstop"))
+        let output = Command::new(env!("CARGO_BIN_EXE_backstop"))
             .args(["check", "--config"])
             .arg(&config_path)
             .args(["--output", "json"])
@@ -483,12 +484,13 @@ async fn ambient_credentials_are_resolved_once_per_cycle_before_the_timed_reques
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", &endpoint.url)
             .output()
-            .unwrap()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
+        (output.status.code(), report)
     };
 
-    let healthy = tokio::task::block_in_place(check);
-    let report: serde_json::Value = serde_json::from_slice(&healthy.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&healthy.stderr)));
+    let (healthy, report) = tokio::task::block_in_place(check);
     let ambient = static_target(&report, "ambient");
     assert_eq!(ambient["up"], true, "{report:#}");
     let operations = ambient["operations"].as_array().unwrap();
@@ -500,7 +502,7 @@ async fn ambient_credentials_are_resolved_once_per_cycle_before_the_timed_reques
             "{name} did not pass with the chain's credentials: {report:#}"
         );
     }
-    assert_eq!(healthy.status.code(), Some(0), "{report:#}");
+    assert_eq!(healthy, Some(0), "{report:#}");
     assert_eq!(
         endpoint.hits.load(Ordering::SeqCst),
         1,
@@ -508,10 +510,8 @@ async fn ambient_credentials_are_resolved_once_per_cycle_before_the_timed_reques
     );
 
     endpoint.answer.store(Answer::Error as u8, Ordering::SeqCst);
-    let refused = tokio::task::block_in_place(check);
-    let report: serde_json::Value = serde_json::from_slice(&refused.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&refused.stderr)));
-    assert_eq!(refused.status.code(), Some(1), "{report:#}");
+    let (refused, report) = tokio::task::block_in_place(check);
+    assert_eq!(refused, Some(1), "{report:#}");
     let ambient = static_target(&report, "ambient");
     assert_eq!(ambient["up"], false, "{report:#}");
     let operations = ambient["operations"].as_array().unwrap();
@@ -529,9 +529,7 @@ async fn ambient_credentials_are_resolved_once_per_cycle_before_the_timed_reques
 
     // A chain that never answers costs the cycle `probe.timeout`, not a hung prober.
     endpoint.answer.store(Answer::Hang as u8, Ordering::SeqCst);
-    let hung = tokio::task::block_in_place(check);
-    let report: serde_json::Value = serde_json::from_slice(&hung.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&hung.stderr)));
+    let (_, report) = tokio::task::block_in_place(check);
     let ambient = static_target(&report, "ambient");
     let operations = ambient["operations"].as_array().unwrap();
     assert_eq!(operations.len(), 1, "{report:#}");

@@ -248,6 +248,16 @@ pub struct CaBundleSecret {
     pub key: String,
 }
 
+impl CaBundleSecret {
+    /// The bundle as a storage's `s3.caBundle` names it (the namespace is the cluster's).
+    pub fn selector(&self) -> crate::pxc::SecretKeySelector {
+        crate::pxc::SecretKeySelector {
+            name: Some(self.name.clone()),
+            key: Some(self.key.clone()),
+        }
+    }
+}
+
 /// An S3 target probed in addition to the discovered ones.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -145,6 +145,7 @@ pub fn classify_ambient(error: &AmbientCredentialsError) -> (ErrorClass, String)
     let text = error.to_string();
     let class = match error {
         AmbientCredentialsError::NoProvider => ErrorClass::InvalidCredentials,
+        AmbientCredentialsError::TimedOut(_) => ErrorClass::Timeout,
         // Judged by the SDK's own text: the wrapper's words ("credentials") say nothing
         // about what failed, and an I/O failure on the way to the provider is a connect
         // failure, not bad keys.
@@ -551,6 +552,10 @@ mod tests {
                 AmbientCredentialsError::Resolve(
                     "credentials provider timed out after 5 seconds".into(),
                 ),
+                ErrorClass::Timeout,
+            ),
+            (
+                AmbientCredentialsError::TimedOut(std::time::Duration::from_secs(1)),
                 ErrorClass::Timeout,
             ),
             (

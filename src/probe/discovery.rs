@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{Config, ManagedCluster};
+use crate::config::{CaBundleSecret, Config, ManagedCluster};
 use crate::probe::target::{Target, TargetError, dedupe};
 use crate::pxc::{S3Storage, Storage};
 
@@ -56,13 +56,7 @@ pub fn secondary_storage(managed: &ManagedCluster) -> Option<(String, Storage)> 
             region: Some(secondary.region.clone()),
             endpoint_url: secondary.endpoint_url.clone(),
             force_path_style: Some(secondary.force_path_style),
-            ca_bundle: secondary
-                .ca_bundle
-                .as_ref()
-                .map(|b| crate::pxc::SecretKeySelector {
-                    name: Some(b.name.clone()),
-                    key: Some(b.key.clone()),
-                }),
+            ca_bundle: secondary.ca_bundle.as_ref().map(CaBundleSecret::selector),
             ..S3Storage::default()
         }),
         verify_tls: Some(secondary.verify_tls),

@@ -293,24 +293,12 @@ pub async fn probe_once(
         }
         // Asked here, once, so the chain's own round trips (STS for IRSA, the Pod Identity
         // agent, IMDS) are never counted in an S3 operation's latency.
-        // The chain runs outside the SDK's operation timeout, so it gets one of its own.
         CredentialSource::Ambient => {
-            let resolve = s3client::resolve_ambient(&endpoint.region);
-            match tokio::time::timeout(timeouts.operation, resolve).await {
-                Ok(Ok(creds)) => creds,
-                Ok(Err(e)) => {
+            match s3client::resolve_ambient(&endpoint.region, timeouts.operation).await {
+                Ok(creds) => creds,
+                Err(e) => {
                     let (class, message) = classify_ambient(&e);
                     return unavailable(target, class, message);
-                }
-                Err(_) => {
-                    return unavailable(
-                        target,
-                        ErrorClass::Timeout,
-                        format!(
-                            "resolving ambient AWS credentials: no answer within {}",
-                            humantime::format_duration(timeouts.operation)
-                        ),
-                    );
                 }
             }
         }

@@ -35,6 +35,11 @@ pub const PAUSE_ANNOTATION: &str = "backstop.percona.com/paused";
 /// Label on the backups the playbooks create, holding the run id.
 pub const RUN_LABEL: &str = "backstop.percona.com/run";
 
+/// Annotation on the backups Backstop creates: when it created them, by its own clock. The
+/// test backup's timeout counts from here, so time Backstop spent down between the revert
+/// and starting the backup is not held against the backup.
+pub const STARTED_AT_ANNOTATION: &str = "backstop.percona.com/started-at";
+
 /// How far ahead of this replica's clock a recorded time may be and still be believed (the
 /// clocks of two replicas, or of Backstop and the API server, differ a little).
 const CLOCK_SKEW: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
@@ -57,11 +62,6 @@ fn test_backup_started(
         .or(created.filter(plausible))
         .unwrap_or(reverted)
 }
-
-/// Annotation on the backups Backstop creates: when it created them, by its own clock. The
-/// test backup's timeout counts from here, so time Backstop spent down between the revert
-/// and starting the backup is not held against the backup.
-pub const STARTED_AT_ANNOTATION: &str = "backstop.percona.com/started-at";
 
 /// Conflicts retried within one call before giving up until the next trigger.
 const MAX_CONFLICTS: usize = 5;
@@ -1144,14 +1144,10 @@ impl Engine {
         };
         let storage = journal.protected.first().cloned().unwrap_or_default();
         let timeout = self.config.responder.revert.test_backup_timeout.get();
-        // Counted from the test backup's creation (see STARTED_AT_ANNOTATION); the revert
-        // time stands in for a backup created without the annotation, and a backup created
+        // Counted from the test backup's start (see `test_backup_started`); a backup created
         // in this pass has had no time at all.
         let reverted = journal.reverted_at.unwrap_or(journal.failed_over_at);
-        let since = |started: jiff::Timestamp| {
-            Duration::try_from(self.now().duration_since(started)).unwrap_or(Duration::ZERO)
-        };
-        let mut elapsed = since(reverted);
+        let mut elapsed = Duration::ZERO;
         let verdict: Option<Result<(), String>> = if self.dry_run() {
             Some(Ok(()))
         } else {
@@ -1173,7 +1169,6 @@ impl Engine {
                         format!("started test backup {name} on storage {storage:?}"),
                     )
                     .await;
-                    elapsed = Duration::ZERO;
                     None
                 }
                 Some(backup) => {
@@ -1183,12 +1178,11 @@ impl Engine {
                         .as_ref()
                         .and_then(|a| a.get(STARTED_AT_ANNOTATION));
                     let created = backup.metadata.creation_timestamp.as_ref().map(|t| t.0);
-                    elapsed = since(test_backup_started(
-                        stamp.map(String::as_str),
-                        created,
-                        reverted,
-                        self.now(),
-                    ));
+                    let now = self.now();
+                    let started =
+                        test_backup_started(stamp.map(String::as_str), created, reverted, now);
+                    elapsed =
+                        Duration::try_from(now.duration_since(started)).unwrap_or(Duration::ZERO);
                     let status = backup.status.unwrap_or_default();
                     match status.state.as_deref() {
                         Some(state::SUCCEEDED) => Some(Ok(())),

@@ -252,7 +252,7 @@ pub fn plan_failover(
                 // The primary's CA bundle is about the primary's endpoint: the secondary is
                 // trusted by its own bundle, or by the system roots.
                 match &secondary.ca_bundle {
-                    Some(ca) => s3["caBundle"] = json!({"name": ca.name, "key": ca.key}),
+                    Some(ca) => s3["caBundle"] = json!(ca.selector()),
                     None => {
                         if let Some(map) = s3.as_object_mut() {
                             map.remove("caBundle");

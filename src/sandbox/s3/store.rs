@@ -46,8 +46,8 @@ impl Store {
 struct Page {
     /// Keys in order, with their files.
     objects: Vec<(String, PathBuf)>,
-    /// More keys follow the page.
-    truncated: bool,
+    /// When more keys follow the page: the page's last key, where the next one resumes.
+    resume: Option<String>,
 }
 
 /// The keys under `bucket_dir` that start with `prefix` and sort after `after`, the first
@@ -116,9 +116,12 @@ fn page(
         keys.truncate(max_keys);
     }
     keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let resume = truncated
+        .then(|| keys.last().map(|(key, _)| key.clone()))
+        .flatten();
     Ok(Page {
         objects: keys,
-        truncated,
+        resume,
     })
 }
 
@@ -180,17 +183,12 @@ impl Store {
             .unwrap_or("")
             .trim_start_matches('/')
             .to_owned();
-        // s3s-fs resumes after the later of the two.
-        let after = match (
-            input.continuation_token.as_deref(),
-            input.start_after.as_deref(),
-        ) {
-            (Some(ct), Some(sa)) => Some(if ct >= sa { ct } else { sa }),
-            (Some(ct), None) => Some(ct),
-            (None, Some(sa)) => Some(sa),
-            (None, None) => None,
-        }
-        .map(str::to_owned);
+        // s3s-fs resumes after the later of the two (`None` sorts before any key).
+        let after = input
+            .continuation_token
+            .as_deref()
+            .max(input.start_after.as_deref())
+            .map(str::to_owned);
         let max_keys = input.max_keys.unwrap_or(1000);
         let limit = usize::try_from(max_keys).unwrap_or(1000);
 
@@ -201,10 +199,7 @@ impl Store {
             let page = page(&bucket_dir, &prefix, after.as_deref(), limit)?;
             // The walk's last key resumes the next page even if objects at the end of this
             // one were deleted before their metadata was read.
-            let resume = page
-                .truncated
-                .then(|| page.objects.last().map(|(key, _)| key.clone()))
-                .flatten();
+            let resume = page.resume;
             let mut objects = Vec::with_capacity(page.objects.len());
             for (key, path) in page.objects {
                 let metadata = match std::fs::metadata(&path) {
