@@ -3,17 +3,19 @@
 //!
 //! All run as child processes against one embedded S3 (N buckets). The blackbox exporter
 //! is driven the way Prometheus drives it: one `GET /probe?module=s3&target=…` per target per
-//! interval. Backstop runs its own schedule, twice over: as shipped (HeadBucket, canary
-//! put/get/delete and an incremental list per target per interval: five signed S3 requests
-//! where the exporter sends one unsigned HEAD) and with the canary off (HeadBucket and the
-//! list), which is what read-only credentials allow. Each Backstop's `/metrics` is scraped once
+//! interval. Backstop runs its own schedule, three times over: as shipped (HeadBucket and an
+//! incremental list per target per interval, and the canary's put/get/delete every fourth
+//! interval: 2.75 signed S3 requests on average where the exporter sends one unsigned HEAD),
+//! with the canary every cycle (five signed requests), and with the canary off (HeadBucket
+//! and the list), which is what read-only credentials allow. Each Backstop's `/metrics` is scraped once
 //! per interval, as Prometheus would. After a warm-up, each process's CPU time (utime + stime)
 //! over the window is scaled to an hour, and its RSS is read at the end. Goal: Backstop ≤ 1.0×
 //! the exporter's RSS and CPU.
 //!
 //! `cargo bench --bench footprint` (`BACKSTOP_BENCH_TARGETS`, `BACKSTOP_BENCH_WINDOW_SECS`,
 //! `BACKSTOP_BENCH_INTERVAL_SECS` size it; `BACKSTOP_BENCH_COMPARE_BIN` names another Backstop
-//! build to run beside the others, defaults settings). Under `cargo test` it is a few-second
+//! build to run beside the others, with `BACKSTOP_BENCH_COMPARE_PROBE` appended to its probe
+//! settings). Under `cargo test` it is a few-second
 //! smoke run.
 
 use std::collections::BTreeMap;
@@ -68,7 +70,7 @@ struct Contender {
     /// Its row in the table.
     label: String,
     /// What it sends per probe.
-    requests: &'static str,
+    requests: String,
     process: Process,
     base: String,
 }
@@ -258,24 +260,44 @@ async fn main() {
         .await
         .expect("secret");
 
-    // Backstop as shipped, and with the canary off (what read-only credentials allow: still a
-    // signed HeadBucket and an incremental listing per probe, with every error classified).
-    // A build named by BACKSTOP_BENCH_COMPARE_BIN probes beside them: what a change bought,
+    // Backstop as shipped, with the canary every cycle (the default before 0.1's canary
+    // interval), and with the canary off (what read-only credentials allow: still a signed
+    // HeadBucket and an incremental listing per probe, with every error classified). The
+    // bench's interval is shorter than the default, so the shipped canary interval is scaled
+    // with it: the same share of cycles runs the canary.
+    // A build named by BACKSTOP_BENCH_COMPARE_BIN probes beside them, with the probe settings
+    // in BACKSTOP_BENCH_COMPARE_PROBE (appended to its `probe:` map, e.g. `, canary: {interval:
+    // 20s}`; empty by default, for builds that predate a setting): what a change bought,
     // measured under the same conditions (docs/performance.md).
+    let shipped = backstop::config::ProbeConfig::default();
+    let canary_every = (shipped.canary.interval.get().as_secs_f64()
+        / shipped.interval.get().as_secs_f64())
+    .round()
+    .max(1.0) as u64;
+    let scaled = format!(", canary: {{interval: {}s}}", interval * canary_every);
     let bin = support::backstop_bin();
     let mut backstops = Vec::new();
     for (label, requests, bin, extra) in [
         (
-            "backstop (defaults)".to_owned(),
-            "5 (HeadBucket, canary put, get, delete, list)",
+            format!("backstop (defaults: canary every {canary_every}th cycle)"),
+            format!(
+                "{} (HeadBucket and list every cycle; canary put, get, delete every {canary_every}th)",
+                2.0 + 3.0 / canary_every as f64
+            ),
             bin.clone(),
-            "",
+            scaled,
+        ),
+        (
+            "backstop, canary every cycle".to_owned(),
+            "5 (HeadBucket, canary put, get, delete, list)".to_owned(),
+            bin.clone(),
+            ", canary: {interval: 0s}".to_owned(),
         ),
         (
             "backstop, canary off".to_owned(),
-            "2 (HeadBucket, list)",
+            "2 (HeadBucket, list)".to_owned(),
             bin,
-            ", canary: {enabled: false}",
+            ", canary: {enabled: false}".to_owned(),
         ),
     ]
     .into_iter()
@@ -284,15 +306,15 @@ async fn main() {
             .map(std::path::PathBuf::from)
             .map(|bin| {
                 (
-                    format!("compare: {} (defaults)", bin.display()),
-                    "5",
+                    format!("compare: {}", bin.display()),
+                    "?".to_owned(),
                     bin,
-                    "",
+                    std::env::var("BACKSTOP_BENCH_COMPARE_PROBE").unwrap_or_default(),
                 )
             }),
     ) {
         let (process, base) =
-            start_backstop(&bin, &sim, &endpoint, &buckets, interval, extra).await;
+            start_backstop(&bin, &sim, &endpoint, &buckets, interval, &extra).await;
         backstops.push(Contender {
             label,
             requests,

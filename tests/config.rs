@@ -45,6 +45,7 @@ fn a_minimal_file_gets_the_documented_defaults() {
     assert_eq!(c.probe.timeout.get().as_secs(), 5);
     assert_eq!(c.probe.concurrency, 8);
     assert!(c.probe.canary.enabled);
+    assert_eq!(c.probe.canary.interval.get().as_secs(), 120);
     assert!(c.kubernetes.namespaces.is_empty());
     assert!(c.kubernetes.leader_election.enabled);
     assert!(!c.responder.dry_run);
@@ -52,6 +53,20 @@ fn a_minimal_file_gets_the_documented_defaults() {
     assert_eq!(
         c.responder.routes[0].alertnames,
         ["S3BackupTargetUnavailable"]
+    );
+}
+
+#[test]
+fn the_canary_interval_takes_a_duration_and_zero_means_every_cycle() {
+    let c = config::load_str(&format!("{MINIMAL}probe:\n  canary:\n    interval: 0s\n")).unwrap();
+    assert_eq!(c.probe.canary.interval.get(), std::time::Duration::ZERO);
+    let c = config::load_str(&format!("{MINIMAL}probe:\n  canary:\n    interval: 10m\n")).unwrap();
+    assert_eq!(c.probe.canary.interval.get().as_secs(), 600);
+    assert!(
+        config::load_str(&format!(
+            "{MINIMAL}probe:\n  canary:\n    interval: often\n"
+        ))
+        .is_err()
     );
 }
 

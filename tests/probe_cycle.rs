@@ -11,7 +11,8 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use backstop::config::{CanaryConfig, ListConfig};
 use backstop::probe::{
-    CycleOptions, CycleResult, ErrorClass, Operation, ProbeMetrics, Target, TargetState, run_cycle,
+    CanaryRun, CycleOptions, CycleResult, ErrorClass, Operation, ProbeMetrics, Target, TargetState,
+    run_cycle,
 };
 use backstop::s3client::{self, StaticCredentials, Timeouts};
 use backstop::sandbox::s3::{self, Fault, PRIMARY_REGION, RegionConfig, Rule, S3Config, S3Server};
@@ -532,6 +533,128 @@ async fn list_disabled_and_canary_disabled_are_neither_run_nor_required() {
     world.server.shutdown().await;
 }
 
+/// The canary on its own interval: skipped while the target stays healthy, with its last
+/// results standing in the metrics, and back every cycle as soon as anything fails.
+#[tokio::test]
+async fn a_healthy_target_runs_the_canary_on_its_interval_and_every_cycle_once_anything_fails() {
+    use Operation::*;
+    let world = start().await;
+    let target = target(&world);
+    let client = client(&target);
+    let mut registry = backstop::metrics::Metrics::new();
+    let metrics = ProbeMetrics::register(registry.registry_mut());
+    let t = format!("target=\"{}\"", target.id());
+    let success = |text: &str, op: &str| {
+        value(
+            text,
+            "backstop_s3_probe_success",
+            &format!("{t},operation=\"{op}\""),
+        )
+    };
+    let requests = world.server.requests();
+    let puts = || requests.count(PRIMARY_REGION, BUCKET, "PutObject");
+    // An hour: no cycle of this test reaches it.
+    let mut opts = options(true, 1000, 2);
+    opts.canary.interval = backstop::config::HumanDuration(Duration::from_secs(3600));
+    opts.interval = Duration::from_secs(30);
+    let mut state = TargetState::default();
+
+    let first = run_cycle(&client, &target, &opts, &mut state).await;
+    assert_eq!(first.canary, CanaryRun::Ran);
+    assert!(first.up, "{first:#?}");
+    metrics.record(&target, &first);
+    assert_eq!(puts(), 1);
+    let verified = value(
+        &render(&mut registry),
+        "backstop_s3_canary_last_success_timestamp_seconds",
+        &t,
+    )
+    .unwrap();
+
+    let second = run_cycle(&client, &target, &opts, &mut state).await;
+    assert_eq!(second.canary, CanaryRun::NotDue);
+    assert_eq!(
+        outcomes(&second),
+        [(HeadBucket, None), (ListObjects, None)],
+        "{second:#?}"
+    );
+    assert!(second.up);
+    assert_eq!(puts(), 1, "no canary written");
+    metrics.record(&target, &second);
+    let text = render(&mut registry);
+    // The canary's last results stand; nothing new was observed for it.
+    for op in ["put_object", "get_object", "delete_object"] {
+        assert_eq!(success(&text, op), Some(1.0), "{op}\n{text}");
+        assert_eq!(
+            value(
+                &text,
+                "backstop_s3_probe_duration_seconds_count",
+                &format!("{t},operation=\"{op}\"")
+            ),
+            Some(1.0),
+            "{op}"
+        );
+    }
+    assert_eq!(
+        value(
+            &text,
+            "backstop_s3_canary_last_success_timestamp_seconds",
+            &t
+        ),
+        Some(verified)
+    );
+
+    // A HEAD that is refused: not up, and the canary runs in that cycle too.
+    let faults = world.server.faults();
+    let head = faults
+        .set(
+            Rule::new(Fault::AccessDenied)
+                .on_bucket(BUCKET)
+                .on_operation("HeadBucket"),
+        )
+        .await
+        .unwrap();
+    let denied = run_cycle(&client, &target, &opts, &mut state).await;
+    assert_eq!(denied.canary, CanaryRun::Ran);
+    assert!(!denied.up);
+    assert!(faults.clear(head).await.unwrap());
+
+    // Writes refused from now on. The cycle after a down one runs the canary, finds it,
+    // and so does every cycle after until a canary succeeds.
+    let writes = faults
+        .set(
+            Rule::new(Fault::AccessDenied)
+                .on_bucket(BUCKET)
+                .on_operation("PutObject"),
+        )
+        .await
+        .unwrap();
+    for cycle in 0..3 {
+        let refused = run_cycle(&client, &target, &opts, &mut state).await;
+        assert_eq!(refused.canary, CanaryRun::Ran, "cycle {cycle}");
+        assert_eq!(
+            refused.operation(PutObject).unwrap().error_class(),
+            Some(ErrorClass::AccessDenied)
+        );
+        assert!(!refused.up, "cycle {cycle}");
+        metrics.record(&target, &refused);
+    }
+    let text = render(&mut registry);
+    assert_eq!(success(&text, "put_object"), Some(0.0));
+    // Not attempted after the refused put: no value rather than a stale 1.
+    assert_eq!(success(&text, "get_object"), None);
+    assert_eq!(value(&text, "backstop_s3_up", &t), Some(0.0));
+
+    assert!(faults.clear(writes).await.unwrap());
+    let mended = run_cycle(&client, &target, &opts, &mut state).await;
+    assert_eq!(mended.canary, CanaryRun::Ran);
+    assert!(mended.up, "{mended:#?}");
+    let after = run_cycle(&client, &target, &opts, &mut state).await;
+    assert_eq!(after.canary, CanaryRun::NotDue);
+    assert!(all_keys(&client, BUCKET).await.is_empty());
+    world.server.shutdown().await;
+}
+
 fn render(metrics: &mut backstop::metrics::Metrics) -> String {
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, metrics.registry_mut()).unwrap();
@@ -579,6 +702,12 @@ async fn cycles_become_metrics_and_forget_removes_every_series_of_a_target() {
     let t = format!("target=\"{id}\"");
     assert_eq!(value(&text, "backstop_s3_up", &t), Some(1.0), "{text}");
     assert_eq!(value(&text, "backstop_s3_credentials_valid", &t), Some(1.0));
+    let canary_at = value(
+        &text,
+        "backstop_s3_canary_last_success_timestamp_seconds",
+        &t,
+    );
+    assert!(canary_at.is_some_and(|at| at > 1.7e9), "{text}");
     for op in Operation::S3 {
         let labels = format!("{t},operation=\"{}\"", op.as_str());
         assert_eq!(

@@ -177,7 +177,8 @@ impl Default for ProbeConfig {
     }
 }
 
-/// The canary object written, read back and deleted each cycle.
+/// The canary object written, read back and deleted: at most every `interval` while the
+/// target is healthy, every cycle while it is not.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CanaryConfig {
@@ -186,6 +187,11 @@ pub struct CanaryConfig {
     /// Key prefix of canary objects (below the storage's own prefix).
     /// Default `.backstop-canary/`.
     pub key_prefix: String,
+    /// Time between canaries while the target is healthy. Default `2m` (every fourth cycle
+    /// at the default interval). The first cycle, any cycle after one that was not up, and
+    /// every cycle after a failed canary run it regardless. A value at most
+    /// `probe.interval` runs it every cycle.
+    pub interval: HumanDuration,
 }
 
 impl Default for CanaryConfig {
@@ -193,6 +199,7 @@ impl Default for CanaryConfig {
         Self {
             enabled: true,
             key_prefix: ".backstop-canary/".to_owned(),
+            interval: HumanDuration::from_secs(120),
         }
     }
 }

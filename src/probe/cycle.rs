@@ -21,6 +21,15 @@
 //!   it every cycle. The price of resuming is that a key created *before* the resume key
 //!   in key order is not seen. Backups of one cluster are named
 //!   `<cluster>-<YYYY-MM-DD-HH:MM:SS>-full`, so their keys only grow.
+//! - The canary runs at most every `probe.canary.interval` (default 2 minutes, every
+//!   fourth cycle at the default 30 s interval) while the target is healthy, and in every
+//!   cycle otherwise: the first cycle, any cycle after one that was not `up`, and every
+//!   cycle after a failed canary until one succeeds. Its three signed requests cost more
+//!   CPU than the rest of the cycle together (docs/performance.md), and a write path that
+//!   breaks while `HeadBucket` and the listing keep working is the rarest failure; once
+//!   anything fails, the canary is back every cycle, so `up` never flaps on it. The
+//!   interval is matched with half a probe interval of slack, so a cycle a little early
+//!   does not push the canary back by a whole cycle.
 //! - The canary is deleted whenever it was written, even when reading it back failed, so
 //!   canaries are not left behind. A delete that fails (or a write whose outcome is
 //!   unknown because it timed out) leaves the key in [`TargetState`], and later cycles
@@ -158,9 +167,23 @@ pub struct CycleResult {
     /// The newest backup object known after this cycle: its key and `LastModified`.
     /// `None` when listing is disabled or no object was ever seen.
     pub newest_object: Option<(String, jiff::Timestamp)>,
-    /// `HeadBucket` succeeded, and the canary (unless disabled) and the listing (unless
-    /// disabled) succeeded too.
+    /// `HeadBucket` succeeded, and the canary (unless disabled or not due) and the listing
+    /// (unless disabled) succeeded too.
     pub up: bool,
+    /// Whether the canary ran, and why not.
+    pub canary: CanaryRun,
+}
+
+/// Whether a cycle ran the canary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CanaryRun {
+    /// It ran; its operations are in [`CycleResult::operations`].
+    Ran,
+    /// It was not due: it succeeded less than `probe.canary.interval` ago and every cycle
+    /// since was `up`. Its last results still stand.
+    NotDue,
+    /// It did not run: disabled, or skipped because the bucket was unreachable.
+    NotRun,
 }
 
 impl CycleResult {
@@ -192,11 +215,15 @@ pub struct CycleOptions {
     pub sts: bool,
     /// The STS endpoint for S3-compatible targets.
     pub sts_endpoint_url: Option<String>,
+    /// The probe interval, for the slack in matching the canary's interval. Zero (the
+    /// default) matches it exactly.
+    pub interval: Duration,
 }
 
 impl From<&ProbeConfig> for CycleOptions {
     fn from(config: &ProbeConfig) -> Self {
         Self {
+            interval: config.interval.get(),
             canary: config.canary.clone(),
             list: config.list.clone(),
             sts: config.sts,
@@ -232,6 +259,8 @@ pub struct TargetState {
     newest: Option<NewestObject>,
     resume_after: Option<String>,
     leftover_canaries: Vec<String>,
+    /// When the last canary that succeeded started, if every cycle since was `up`.
+    canary_verified_at: Option<Instant>,
 }
 
 impl TargetState {
@@ -248,6 +277,31 @@ impl TargetState {
     /// Canary keys still to be deleted.
     pub fn leftover_canaries(&self) -> &[String] {
         &self.leftover_canaries
+    }
+
+    /// Whether a cycle starting at `now` runs the canary (when it is enabled): always,
+    /// unless a canary succeeded less than `canary.interval` ago (less half a probe
+    /// interval of slack) and every cycle since was `up`.
+    pub fn canary_due(&self, now: Instant, options: &CycleOptions) -> bool {
+        self.canary_verified_at.is_none_or(|at| {
+            now.saturating_duration_since(at) + options.interval / 2
+                >= options.canary.interval.get()
+        })
+    }
+
+    /// Makes the canary due in the next cycle: for a cycle that was not `up` without
+    /// reaching [`run_cycle`] (its credentials or CA bundle could not be read).
+    pub fn forget_canary_success(&mut self) {
+        self.canary_verified_at = None;
+    }
+
+    /// Takes the end of a cycle that started at `started` into account.
+    fn finish_cycle(&mut self, started: Instant, canary: CanaryRun, up: bool) {
+        self.canary_verified_at = match (up, canary) {
+            (false, _) | (true, CanaryRun::NotRun) => None,
+            (true, CanaryRun::Ran) => Some(started),
+            (true, CanaryRun::NotDue) => self.canary_verified_at,
+        };
     }
 
     /// Takes one listed object into account: `key` moves the resume point forward (keys
@@ -314,6 +368,7 @@ pub async fn run_cycle(
         .timeout_config()
         .and_then(|t| t.operation_timeout());
     let mut operations = Vec::with_capacity(Operation::ALL.len());
+    let started = Instant::now();
 
     let (head, _) = measure(
         Operation::HeadBucket,
@@ -331,14 +386,22 @@ pub async fn run_cycle(
     // `HeadBucket` failed, which already makes the target down.
     let mut canary_ok = true;
     let mut list_ok = true;
+    let mut canary_run = CanaryRun::NotRun;
     if !unreachable {
         if head_ok {
             delete_leftovers(client, bucket, state).await;
         }
         if options.canary.enabled {
-            let results = canary(client, target, &options.canary, budget, state).await;
-            canary_ok = results.len() == 3 && results.iter().all(OperationResult::is_ok);
-            operations.extend(results);
+            // After a failed (but answered) HeadBucket the canary always runs: its answers
+            // carry the error codes a bodyless HEAD answer does not.
+            if head_ok && !state.canary_due(started, options) {
+                canary_run = CanaryRun::NotDue;
+            } else {
+                let results = canary(client, target, &options.canary, budget, state).await;
+                canary_ok = results.len() == 3 && results.iter().all(OperationResult::is_ok);
+                operations.extend(results);
+                canary_run = CanaryRun::Ran;
+            }
         }
         if options.list.enabled {
             let result = list(client, target, options, state).await;
@@ -346,6 +409,8 @@ pub async fn run_cycle(
             operations.push(result);
         }
     }
+    let up = head_ok && canary_ok && list_ok;
+    state.finish_cycle(started, canary_run, up);
 
     CycleResult {
         target_id: target.id(),
@@ -360,7 +425,8 @@ pub async fn run_cycle(
                     .map(|n| (n.key.clone(), n.last_modified))
             })
             .flatten(),
-        up: head_ok && canary_ok && list_ok,
+        up,
+        canary: canary_run,
     }
 }
 
@@ -694,6 +760,7 @@ mod tests {
             ],
             newest_object: None,
             up: false,
+            canary: CanaryRun::NotRun,
         };
         assert!(result.credentials_valid());
         result.operations.push(op(
@@ -709,5 +776,72 @@ mod tests {
             Some(ErrorClass::InvalidCredentials)
         );
         assert!(result.operation(Operation::GetObject).is_none());
+    }
+
+    fn every(canary: Duration, probe: Duration) -> CycleOptions {
+        CycleOptions {
+            canary: CanaryConfig {
+                interval: crate::config::HumanDuration(canary),
+                ..CanaryConfig::default()
+            },
+            interval: probe,
+            ..CycleOptions::default()
+        }
+    }
+
+    #[test]
+    fn the_canary_is_due_first_then_after_its_interval_less_half_a_cycle() {
+        let options = every(Duration::from_secs(120), Duration::from_secs(30));
+        let t0 = Instant::now();
+        let mut state = TargetState::default();
+        assert!(state.canary_due(t0, &options), "the first cycle runs it");
+        state.finish_cycle(t0, CanaryRun::Ran, true);
+        for cycle in 1..4 {
+            let at = t0 + Duration::from_secs(30 * cycle);
+            assert!(!state.canary_due(at, &options), "cycle {cycle}");
+            state.finish_cycle(at, CanaryRun::NotDue, true);
+        }
+        // The fourth cycle, even a little early, runs it.
+        let fourth = t0 + Duration::from_millis(119_000);
+        assert!(state.canary_due(fourth, &options));
+        state.finish_cycle(fourth, CanaryRun::Ran, true);
+        assert!(!state.canary_due(fourth + Duration::from_secs(30), &options));
+    }
+
+    #[test]
+    fn anything_short_of_up_makes_the_canary_due_next_cycle() {
+        let options = every(Duration::from_secs(3600), Duration::from_secs(30));
+        let t0 = Instant::now();
+        let next = t0 + Duration::from_secs(30);
+        for (canary, up) in [
+            (CanaryRun::Ran, false),
+            (CanaryRun::NotDue, false),
+            (CanaryRun::NotRun, false),
+            (CanaryRun::NotRun, true),
+        ] {
+            let mut state = TargetState::default();
+            state.finish_cycle(t0, CanaryRun::Ran, true);
+            assert!(!state.canary_due(next, &options));
+            state.finish_cycle(next, canary, up);
+            assert!(
+                state.canary_due(next + Duration::from_secs(30), &options),
+                "after {canary:?}, up {up}"
+            );
+        }
+        let mut state = TargetState::default();
+        state.finish_cycle(t0, CanaryRun::Ran, true);
+        state.forget_canary_success();
+        assert!(state.canary_due(next, &options));
+    }
+
+    #[test]
+    fn an_interval_of_one_cycle_or_less_runs_the_canary_every_cycle() {
+        let t0 = Instant::now();
+        for canary in [Duration::ZERO, Duration::from_secs(30)] {
+            let options = every(canary, Duration::from_secs(30));
+            let mut state = TargetState::default();
+            state.finish_cycle(t0, CanaryRun::Ran, true);
+            assert!(state.canary_due(t0 + Duration::from_secs(30), &options));
+        }
     }
 }

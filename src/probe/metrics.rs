@@ -10,7 +10,10 @@
 //!
 //! `probe_success` exists for an operation only while the latest cycle ran it: an
 //! operation skipped after `HeadBucket` failed, or a canary disabled by configuration,
-//! has no success value rather than a stale or made-up one.
+//! has no success value rather than a stale or made-up one. The one exception is a canary
+//! that was not due (see [`CanaryRun::NotDue`]): its last results still stand, so its
+//! series keep them instead of disappearing for three cycles in four.
+//! `canary_last_success_timestamp_seconds` says how recent those results are.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -24,7 +27,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::classify::ErrorClass;
-use super::cycle::{CycleResult, Operation};
+use super::cycle::{CanaryRun, CycleResult, Operation};
 use super::target::Target;
 
 /// Buckets of `backstop_s3_probe_duration_seconds`: 1 ms (a same-zone HEAD) to 30 s (the
@@ -63,6 +66,13 @@ struct InfoLabels {
     storage: String,
 }
 
+/// The canary's operations, whose series stand while it is not due.
+const CANARY_OPERATIONS: [Operation; 3] = [
+    Operation::PutObject,
+    Operation::GetObject,
+    Operation::DeleteObject,
+];
+
 type DurationFamily = Family<OperationLabels, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -78,6 +88,7 @@ pub struct ProbeMetrics {
     errors: Family<ErrorLabels, Counter>,
     credentials_valid: Family<TargetLabels, Gauge>,
     newest_object: Family<TargetLabels, Gauge<f64, AtomicU64>>,
+    canary_success: Family<TargetLabels, Gauge<f64, AtomicU64>>,
     info: Family<InfoLabels, Gauge>,
     /// The `target_info` series set per target id, to remove exactly those.
     info_series: Arc<Mutex<HashMap<String, Vec<InfoLabels>>>>,
@@ -94,6 +105,7 @@ impl ProbeMetrics {
             errors: Family::default(),
             credentials_valid: Family::default(),
             newest_object: Family::default(),
+            canary_success: Family::default(),
             info: Family::default(),
             info_series: Arc::default(),
         };
@@ -130,6 +142,12 @@ impl ProbeMetrics {
             metrics.newest_object.clone(),
         );
         registry.register(
+            "backstop_s3_canary_last_success_timestamp_seconds",
+            "When the target's canary last wrote, read back and deleted its object, as a Unix \
+             timestamp",
+            metrics.canary_success.clone(),
+        );
+        registry.register(
             "backstop_s3_target_info",
             "A probed S3 target and one cluster storage that uses it; always 1",
             metrics.info.clone(),
@@ -146,7 +164,11 @@ impl ProbeMetrics {
                 operation: operation.as_str(),
             };
             let Some(op) = result.operation(operation) else {
-                self.success.remove(&labels);
+                let canary_stands =
+                    result.canary == CanaryRun::NotDue && CANARY_OPERATIONS.contains(&operation);
+                if !canary_stands {
+                    self.success.remove(&labels);
+                }
                 continue;
             };
             self.duration
@@ -166,6 +188,14 @@ impl ProbeMetrics {
             }
         }
         let target_labels = TargetLabels { target: id };
+        let canary_ok = result.canary == CanaryRun::Ran
+            && CANARY_OPERATIONS
+                .iter()
+                .all(|&o| result.operation(o).is_some_and(|r| r.is_ok()));
+        if canary_ok {
+            let now = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
+            self.canary_success.get_or_create(&target_labels).set(now);
+        }
         self.up
             .get_or_create(&target_labels)
             .set(i64::from(result.up));
@@ -242,6 +272,7 @@ impl ProbeMetrics {
         self.up.remove(&target_labels);
         self.credentials_valid.remove(&target_labels);
         self.newest_object.remove(&target_labels);
+        self.canary_success.remove(&target_labels);
         let mut series = self
             .info_series
             .lock()
@@ -308,6 +339,7 @@ mod tests {
                 jiff::Timestamp::from_second(1_700_000_000).unwrap(),
             )),
             up: false,
+            canary: CanaryRun::NotRun,
         };
         metrics.record(&t, &result);
         let text = render(&registry);

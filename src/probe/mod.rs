@@ -17,8 +17,8 @@ pub mod target;
 
 pub use classify::{ErrorClass, classify};
 pub use cycle::{
-    CycleOptions, CycleResult, NewestObject, Operation, OperationResult, Outcome, TargetState,
-    run_cycle,
+    CanaryRun, CycleOptions, CycleResult, NewestObject, Operation, OperationResult, Outcome,
+    TargetState, run_cycle,
 };
 pub use metrics::ProbeMetrics;
 pub use target::{CredentialSource, Target, TargetError, TargetKey, User};

@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, ProbeConfig};
 use crate::probe::classify::{ErrorClass, classify_ambient};
 use crate::probe::cycle::{
-    CycleOptions, CycleResult, Operation, OperationResult, Outcome, TargetState, measure_call,
-    run_cycle,
+    CanaryRun, CycleOptions, CycleResult, Operation, OperationResult, Outcome, TargetState,
+    measure_call, run_cycle,
 };
 use crate::probe::discovery::desired_targets;
 use crate::probe::metrics::ProbeMetrics;
@@ -258,6 +258,22 @@ pub async fn probe_once(
     timeouts: Timeouts,
     state: &mut TargetState,
 ) -> CycleResult {
+    let result = probe_with_current_credentials(target, client, options, timeouts, state).await;
+    if !result.up {
+        // Also when the cycle never reached S3 (no credentials, no CA bundle): whatever
+        // broke, the canary must run again as soon as it is mended.
+        state.forget_canary_success();
+    }
+    result
+}
+
+async fn probe_with_current_credentials(
+    target: &Target,
+    client: &kube::Client,
+    options: &CycleOptions,
+    timeouts: Timeouts,
+    state: &mut TargetState,
+) -> CycleResult {
     let endpoint = target.endpoint();
     let credentials = match &target.key.credentials {
         CredentialSource::Secret { namespace, name } => {
@@ -381,6 +397,7 @@ fn unavailable(target: &Target, class: ErrorClass, message: String) -> CycleResu
         }],
         newest_object: None,
         up: false,
+        canary: CanaryRun::NotRun,
     }
 }
 
