@@ -139,7 +139,9 @@ async fn main() {
     println!("| | ListObjectsV2 per cycle | all S3 requests per cycle |");
     println!("|---|---|---|");
     println!("| full listing every cycle (baseline) | {full_listing} | {full_listing} |");
-    println!("| Backstop, steady state (defaults) | {steady_lists:.1} | {steady_total:.1} |");
+    println!(
+        "| Backstop, steady state (defaults; cycles back to back, canary not due) | {steady_lists:.1} | {steady_total:.1} |"
+    );
     println!(
         "| ratio Backstop ÷ baseline (lists) | {:.4} | |",
         steady_lists / full_listing.max(1) as f64

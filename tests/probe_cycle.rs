@@ -644,13 +644,41 @@ async fn a_healthy_target_runs_the_canary_on_its_interval_and_every_cycle_once_a
     // Not attempted after the refused put: no value rather than a stale 1.
     assert_eq!(success(&text, "get_object"), None);
     assert_eq!(value(&text, "backstop_s3_up", &t), Some(0.0));
+    let last_success = |text: &str| {
+        value(
+            text,
+            "backstop_s3_canary_last_success_timestamp_seconds",
+            &t,
+        )
+    };
+    // Refused canaries are not successes.
+    assert_eq!(last_success(&text), Some(verified));
 
     assert!(faults.clear(writes).await.unwrap());
     let mended = run_cycle(&client, &target, &opts, &mut state).await;
     assert_eq!(mended.canary, CanaryRun::Ran);
     assert!(mended.up, "{mended:#?}");
+    metrics.record(&target, &mended);
+    assert!(last_success(&render(&mut registry)).is_some_and(|at| at >= verified));
     let after = run_cycle(&client, &target, &opts, &mut state).await;
     assert_eq!(after.canary, CanaryRun::NotDue);
+
+    // A failed listing is not up either: the next cycle runs the canary.
+    let lists = faults
+        .set(
+            Rule::new(Fault::SlowDown)
+                .on_bucket(BUCKET)
+                .on_operation("ListObjectsV2"),
+        )
+        .await
+        .unwrap();
+    let throttled = run_cycle(&client, &target, &opts, &mut state).await;
+    assert_eq!(throttled.canary, CanaryRun::NotDue);
+    assert!(!throttled.up);
+    assert!(faults.clear(lists).await.unwrap());
+    let listed = run_cycle(&client, &target, &opts, &mut state).await;
+    assert_eq!(listed.canary, CanaryRun::Ran);
+    assert!(listed.up, "{listed:#?}");
     assert!(all_keys(&client, BUCKET).await.is_empty());
     world.server.shutdown().await;
 }

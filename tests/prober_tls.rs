@@ -14,7 +14,7 @@ use backstop::config::{
     SecretRef, StaticTarget, Strategy,
 };
 use backstop::probe::classify::ErrorClass;
-use backstop::probe::cycle::{CycleOptions, CycleResult, Outcome, TargetState};
+use backstop::probe::cycle::{CanaryRun, CycleOptions, CycleResult, Outcome, TargetState};
 use backstop::probe::discovery::secondary_storage;
 use backstop::probe::scheduler::probe_once;
 use backstop::probe::target::Target;
@@ -291,6 +291,81 @@ async fn verify_tls_and_ca_bundle_decide_whom_the_probe_trusts() {
     assert!(all_ok(&result), "{result:?}");
     let result = probe(&world, &secondary("other.crt")).await;
     assert_eq!(first_failure(&result).0, ErrorClass::Tls);
+
+    front.stop().await;
+    world.shutdown().await;
+}
+
+/// A cycle that cannot read its CA bundle never reaches S3, yet the target was not up: the
+/// first cycle after the bundle is back runs the canary, rather than trusting a canary from
+/// before the gap for the rest of its interval.
+#[tokio::test]
+async fn a_cycle_without_its_ca_bundle_makes_the_canary_due_again() {
+    let world = World::start(WorldOptions {
+        operator_interval: None,
+        ..WorldOptions::default()
+    })
+    .await
+    .unwrap();
+    let pki = SandboxPki::generate().unwrap();
+    let front = TlsFront::start(world.s3.addr(s3::PRIMARY_REGION).unwrap(), &pki).await;
+    let secrets: Api<Secret> = Api::namespaced(world.client.clone(), world::NAMESPACE);
+    let bundle: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "s3-ca"},
+        "data": {"ca.crt": ByteString(pki.ca_pem.clone().into_bytes())},
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &bundle)
+        .await
+        .unwrap();
+    let bundled = storage(
+        front.addr,
+        json!({}),
+        json!({"caBundle": {"name": "s3-ca", "key": "ca.crt"}}),
+    );
+    let target = Target::from_storage(world::NAMESPACE, world::CLUSTER, "tls", &bundled).unwrap();
+    // The shipped probe settings: the canary every 2 minutes while healthy. The cycles below
+    // run back to back, so it is never due by time.
+    let mut options = CycleOptions::from(&ProbeConfig::default());
+    options.sts = false;
+    let mut state = TargetState::default();
+    let mut cycle = async || {
+        probe_once(
+            &target,
+            &world.client,
+            &options,
+            Timeouts::default(),
+            &mut state,
+        )
+        .await
+    };
+
+    let first = cycle().await;
+    assert!(all_ok(&first), "{first:?}");
+    assert_eq!(first.canary, CanaryRun::Ran);
+    let second = cycle().await;
+    assert!(second.up, "{second:?}");
+    assert_eq!(second.canary, CanaryRun::NotDue);
+
+    secrets
+        .delete("s3-ca", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    let without = cycle().await;
+    assert!(!without.up);
+    assert_eq!(without.canary, CanaryRun::NotRun);
+    assert_eq!(first_failure(&without).0, ErrorClass::Tls);
+
+    secrets
+        .create(&PostParams::default(), &bundle)
+        .await
+        .unwrap();
+    let back = cycle().await;
+    assert!(all_ok(&back), "{back:?}");
+    assert_eq!(back.canary, CanaryRun::Ran, "{back:?}");
+    let after = cycle().await;
+    assert_eq!(after.canary, CanaryRun::NotDue);
 
     front.stop().await;
     world.shutdown().await;

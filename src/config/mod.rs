@@ -187,10 +187,10 @@ pub struct CanaryConfig {
     /// Key prefix of canary objects (below the storage's own prefix).
     /// Default `.backstop-canary/`.
     pub key_prefix: String,
-    /// Time between canaries while the target is healthy. Default `2m` (every fourth cycle
-    /// at the default interval). The first cycle, any cycle after one that was not up, and
-    /// every cycle after a failed canary run it regardless. A value at most
-    /// `probe.interval` runs it every cycle.
+    /// Time between canaries while the target is healthy, rounded to the nearest whole
+    /// number of probe intervals. Default `2m` (every fourth cycle at the default interval).
+    /// The first cycle, any cycle after one that was not up, and every cycle after a failed
+    /// canary run it regardless. A value under 1.5 × `probe.interval` runs it every cycle.
     pub interval: HumanDuration,
 }
 

@@ -29,7 +29,8 @@
 //!   breaks while `HeadBucket` and the listing keep working is the rarest failure; once
 //!   anything fails, the canary is back every cycle, so `up` never flaps on it. The
 //!   interval is matched with half a probe interval of slack, so a cycle a little early
-//!   does not push the canary back by a whole cycle.
+//!   does not push the canary back by a whole cycle: in effect the interval is rounded to
+//!   the nearest whole number of probe intervals (under 1.5 probe intervals: every cycle).
 //! - The canary is deleted whenever it was written, even when reading it back failed, so
 //!   canaries are not left behind. A delete that fails (or a write whose outcome is
 //!   unknown because it timed out) leaves the key in [`TargetState`], and later cycles
