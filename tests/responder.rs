@@ -723,6 +723,184 @@ fn hand_driven_config(r: &Running) -> Config {
     config
 }
 
+/// Reconciles the sample cluster with `engine` one step at a time, stepping the simulated
+/// operator between steps, until `done` holds for the journal.
+async fn step_until(
+    engine: &Engine,
+    r: &Running,
+    what: &'static str,
+    done: fn(&Journal) -> bool,
+) -> Journal {
+    let key = sample_key();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "never {what}");
+        engine.reconcile(&key).await.unwrap();
+        if let Some(j) = journal(r).await
+            && done(&j)
+        {
+            return j;
+        }
+        r.world.operator.step().await.unwrap();
+    }
+}
+
+/// Failed over to the secondary, which then fails too: after
+/// `buffer_after_secondary_failures` checks a probe interval apart, backups move to the
+/// buffer in the same run, a cover backup lands there, and the revert restores the original
+/// `spec.backup` exactly.
+async fn a_failing_secondary_moves_to_the_buffer(strategy: Strategy) {
+    let r = start(|c| {
+        c.responder.enabled = false;
+        c.clusters[0].failover.strategy = strategy;
+    })
+    .await;
+    let mut config = hand_driven_config(&r);
+    config.clusters[0].failover.strategy = strategy;
+    let needed = config.responder.failover.buffer_after_secondary_failures;
+    assert_eq!(needed, 3, "the default");
+    let interval = jiff::SignedDuration::try_from(config.probe.interval.get()).unwrap();
+    let policy = config.clusters[0].failover.clone();
+    let clock = Arc::new(ManualClock::new(jiff::Timestamp::now()));
+    let engine = Engine::new(
+        r.world.client.clone(),
+        Arc::new(config),
+        ResponderMetrics::register(&mut Registry::default()),
+        clock.clone(),
+    );
+    let key = sample_key();
+    let original = backup_spec(&cluster(&r).await);
+    break_region(&r, s3::PRIMARY_REGION).await;
+    write_intent(&r, true).await;
+    let on_secondary = step_until(&engine, &r, "failed over with a cover backup", |j| {
+        j.phase == Phase::FailedOver && j.cover_backup.is_some()
+    })
+    .await;
+    assert_eq!(on_secondary.target_kind, TargetKind::Secondary);
+    let healthy = engine.reconcile(&key).await.unwrap();
+    assert_eq!(healthy.note, "secondary healthy");
+    assert!(healthy.requeue.is_some(), "the secondary stays watched");
+
+    break_region(&r, s3::SECONDARY_REGION).await;
+    for failed in 1..needed {
+        clock.advance(interval);
+        let outcome = engine.reconcile(&key).await.unwrap();
+        assert!(
+            outcome
+                .note
+                .starts_with(&format!("secondary unhealthy ({failed} of {needed})")),
+            "{outcome:?}"
+        );
+        // Reconciles sooner than a probe interval neither check nor count.
+        let early = engine.reconcile(&key).await.unwrap();
+        assert!(early.note.contains("not due"), "{early:?}");
+        assert_eq!(journal(&r).await.unwrap(), on_secondary);
+    }
+    assert!(!events(&r, "SecondaryUnhealthy").await.is_empty());
+    clock.advance(interval);
+    engine.reconcile(&key).await.unwrap();
+
+    let moved = journal(&r).await.unwrap();
+    assert_eq!(moved.target_kind, TargetKind::Buffer, "{moved:?}");
+    assert_eq!(moved.phase, Phase::FailedOver);
+    assert_eq!(moved.run_id, on_secondary.run_id, "the same run");
+    assert_eq!(moved.failed_over_at, on_secondary.failed_over_at);
+    assert!(moved.moved_to_buffer_at.is_some());
+    assert_eq!(moved.cover_backup, None);
+    // Exactly what a failover straight to the buffer would have written.
+    let direct =
+        backstop::responder::plan::plan_failover(&original, &policy, TargetKind::Buffer).unwrap();
+    assert_eq!(moved.changes, direct.changes);
+    let mut expected = original.clone();
+    backstop::responder::plan::apply(&mut expected, &direct.changes);
+    assert_eq!(backup_spec(&cluster(&r).await), expected, "{strategy:?}");
+    assert_eq!(events(&r, "MovedToBuffer").await.len(), 1);
+
+    let covered = step_until(&engine, &r, "covered on the buffer", |j| {
+        j.cover_backup.is_some()
+    })
+    .await;
+    let cover = covered.cover_backup.unwrap();
+    assert!(
+        cover.starts_with("backstop-cover-buffer-cluster1-"),
+        "{cover}"
+    );
+    let backups: Api<backstop::pxc::PerconaXtraDBClusterBackup> =
+        Api::namespaced(r.world.client.clone(), world::NAMESPACE);
+    assert_eq!(
+        backups.get(&cover).await.unwrap().spec.storage_name,
+        Some(direct.target_storage)
+    );
+    // On the buffer there is nothing left to watch.
+    assert_eq!(engine.reconcile(&key).await.unwrap().note, "nothing to do");
+
+    r.world.s3.faults().clear_all().await.unwrap();
+    write_intent(&r, false).await;
+    let reverted = step_until(&engine, &r, "reverted", |j| j.phase != Phase::FailedOver).await;
+    assert_eq!(reverted.run_id, on_secondary.run_id);
+    assert_eq!(
+        backup_spec(&cluster(&r).await),
+        original,
+        "{strategy:?}: the revert restores spec.backup field for field"
+    );
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_secondary_moves_to_the_buffer_repoint() {
+    a_failing_secondary_moves_to_the_buffer(Strategy::Repoint).await;
+}
+
+#[tokio::test]
+async fn a_failing_secondary_moves_to_the_buffer_in_place() {
+    a_failing_secondary_moves_to_the_buffer(Strategy::InPlace).await;
+}
+
+/// No buffer to move to: the cluster stays on its failing secondary, and an Event says so.
+#[tokio::test]
+async fn a_failing_secondary_without_a_buffer_stays_and_says_so() {
+    let r = start(|c| c.responder.enabled = false).await;
+    let mut config = hand_driven_config(&r);
+    config.clusters[0].failover.buffer = None;
+    config.responder.failover.buffer_after_secondary_failures = 1;
+    let interval = jiff::SignedDuration::try_from(config.probe.interval.get()).unwrap();
+    let clock = Arc::new(ManualClock::new(jiff::Timestamp::now()));
+    let engine = Engine::new(
+        r.world.client.clone(),
+        Arc::new(config),
+        ResponderMetrics::register(&mut Registry::default()),
+        clock.clone(),
+    );
+    break_region(&r, s3::PRIMARY_REGION).await;
+    write_intent(&r, true).await;
+    let on_secondary = step_until(&engine, &r, "failed over with a cover backup", |j| {
+        j.phase == Phase::FailedOver && j.cover_backup.is_some()
+    })
+    .await;
+    let spec = backup_spec(&cluster(&r).await);
+    break_region(&r, s3::SECONDARY_REGION).await;
+    for _ in 0..2 {
+        clock.advance(interval);
+        let outcome = engine.reconcile(&sample_key()).await.unwrap();
+        assert!(
+            outcome.note.contains("cannot move to the buffer"),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(journal(&r).await.unwrap(), on_secondary);
+    assert_eq!(backup_spec(&cluster(&r).await), spec);
+    let refused = events(&r, "MoveToBufferRefused").await;
+    assert_eq!(refused.len(), 1, "said once, not on every check: {refused:#?}");
+    assert!(
+        refused[0]
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("no buffer")),
+        "{refused:?}"
+    );
+    r.stop().await;
+}
+
 /// A fresh engine (a restarted process) for every step, and steps aborted part-way at
 /// increasing points: the cluster still fails over exactly once and reverts exactly.
 #[tokio::test]
@@ -807,23 +985,7 @@ async fn a_long_outage_before_the_test_backup_does_not_fail_the_verification() {
     let key = sample_key();
     break_region(&r, s3::PRIMARY_REGION).await;
     write_intent(&r, true).await;
-    // One step at a time until `done` holds for the journal.
-    let step_until = |what: &'static str, done: fn(&Journal) -> bool| {
-        let (engine, r, key) = (&engine, &r, &key);
-        async move {
-            let deadline = tokio::time::Instant::now() + DEADLINE;
-            loop {
-                assert!(tokio::time::Instant::now() < deadline, "never {what}");
-                engine.reconcile(key).await.unwrap();
-                if let Some(j) = journal(r).await
-                    && done(&j)
-                {
-                    return j;
-                }
-                r.world.operator.step().await.unwrap();
-            }
-        }
-    };
+    let step_until = |what, done| step_until(&engine, &r, what, done);
     step_until("failed over with a cover backup", |j| {
         j.phase == Phase::FailedOver && j.cover_backup.is_some()
     })

@@ -415,12 +415,19 @@ pub struct FailoverSettings {
     /// Start an on-demand backup right after a failover, covering the missed ones.
     /// Default `true`.
     pub on_demand_backup: bool,
+    /// While a cluster is failed over to its secondary and the alert still fires, the
+    /// secondary is checked once per probe interval; after this many consecutive failed
+    /// checks the cluster moves to its buffer (when its policy has one). Default 3; 0 never
+    /// moves it.
+    #[schemars(range(min = 0, max = 100))]
+    pub buffer_after_secondary_failures: u32,
 }
 
 impl Default for FailoverSettings {
     fn default() -> Self {
         Self {
             on_demand_backup: true,
+            buffer_after_secondary_failures: 3,
         }
     }
 }

@@ -29,6 +29,8 @@ use super::metrics::ResponderMetrics;
 use super::plan::{self, FailoverPlan, PlanError};
 use super::verify::verify_storage;
 
+mod move_to_buffer;
+
 /// The annotation that makes Backstop leave a cluster alone (value `"true"`).
 pub const PAUSE_ANNOTATION: &str = "backstop.percona.com/paused";
 
@@ -122,11 +124,20 @@ pub enum Step {
     Revert,
     /// Watch the test backup on the primary.
     Verify,
+    /// Check the secondary the cluster failed over to; move to the buffer when it keeps
+    /// failing.
+    WatchSecondary,
 }
 
 /// Decides the next step from whether the alerts want a failover and where the journal says
-/// the cluster is. Pure, so every combination is tested.
-pub fn decide(wants_failover: bool, journal: Option<&Journal>, cover_wanted: bool) -> Step {
+/// the cluster is; `watch_secondary` is whether a failing secondary moves to the buffer.
+/// Pure, so every combination is tested.
+pub fn decide(
+    wants_failover: bool,
+    journal: Option<&Journal>,
+    cover_wanted: bool,
+    watch_secondary: bool,
+) -> Step {
     let phase = journal.map(|j| j.phase);
     match (wants_failover, phase) {
         (true, None | Some(Phase::Reverted | Phase::VerificationFailed | Phase::Verifying)) => {
@@ -135,6 +146,10 @@ pub fn decide(wants_failover: bool, journal: Option<&Journal>, cover_wanted: boo
         (true, Some(Phase::FailedOver)) => {
             if cover_wanted && journal.is_some_and(|j| j.cover_backup.is_none()) {
                 Step::Cover
+            } else if watch_secondary
+                && journal.is_some_and(|j| j.target_kind == TargetKind::Secondary)
+            {
+                Step::WatchSecondary
             } else {
                 Step::Idle
             }
@@ -169,6 +184,9 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     dry: Mutex<DryRun>,
     hold_down: Mutex<HashMap<ClusterKey, HoldDown>>,
+    /// Per cluster on its secondary: consecutive failed checks of the secondary, and when
+    /// the last check (passed or failed) ran.
+    secondary_checks: Mutex<HashMap<ClusterKey, HoldDown>>,
     notices: Mutex<HashMap<ClusterKey, String>>,
 }
 
@@ -282,6 +300,7 @@ impl Engine {
             clock,
             dry: Mutex::new(DryRun::default()),
             hold_down: Mutex::new(HashMap::new()),
+            secondary_checks: Mutex::new(HashMap::new()),
             notices: Mutex::new(HashMap::new()),
         })
     }
@@ -338,6 +357,10 @@ impl Engine {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
+        self.secondary_checks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         self.notices
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -348,11 +371,17 @@ impl Engine {
     /// interval apart, however often the cluster is reconciled (every notification, watch
     /// event and requeue triggers a reconcile).
     fn hold_down_wait(&self, key: &ClusterKey) -> Option<Duration> {
-        let hold = self
+        let last = self
             .hold_down
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let last = hold.get(key)?.last;
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)?
+            .last;
+        self.next_check_in(last)
+    }
+
+    /// How long until a check one probe interval after `last` is due (`None`: now).
+    fn next_check_in(&self, last: jiff::Timestamp) -> Option<Duration> {
         let since = Duration::try_from(self.now().duration_since(last)).unwrap_or(Duration::ZERO);
         self.probe_interval()
             .checked_sub(since)
@@ -457,16 +486,33 @@ impl Engine {
                 .is_some_and(|j| j.phase == Phase::VerificationFailed),
         );
         let cover_wanted = self.config.responder.failover.on_demand_backup;
-        match decide(intent.wants_failover(), journal.as_ref(), cover_wanted) {
+        let watch_secondary = self
+            .config
+            .responder
+            .failover
+            .buffer_after_secondary_failures
+            > 0;
+        match decide(
+            intent.wants_failover(),
+            journal.as_ref(),
+            cover_wanted,
+            watch_secondary,
+        ) {
             Step::Idle => Ok(Written::Done(Outcome {
                 phase: journal.as_ref().map(|j| j.phase),
                 requeue: None,
                 note: "nothing to do".into(),
             })),
-            Step::Failover => self.failover(key, managed, object, journal).await,
-            Step::Cover => self.cover(key, object, journal).await,
-            Step::Revert => self.revert(key, object, journal).await,
-            Step::Verify => self.verify(key, object, journal).await,
+            // Each step's future on the heap: together they would make every reconcile's
+            // future as large as the largest (several S3 round trips deep), which overflows
+            // a 2 MiB thread stack in debug builds when polled in place.
+            Step::Failover => Box::pin(self.failover(key, managed, object, journal)).await,
+            Step::Cover => Box::pin(self.cover(key, object, journal)).await,
+            Step::Revert => Box::pin(self.revert(key, object, journal)).await,
+            Step::Verify => Box::pin(self.verify(key, object, journal)).await,
+            Step::WatchSecondary => {
+                Box::pin(self.watch_secondary(key, managed, object, journal)).await
+            }
         }
     }
 
@@ -521,6 +567,19 @@ impl Engine {
         if let Err(e) = crate::events::emit_about(&self.client, reference(object), spec).await {
             tracing::warn!(cluster = %object.name_any(), error = %e, "could not emit an Event");
         }
+    }
+
+    /// Forgets the hold-down and the secondary's failed checks of `key`: a failover or a
+    /// revert starts both afresh.
+    fn forget_checks(&self, key: &ClusterKey) {
+        self.hold_down
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+        self.secondary_checks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
     }
 
     fn forget_notice(&self, key: &ClusterKey) {
@@ -730,6 +789,7 @@ impl Engine {
             changes: plan.changes.clone(),
             failed_over_at: now,
             cover_backup: None,
+            moved_to_buffer_at: None,
             reverted_at: None,
             test_backup: None,
             finished_at: None,
@@ -783,10 +843,7 @@ impl Engine {
         self.metrics
             .set_verification_failed(&key.namespace, &key.name, false);
         self.forget_notice(key);
-        self.hold_down
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key);
+        self.forget_checks(key);
         self.event(
             &written,
             EventType::Normal,
@@ -860,7 +917,13 @@ impl Engine {
                 note: "no journal".into(),
             }));
         };
-        let name = run_backup_name(&key.name, "cover", &journal.run_id);
+        // A run that moved to the buffer covers again there, under a name of its own.
+        let purpose = if journal.moved_to_buffer_at.is_some() {
+            "cover-buffer"
+        } else {
+            "cover"
+        };
+        let name = run_backup_name(&key.name, purpose, &journal.run_id);
         if self.dry_run() {
             journal.cover_backup = Some(name.clone());
             self.dry
@@ -890,7 +953,7 @@ impl Engine {
                 &name,
                 &journal.target_storage,
                 &journal.run_id,
-                "cover",
+                purpose,
             ),
         )
         .await?;
@@ -1084,10 +1147,7 @@ impl Engine {
         let Some(written) = self.timed(PLAYBOOK, "write", self.write(&object)).await? else {
             return Ok(Written::Conflict);
         };
-        self.hold_down
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key);
+        self.forget_checks(key);
         self.forget_notice(key);
         self.metrics.set_active(&key.namespace, &key.name, None);
         self.event(
@@ -1286,39 +1346,54 @@ mod tests {
     #[test]
     fn decides_every_combination() {
         use Phase::*;
-        assert_eq!(decide(false, None, true), Step::Idle);
-        assert_eq!(decide(true, None, true), Step::Failover);
-        assert_eq!(
-            decide(true, Some(&journal(FailedOver, false)), true),
-            Step::Cover
-        );
-        assert_eq!(
-            decide(true, Some(&journal(FailedOver, false)), false),
-            Step::Idle
-        );
-        assert_eq!(
-            decide(true, Some(&journal(FailedOver, true)), true),
-            Step::Idle
-        );
-        assert_eq!(
-            decide(false, Some(&journal(FailedOver, true)), true),
-            Step::Revert
-        );
-        assert_eq!(
-            decide(false, Some(&journal(Verifying, true)), true),
-            Step::Verify
-        );
-        assert_eq!(
-            decide(true, Some(&journal(Verifying, true)), true),
-            Step::Failover
-        );
-        for done in [Reverted, VerificationFailed] {
-            assert_eq!(decide(false, Some(&journal(done, true)), true), Step::Idle);
+        for watch in [false, true] {
+            let decide = |wants: bool, journal: Option<&Journal>, cover: bool| {
+                decide(wants, journal, cover, watch)
+            };
+            assert_eq!(decide(false, None, true), Step::Idle);
+            assert_eq!(decide(true, None, true), Step::Failover);
             assert_eq!(
-                decide(true, Some(&journal(done, true)), true),
+                decide(true, Some(&journal(FailedOver, false)), true),
+                Step::Cover
+            );
+            assert_eq!(
+                decide(false, Some(&journal(FailedOver, true)), true),
+                Step::Revert
+            );
+            assert_eq!(
+                decide(false, Some(&journal(Verifying, true)), true),
+                Step::Verify
+            );
+            assert_eq!(
+                decide(true, Some(&journal(Verifying, true)), true),
                 Step::Failover
             );
+            for done in [Reverted, VerificationFailed] {
+                assert_eq!(decide(false, Some(&journal(done, true)), true), Step::Idle);
+                assert_eq!(
+                    decide(true, Some(&journal(done, true)), true),
+                    Step::Failover
+                );
+            }
         }
+        // Failed over to the secondary, the cover backup started (or not wanted): the
+        // secondary is watched only when moving to the buffer is on.
+        let on_secondary = journal(FailedOver, true);
+        let uncovered = journal(FailedOver, false);
+        for (journal, cover) in [(&on_secondary, true), (&uncovered, false)] {
+            assert_eq!(decide(true, Some(journal), cover, false), Step::Idle);
+            assert_eq!(
+                decide(true, Some(journal), cover, true),
+                Step::WatchSecondary
+            );
+        }
+        // On the buffer there is nothing to watch.
+        let mut on_buffer = journal(FailedOver, true);
+        on_buffer.target_kind = TargetKind::Buffer;
+        assert_eq!(decide(true, Some(&on_buffer), true, true), Step::Idle);
+        // A run that moved to the buffer still covers first.
+        on_buffer.cover_backup = None;
+        assert_eq!(decide(true, Some(&on_buffer), true, true), Step::Cover);
     }
 
     #[test]

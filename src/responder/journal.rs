@@ -111,9 +111,14 @@ pub struct Journal {
     pub changes: Vec<Change>,
     /// When the failover was written.
     pub failed_over_at: jiff::Timestamp,
-    /// The on-demand backup started after the failover, once created.
+    /// The on-demand backup started after the failover (after the move to the buffer, when
+    /// there was one), once created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cover_backup: Option<String>,
+    /// When the run moved from its failing secondary to the buffer. `changes` then hold the
+    /// buffer's changes against the original settings, so the revert is as exact as ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_to_buffer_at: Option<jiff::Timestamp>,
     /// When the revert was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverted_at: Option<jiff::Timestamp>,
@@ -185,6 +190,7 @@ pub(crate) fn test_journal(phase: Phase, changes: Vec<Change>) -> Journal {
         changes,
         failed_over_at: jiff::Timestamp::UNIX_EPOCH,
         cover_backup: None,
+        moved_to_buffer_at: None,
         reverted_at: None,
         test_backup: None,
         finished_at: None,

@@ -85,7 +85,7 @@ impl ResponderMetrics {
         );
         registry.register(
             "backstop_playbook_runs",
-            "Playbook runs by playbook (failover, revert) and result",
+            "Playbook runs by playbook (failover, revert, move_to_buffer) and result",
             this.runs.clone(),
         );
         registry.register(

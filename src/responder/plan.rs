@@ -350,6 +350,46 @@ pub fn apply_revert(backup: &mut Value, plan: &RevertPlan) {
     }
 }
 
+/// Why a cluster failed over to its secondary cannot move to the buffer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoveError {
+    /// Someone changed fields the failover wrote: the originals can no longer be derived
+    /// exactly, and a human's edit must not be overwritten.
+    #[error("fields the failover wrote were changed since: {0}")]
+    EditedSince(String),
+    /// No buffer failover can be planned (no buffer in the policy, nothing protected).
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+}
+
+/// Plans moving a cluster that `journal` failed over to its secondary on to the buffer, from
+/// its current `backup`: the failover undone in memory gives the original settings, and
+/// the buffer is planned against those. Returns the `spec.backup` to write and the plan,
+/// whose changes hold the original values as `before`, so the journal written with it
+/// reverts to the original exactly, as if the cluster had failed over to the buffer
+/// directly.
+///
+/// # Errors
+///
+/// [`MoveError`] when fields were edited since the failover, or no buffer can be planned.
+pub fn plan_move_to_buffer(
+    backup: &Value,
+    journal: &Journal,
+    policy: &FailoverPolicy,
+) -> Result<(Value, FailoverPlan), MoveError> {
+    let revert = plan_revert(backup, journal);
+    if !revert.kept.is_empty() {
+        let fields: Vec<String> = revert.kept.iter().map(|f| format!("{f:?}")).collect();
+        return Err(MoveError::EditedSince(fields.join(", ")));
+    }
+    let mut original = backup.clone();
+    apply_revert(&mut original, &revert);
+    let plan = plan_failover(&original, policy, TargetKind::Buffer)?;
+    let mut moved = original;
+    apply(&mut moved, &plan.changes);
+    Ok((moved, plan))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,6 +573,62 @@ mod tests {
         assert_eq!(back["schedule"][0]["storageName"], "fs");
         assert_eq!(back["pitr"], original["pitr"]);
         assert!(back["storages"].get("dr").is_none());
+    }
+
+    #[test]
+    fn moving_to_the_buffer_is_the_buffer_failover_of_the_original_and_reverts_exactly() {
+        for strategy in [Strategy::Repoint, Strategy::InPlace] {
+            let original = backup();
+            let p = policy(strategy);
+            let secondary = plan_failover(&original, &p, TargetKind::Secondary).unwrap();
+            let mut on_secondary = original.clone();
+            apply(&mut on_secondary, &secondary.changes);
+            // A field the secondary failover did not touch, changed since: kept as it is.
+            on_secondary["allowParallel"] = json!(false);
+
+            let (moved, plan) =
+                plan_move_to_buffer(&on_secondary, &journal(&secondary), &p).unwrap();
+            let direct = plan_failover(&original, &p, TargetKind::Buffer).unwrap();
+            assert_eq!(plan.changes, direct.changes, "{strategy:?}");
+            assert_eq!(plan.target_kind, TargetKind::Buffer);
+            let mut expected = original.clone();
+            apply(&mut expected, &direct.changes);
+            expected["allowParallel"] = json!(false);
+            assert_eq!(moved, expected, "{strategy:?}");
+            // Nothing of the secondary is left (in-place: the primary entry is back).
+            assert_eq!(
+                moved["storages"]["s3-us-west"], original["storages"]["s3-us-west"],
+                "{strategy:?}"
+            );
+            assert!(moved["storages"].get("dr").is_none(), "{strategy:?}");
+
+            let mut back = moved.clone();
+            apply_revert(&mut back, &plan_revert(&moved, &journal(&plan)));
+            let mut want = original.clone();
+            want["allowParallel"] = json!(false);
+            assert_eq!(back, want, "{strategy:?}: the revert restores the original");
+        }
+    }
+
+    #[test]
+    fn moving_to_the_buffer_refuses_edited_fields_and_a_missing_buffer() {
+        let original = backup();
+        let p = policy(Strategy::Repoint);
+        let secondary = plan_failover(&original, &p, TargetKind::Secondary).unwrap();
+        let mut on_secondary = original.clone();
+        apply(&mut on_secondary, &secondary.changes);
+        let mut edited = on_secondary.clone();
+        edited["schedule"][0]["storageName"] = json!("fs");
+        assert!(matches!(
+            plan_move_to_buffer(&edited, &journal(&secondary), &p),
+            Err(MoveError::EditedSince(fields)) if fields.contains("daily")
+        ));
+        let mut no_buffer = p.clone();
+        no_buffer.buffer = None;
+        assert_eq!(
+            plan_move_to_buffer(&on_secondary, &journal(&secondary), &no_buffer),
+            Err(MoveError::Plan(PlanError::NoTarget("buffer")))
+        );
     }
 
     #[test]

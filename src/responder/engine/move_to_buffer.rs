@@ -1,0 +1,221 @@
+//! The step that moves a cluster off a failing secondary: while the cluster is failed over
+//! to its secondary and the alert still fires, the secondary is checked once per probe
+//! interval (the same fresh HeadBucket and canary as the failover's preflight); after
+//! `responder.failover.buffer_after_secondary_failures` failed checks in a row, backups move
+//! to the buffer.
+//!
+//! The move keeps the run: same run id, same `failed_over_at` (so rate limits and the
+//! cool-down see one failover), and a journal whose changes are the buffer's against the
+//! *original* settings ([`plan::plan_move_to_buffer`]), written in one conditional replace
+//! with the new spec. A crash leaves the cluster on the secondary or on the buffer, never in
+//! between, and the revert restores the original exactly either way. A field a human
+//! changed since the failover stops the move: the originals could no longer be derived
+//! exactly, so the cluster stays where it is and an Event says why.
+//!
+//! The count of failed checks lives in memory: a restart or a new leader starts it afresh,
+//! which can only delay a move, never cause one.
+
+use std::sync::PoisonError;
+use std::time::Duration;
+
+use kube::api::DynamicObject;
+use serde_json::Value;
+
+use super::{ClusterKey, Engine, EngineError, HoldDown, Outcome, Written};
+use super::{backup_spec, set_backup_spec, set_journal};
+use crate::config::ManagedCluster;
+use crate::events::EventType;
+use crate::responder::journal::{Field, Journal, Phase};
+use crate::responder::plan;
+use crate::responder::verify::verify_storage;
+
+const PLAYBOOK: &str = "move_to_buffer";
+
+impl Engine {
+    /// Checks the secondary `journal`'s run failed over to, and moves to the buffer after
+    /// enough failed checks in a row.
+    pub(super) async fn watch_secondary(
+        &self,
+        key: &ClusterKey,
+        managed: &ManagedCluster,
+        mut object: DynamicObject,
+        journal: Option<Journal>,
+    ) -> Result<Written, EngineError> {
+        let Some(journal) = journal else {
+            return Ok(done(None, "no journal".into()));
+        };
+        let interval = self.probe_interval();
+        let last = self
+            .secondary_checks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .map(|c| c.last);
+        if let Some(wait) = last.and_then(|last| self.next_check_in(last)) {
+            return Ok(done(
+                Some(wait),
+                "next check of the secondary not due yet".into(),
+            ));
+        }
+        let backup = backup_spec(&object);
+        let name = &journal.target_storage;
+        // The entry on the cluster is what the backup Job uses; a dry run never wrote it, so
+        // the one the failover would have written stands in.
+        let definition = plan::get(&backup, &Field::Storage(name.clone()))
+            .or_else(|| {
+                journal
+                    .changes
+                    .iter()
+                    .find(|c| c.field == Field::Storage(name.clone()))
+                    .and_then(|c| c.after.clone())
+            })
+            .unwrap_or(Value::Null);
+        let checked = self
+            .timed(
+                PLAYBOOK,
+                "verify_secondary",
+                verify_storage(
+                    &self.client,
+                    &self.config.probe,
+                    &key.namespace,
+                    &key.name,
+                    name,
+                    &definition,
+                ),
+            )
+            .await;
+        let now = self.now();
+        let failures = {
+            let mut checks = self
+                .secondary_checks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let entry = checks.entry(key.clone()).or_insert(HoldDown {
+                passes: 0,
+                last: now,
+            });
+            entry.last = now;
+            // `passes` counts the secondary's consecutive failures here.
+            entry.passes = if checked.is_ok() { 0 } else { entry.passes + 1 };
+            entry.passes
+        };
+        let problem = match checked {
+            Ok(()) => return Ok(done(Some(interval), "secondary healthy".into())),
+            Err(problem) => problem,
+        };
+        let needed = self
+            .config
+            .responder
+            .failover
+            .buffer_after_secondary_failures;
+        if failures < needed {
+            self.notice(
+                &object,
+                EventType::Warning,
+                "SecondaryUnhealthy",
+                "Failover",
+                format!(
+                    "the secondary storage {name:?} failed {failures} check(s) in a row; backups \
+                     move to the buffer after {needed}: {problem}"
+                ),
+            )
+            .await;
+            return Ok(done(
+                Some(interval),
+                format!("secondary unhealthy ({failures} of {needed}): {problem}"),
+            ));
+        }
+        let (moved, plan) = match plan::plan_move_to_buffer(&backup, &journal, &managed.failover) {
+            Ok(planned) => planned,
+            Err(e) => {
+                self.metrics.run(PLAYBOOK, "refused");
+                tracing::warn!(cluster = %key, %problem, "the secondary keeps failing its checks");
+                // Neither the count nor the problem (request ids) in the text: the notice is
+                // said once while it lasts; SecondaryUnhealthy Events and the log say why.
+                self.notice(
+                    &object,
+                    EventType::Warning,
+                    "MoveToBufferRefused",
+                    "Failover",
+                    format!(
+                        "the secondary storage {name:?} keeps failing its checks, but backups \
+                         stay on it: {e}"
+                    ),
+                )
+                .await;
+                return Ok(done(
+                    Some(interval),
+                    format!("cannot move to the buffer: {e}"),
+                ));
+            }
+        };
+        let reason =
+            format!("the secondary storage {name:?} failed {failures} checks in a row: {problem}");
+        let next = Journal {
+            strategy: plan.strategy.to_owned(),
+            target_kind: plan.target_kind,
+            target_storage: plan.target_storage.clone(),
+            protected: plan.protected.clone(),
+            changes: plan.changes.clone(),
+            cover_backup: None,
+            moved_to_buffer_at: Some(now),
+            message: Some(reason.clone()),
+            ..journal
+        };
+        let summary = format!(
+            "backups of {} moved to the buffer storage {:?}: {reason}; run {}",
+            plan.protected.join(", "),
+            plan.target_storage,
+            next.run_id
+        );
+        if self.dry_run() {
+            self.dry
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .journals
+                .insert(key.clone(), next);
+            self.metrics.run(PLAYBOOK, "dry_run");
+            self.event(
+                &object,
+                EventType::Warning,
+                "MovedToBuffer",
+                "Failover",
+                format!("would move: {summary}"),
+            )
+            .await;
+            return Ok(done(
+                Some(Duration::ZERO),
+                format!("dry run: would move: {summary}"),
+            ));
+        }
+        set_backup_spec(&mut object, moved);
+        set_journal(&mut object, &next);
+        let Some(written) = self.timed(PLAYBOOK, "write", self.write(&object)).await? else {
+            return Ok(Written::Conflict);
+        };
+        self.metrics.run(PLAYBOOK, "succeeded");
+        self.metrics
+            .set_active(&key.namespace, &key.name, Some(plan.target_kind));
+        self.forget_notice(key);
+        self.forget_checks(key);
+        self.event(
+            &written,
+            EventType::Warning,
+            "MovedToBuffer",
+            "Failover",
+            summary.clone(),
+        )
+        .await;
+        // The cover backup on the buffer follows in the next step.
+        Ok(done(Some(Duration::ZERO), summary))
+    }
+}
+
+/// A finished step that leaves the cluster failed over.
+fn done(requeue: Option<Duration>, note: String) -> Written {
+    Written::Done(Outcome {
+        phase: Some(Phase::FailedOver),
+        requeue,
+        note,
+    })
+}
