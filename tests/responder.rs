@@ -782,20 +782,29 @@ async fn a_failing_secondary_moves_to_the_buffer(strategy: Strategy) {
     assert!(healthy.requeue.is_some(), "the secondary stays watched");
 
     break_region(&r, s3::SECONDARY_REGION).await;
-    for failed in 1..needed {
-        clock.advance(interval);
-        let outcome = engine.reconcile(&key).await.unwrap();
-        assert!(
-            outcome
-                .note
-                .starts_with(&format!("secondary unhealthy ({failed} of {needed})")),
-            "{outcome:?}"
-        );
-        // Reconciles sooner than a probe interval neither check nor count.
-        let early = engine.reconcile(&key).await.unwrap();
-        assert!(early.note.contains("not due"), "{early:?}");
-        assert_eq!(journal(&r).await.unwrap(), on_secondary);
-    }
+    let fail_checks = async |checks: u32| {
+        for failed in 1..=checks {
+            clock.advance(interval);
+            let outcome = engine.reconcile(&key).await.unwrap();
+            assert!(
+                outcome
+                    .note
+                    .starts_with(&format!("secondary unhealthy ({failed} of {needed})")),
+                "{outcome:?}"
+            );
+            // Reconciles sooner than a probe interval neither check nor count.
+            let early = engine.reconcile(&key).await.unwrap();
+            assert!(early.note.contains("not due"), "{early:?}");
+            assert_eq!(journal(&r).await.unwrap(), on_secondary);
+        }
+    };
+    fail_checks(needed - 1).await;
+    // The alert resolves (the primary still fails, so the revert waits), then fires again:
+    // the checks before do not count towards a move.
+    write_intent(&r, false).await;
+    engine.reconcile(&key).await.unwrap();
+    write_intent(&r, true).await;
+    fail_checks(needed - 1).await;
     assert!(!events(&r, "SecondaryUnhealthy").await.is_empty());
     clock.advance(interval);
     engine.reconcile(&key).await.unwrap();
@@ -806,6 +815,10 @@ async fn a_failing_secondary_moves_to_the_buffer(strategy: Strategy) {
     assert_eq!(moved.run_id, on_secondary.run_id, "the same run");
     assert_eq!(moved.failed_over_at, on_secondary.failed_over_at);
     assert!(moved.moved_to_buffer_at.is_some());
+    assert_eq!(
+        moved.version,
+        backstop::responder::journal::MOVED_JOURNAL_VERSION
+    );
     assert_eq!(moved.cover_backup, None);
     // Exactly what a failover straight to the buffer would have written.
     let direct =
@@ -890,7 +903,11 @@ async fn a_failing_secondary_without_a_buffer_stays_and_says_so() {
     assert_eq!(journal(&r).await.unwrap(), on_secondary);
     assert_eq!(backup_spec(&cluster(&r).await), spec);
     let refused = events(&r, "MoveToBufferRefused").await;
-    assert_eq!(refused.len(), 1, "said once, not on every check: {refused:#?}");
+    assert_eq!(
+        refused.len(),
+        1,
+        "said once, not on every check: {refused:#?}"
+    );
     assert!(
         refused[0]
             .message

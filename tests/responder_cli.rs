@@ -13,14 +13,18 @@ use backstop::sandbox::world::{self, World, WorldOptions};
 use serde_json::Value;
 
 async fn backstop(world: &World, config: &std::path::Path, args: &[&str]) -> (i32, String) {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_backstop"));
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_backstop"));
     command
         .args(args)
         .args(["--config", &config.display().to_string()])
         .env("KUBECONFIG", world.kubeconfig_path())
-        .env("BACKSTOP_LOG", "warn");
-    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .env("BACKSTOP_LOG", "warn")
+        // A command that never finishes fails the test instead of hanging it, and is
+        // killed when its future is dropped.
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), command.output())
         .await
+        .unwrap_or_else(|_| panic!("backstop {args:?} did not finish"))
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -77,6 +81,16 @@ async fn failover_status_and_revert_by_hand() {
         .unwrap()
         .unwrap();
     assert_eq!(journal.phase, Phase::FailedOver);
+    // Again, on a cluster already on its secondary: it returns (the watch of the secondary
+    // is the leader's), and nothing fails over a second time.
+    let (code, out) = backstop(&world, &path, &[&["failover"][..], &target].concat()).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        read_journal(&api.get(world::CLUSTER).await.unwrap())
+            .unwrap()
+            .unwrap(),
+        journal
+    );
 
     let (code, out) = backstop(&world, &path, &["status"]).await;
     assert_eq!(code, 0, "{out}");

@@ -184,9 +184,8 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     dry: Mutex<DryRun>,
     hold_down: Mutex<HashMap<ClusterKey, HoldDown>>,
-    /// Per cluster on its secondary: consecutive failed checks of the secondary, and when
-    /// the last check (passed or failed) ran.
-    secondary_checks: Mutex<HashMap<ClusterKey, HoldDown>>,
+    /// Per cluster on its secondary: the watch of the secondary (see [`move_to_buffer`]).
+    secondary_checks: Mutex<HashMap<ClusterKey, move_to_buffer::SecondaryWatch>>,
     notices: Mutex<HashMap<ClusterKey, String>>,
 }
 
@@ -492,12 +491,21 @@ impl Engine {
             .failover
             .buffer_after_secondary_failures
             > 0;
-        match decide(
+        let step = decide(
             intent.wants_failover(),
             journal.as_ref(),
             cover_wanted,
             watch_secondary,
-        ) {
+        );
+        if step != Step::WatchSecondary {
+            // Failed checks count only while nothing else happens: a resolved alert or a new
+            // failover in between starts the count over.
+            self.secondary_checks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(key);
+        }
+        match step {
             Step::Idle => Ok(Written::Done(Outcome {
                 phase: journal.as_ref().map(|j| j.phase),
                 requeue: None,
@@ -941,7 +949,9 @@ impl Engine {
             .await;
             return Ok(Written::Done(Outcome {
                 phase: Some(Phase::FailedOver),
-                requeue: None,
+                // Nothing was written to trigger the next step (watching the secondary), so
+                // ask for it, as a real cover's write would.
+                requeue: Some(Duration::ZERO),
                 note: format!("dry run: would start cover backup {name}"),
             }));
         }

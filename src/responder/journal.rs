@@ -9,8 +9,14 @@ use serde_json::Value;
 /// The annotation holding the journal, as JSON.
 pub const JOURNAL_ANNOTATION: &str = "backstop.percona.com/journal";
 
-/// The current format version of the journal.
+/// The format version of a journal written by a failover.
 pub const JOURNAL_VERSION: u32 = 1;
+
+/// The format version of a journal whose run moved to the buffer, and the newest version
+/// this Backstop reads. A run that moved must not be continued by a Backstop that does not
+/// know `movedToBufferAt` (during a rolling upgrade): it would drop the field and cover the
+/// buffer under the secondary's cover backup name, so it refuses the journal instead.
+pub const MOVED_JOURNAL_VERSION: u32 = 2;
 
 /// Where a cluster is in the failover/revert cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,7 +161,7 @@ impl Journal {
     /// [`JournalError`] when it is not a journal this version understands.
     pub fn parse(text: &str) -> Result<Self, JournalError> {
         let journal: Self = serde_json::from_str(text)?;
-        if journal.version > JOURNAL_VERSION {
+        if journal.version > MOVED_JOURNAL_VERSION {
             return Err(JournalError::Version(journal.version));
         }
         Ok(journal)
@@ -226,10 +232,15 @@ mod tests {
             "{text}"
         );
         assert_eq!(Journal::parse(&text).unwrap(), journal);
-        let newer = text.replace(r#""version":1"#, r#""version":9"#);
+        let moved = text.replace(r#""version":1"#, r#""version":2"#);
+        assert_eq!(
+            Journal::parse(&moved).unwrap().version,
+            MOVED_JOURNAL_VERSION
+        );
+        let newer = text.replace(r#""version":1"#, r#""version":3"#);
         assert!(matches!(
             Journal::parse(&newer),
-            Err(JournalError::Version(9))
+            Err(JournalError::Version(3))
         ));
     }
 }

@@ -102,8 +102,12 @@ pub async fn run(
         // A failover either happened (then its cover backup follows) or was refused, which
         // a human wants to hear about now rather than wait on; a revert waits for the
         // hold-down and its test backup.
+        // After the cover backup, a failover's requeues are the watch of the secondary,
+        // which is the leader's to run: only an immediate next step is followed here.
         let more = match which {
-            Manual::Failover => outcome.phase == Some(Phase::FailedOver),
+            Manual::Failover => {
+                outcome.phase == Some(Phase::FailedOver) && outcome.requeue == Some(Duration::ZERO)
+            }
             Manual::Revert => true,
         };
         match outcome.requeue {

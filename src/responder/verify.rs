@@ -1,6 +1,6 @@
 //! "Verified healthy just now": a fresh HeadBucket and canary write/read/delete of a storage
 //! definition, with the credentials the backup Job would use, right before a playbook
-//! switches backups to it.
+//! switches backups to it; and the same check repeated on the secondary a cluster runs on.
 
 use serde_json::Value;
 
@@ -11,7 +11,8 @@ use crate::probe::target::Target;
 use crate::pxc::Storage;
 use crate::s3client::Timeouts;
 
-/// Probes the storage `storage_name` (raw definition `storage`) of `namespace/cluster` once.
+/// Probes the storage `storage_name` (raw definition `storage`) of `namespace/cluster` once,
+/// canary included.
 ///
 /// # Errors
 ///
@@ -24,6 +25,36 @@ pub async fn verify_storage(
     cluster: &str,
     storage_name: &str,
     storage: &Value,
+) -> Result<(), String> {
+    let mut state = TargetState::default();
+    check_storage(
+        client,
+        probe,
+        namespace,
+        cluster,
+        storage_name,
+        storage,
+        &mut state,
+    )
+    .await
+}
+
+/// Like [`verify_storage`], for a storage checked again and again (the secondary a cluster
+/// failed over to): `state` carries over between checks, so the canary follows
+/// `probe.canary.interval` as the prober's does (every check once anything failed), and a
+/// canary a failing store did not let us delete is deleted by a later check.
+///
+/// # Errors
+///
+/// As [`verify_storage`].
+pub async fn check_storage(
+    client: &kube::Client,
+    probe: &ProbeConfig,
+    namespace: &str,
+    cluster: &str,
+    storage_name: &str,
+    storage: &Value,
+    state: &mut TargetState,
 ) -> Result<(), String> {
     let storage: Storage =
         serde_json::from_value(storage.clone()).map_err(|e| format!("storage definition: {e}"))?;
@@ -44,14 +75,7 @@ pub async fn verify_storage(
         connect: probe.timeout.get(),
         operation: probe.timeout.get(),
     };
-    let result = probe_once(
-        &target,
-        client,
-        &options,
-        timeouts,
-        &mut TargetState::default(),
-    )
-    .await;
+    let result = probe_once(&target, client, &options, timeouts, state).await;
     if result.up {
         return Ok(());
     }

@@ -12,8 +12,13 @@
 //! changed since the failover stops the move: the originals could no longer be derived
 //! exactly, so the cluster stays where it is and an Event says why.
 //!
+//! The checks keep the prober's state from one to the next ([`check_storage`]): the canary
+//! runs every `probe.canary.interval` while the secondary passes and in every check once it
+//! failed, and a canary the store would not let us delete is deleted by a later check.
+//!
 //! The count of failed checks lives in memory: a restart or a new leader starts it afresh,
-//! which can only delay a move, never cause one.
+//! and so does any step other than this one (a resolved alert, say), which can only delay a
+//! move, never cause one.
 
 use std::sync::PoisonError;
 use std::time::Duration;
@@ -21,15 +26,27 @@ use std::time::Duration;
 use kube::api::DynamicObject;
 use serde_json::Value;
 
-use super::{ClusterKey, Engine, EngineError, HoldDown, Outcome, Written};
+use super::{ClusterKey, Engine, EngineError, Outcome, Written};
 use super::{backup_spec, set_backup_spec, set_journal};
 use crate::config::ManagedCluster;
 use crate::events::EventType;
-use crate::responder::journal::{Field, Journal, Phase};
+use crate::probe::cycle::TargetState;
+use crate::responder::journal::{Field, Journal, MOVED_JOURNAL_VERSION, Phase};
 use crate::responder::plan;
-use crate::responder::verify::verify_storage;
+use crate::responder::verify::check_storage;
 
 const PLAYBOOK: &str = "move_to_buffer";
+
+/// One cluster's watch of its secondary.
+#[derive(Debug, Default)]
+pub(super) struct SecondaryWatch {
+    /// Consecutive failed checks.
+    failures: u32,
+    /// When the last check ran.
+    last: Option<jiff::Timestamp>,
+    /// The checks' probe state (canary schedule, leftover canaries).
+    probe: TargetState,
+}
 
 impl Engine {
     /// Checks the secondary `journal`'s run failed over to, and moves to the buffer after
@@ -45,13 +62,19 @@ impl Engine {
             return Ok(done(None, "no journal".into()));
         };
         let interval = self.probe_interval();
-        let last = self
+        // Taken out while the check runs (a cluster is reconciled by one task at a time)
+        // and put back after, so no lock is held across the check.
+        let mut watch = self
             .secondary_checks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-            .map(|c| c.last);
-        if let Some(wait) = last.and_then(|last| self.next_check_in(last)) {
+            .remove(key)
+            .unwrap_or_default();
+        if let Some(wait) = watch.last.and_then(|last| self.next_check_in(last)) {
+            self.secondary_checks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(key.clone(), watch);
             return Ok(done(
                 Some(wait),
                 "next check of the secondary not due yet".into(),
@@ -59,46 +82,49 @@ impl Engine {
         }
         let backup = backup_spec(&object);
         let name = &journal.target_storage;
-        // The entry on the cluster is what the backup Job uses; a dry run never wrote it, so
-        // the one the failover would have written stands in.
-        let definition = plan::get(&backup, &Field::Storage(name.clone()))
-            .or_else(|| {
-                journal
-                    .changes
-                    .iter()
-                    .find(|c| c.field == Field::Storage(name.clone()))
-                    .and_then(|c| c.after.clone())
-            })
-            .unwrap_or(Value::Null);
+        let written = || {
+            journal
+                .changes
+                .iter()
+                .find(|c| c.field == Field::Storage(name.clone()))
+                .and_then(|c| c.after.clone())
+        };
+        // The entry on the cluster is what the backup Job uses. A dry run never wrote it:
+        // the entry the failover would have written stands in (with `in-place` the
+        // cluster's entry of that name is still the failing primary's).
+        let definition = if self.dry_run() {
+            written().or_else(|| plan::get(&backup, &Field::Storage(name.clone())))
+        } else {
+            plan::get(&backup, &Field::Storage(name.clone())).or_else(written)
+        }
+        .unwrap_or(Value::Null);
         let checked = self
             .timed(
                 PLAYBOOK,
                 "verify_secondary",
-                verify_storage(
+                check_storage(
                     &self.client,
                     &self.config.probe,
                     &key.namespace,
                     &key.name,
                     name,
                     &definition,
+                    &mut watch.probe,
                 ),
             )
             .await;
         let now = self.now();
-        let failures = {
-            let mut checks = self
-                .secondary_checks
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let entry = checks.entry(key.clone()).or_insert(HoldDown {
-                passes: 0,
-                last: now,
-            });
-            entry.last = now;
-            // `passes` counts the secondary's consecutive failures here.
-            entry.passes = if checked.is_ok() { 0 } else { entry.passes + 1 };
-            entry.passes
+        watch.last = Some(now);
+        watch.failures = if checked.is_ok() {
+            0
+        } else {
+            watch.failures + 1
         };
+        let failures = watch.failures;
+        self.secondary_checks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.clone(), watch);
         let problem = match checked {
             Ok(()) => return Ok(done(Some(interval), "secondary healthy".into())),
             Err(problem) => problem,
@@ -152,6 +178,7 @@ impl Engine {
         let reason =
             format!("the secondary storage {name:?} failed {failures} checks in a row: {problem}");
         let next = Journal {
+            version: MOVED_JOURNAL_VERSION,
             strategy: plan.strategy.to_owned(),
             target_kind: plan.target_kind,
             target_storage: plan.target_storage.clone(),
