@@ -224,6 +224,11 @@ pub struct Report {
     pub failovers: u64,
     /// Of them, to the PVC buffer.
     pub buffer_failovers: u64,
+    /// Outages in which the secondary failed too, after the failover to it (its faults are
+    /// counted among the others too).
+    pub secondary_failed_after_failover: u64,
+    /// Runs that moved from a failing secondary to the buffer.
+    pub moves_to_buffer: u64,
     /// Reverts (spec restored).
     pub reverts: u64,
     /// Test backups that ended in `VerificationFailed` (a legitimate end, counted).
@@ -268,11 +273,13 @@ impl Report {
             out.push_str(&format!("  {k}: {v}\n"));
         }
         out.push_str(&format!(
-            "reconciles: {}\noperator steps: {}\nfailovers: {} ({} to the buffer)\nreverts: {}\nverification failed: {}\ninvariant violations: {}\n",
+            "reconciles: {}\noperator steps: {}\nfailovers: {} ({} to the buffer)\nsecondary failing after the failover to it: {} (moved to the buffer: {})\nreverts: {}\nverification failed: {}\ninvariant violations: {}\n",
             self.reconciles,
             self.operator_steps,
             self.failovers,
             self.buffer_failovers,
+            self.secondary_failed_after_failover,
+            self.moves_to_buffer,
             self.reverts,
             self.verification_failed,
             self.violations.len()
@@ -699,6 +706,24 @@ impl Soak {
                 ));
             }
         } else if let Some(p) = &previous {
+            use backstop::responder::journal::TargetKind;
+            if p.target_kind == TargetKind::Secondary && j.target_kind == TargetKind::Buffer {
+                self.report.moves_to_buffer += 1;
+                if j.phase != Phase::FailedOver || j.moved_to_buffer_at.is_none() {
+                    self.report.violations.push(format!(
+                        "run {} moved to the buffer in phase {:?} without movedToBufferAt",
+                        j.run_id, j.phase
+                    ));
+                }
+                if !self.secondary.broken() {
+                    self.report.violations.push(format!(
+                        "{}: run {} moved to the buffer while the secondary passes its check ({})",
+                        self.window_label,
+                        j.run_id,
+                        self.secondary.name()
+                    ));
+                }
+            }
             let reverted = p.phase == Phase::FailedOver
                 && matches!(j.phase, Phase::Verifying | Phase::Reverted);
             if reverted {
@@ -899,6 +924,18 @@ async fn outage(
                 && j.is_some_and(|j| j.phase == Phase::FailedOver && j.cover_backup.is_some())
         })
         .await;
+        // Sometimes the secondary fails too, after the failover: the run may move to the
+        // buffer during the storm (or not, if crashes keep resetting the count); either way
+        // it stays one run and reverts exactly.
+        let on_secondary = soak
+            .journal()
+            .await
+            .is_some_and(|j| j.target_kind == backstop::responder::journal::TargetKind::Secondary);
+        if on_secondary && rng.chance(40) {
+            let state = *rng.pick(&[S3State::Unavailable, S3State::Refused, S3State::TooSlow]);
+            soak.report.secondary_failed_after_failover += 1;
+            soak.set_s3(false, state).await;
+        }
         let len = rng_len(rng) / 2;
         storm(soak, rng, &mut queue, late, Some(&firing), len).await;
     }
