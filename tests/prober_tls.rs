@@ -135,8 +135,9 @@ fn all_ok(result: &CycleResult) -> bool {
             .all(|o| matches!(o.outcome, Outcome::Ok))
 }
 
-#[tokio::test]
-async fn verify_tls_and_ca_bundle_decide_whom_the_probe_trusts() {
+/// A sandbox world whose primary region is also served over HTTPS by a front with a
+/// certificate from a CA of its own, which no system trusts.
+async fn tls_world() -> (World, SandboxPki, TlsFront) {
     let world = World::start(WorldOptions {
         operator_interval: None,
         ..WorldOptions::default()
@@ -144,8 +145,14 @@ async fn verify_tls_and_ca_bundle_decide_whom_the_probe_trusts() {
     .await
     .unwrap();
     let pki = SandboxPki::generate().unwrap();
-    let stranger = SandboxPki::generate().unwrap();
     let front = TlsFront::start(world.s3.addr(s3::PRIMARY_REGION).unwrap(), &pki).await;
+    (world, pki, front)
+}
+
+#[tokio::test]
+async fn verify_tls_and_ca_bundle_decide_whom_the_probe_trusts() {
+    let (world, pki, front) = tls_world().await;
+    let stranger = SandboxPki::generate().unwrap();
     let secrets: Api<Secret> = Api::namespaced(world.client.clone(), world::NAMESPACE);
     secrets
         .create(
@@ -301,14 +308,7 @@ async fn verify_tls_and_ca_bundle_decide_whom_the_probe_trusts() {
 /// before the gap for the rest of its interval.
 #[tokio::test]
 async fn a_cycle_without_its_ca_bundle_makes_the_canary_due_again() {
-    let world = World::start(WorldOptions {
-        operator_interval: None,
-        ..WorldOptions::default()
-    })
-    .await
-    .unwrap();
-    let pki = SandboxPki::generate().unwrap();
-    let front = TlsFront::start(world.s3.addr(s3::PRIMARY_REGION).unwrap(), &pki).await;
+    let (world, pki, front) = tls_world().await;
     let secrets: Api<Secret> = Api::namespaced(world.client.clone(), world::NAMESPACE);
     let bundle: Secret = serde_json::from_value(json!({
         "metadata": {"name": "s3-ca"},

@@ -577,6 +577,41 @@ impl Engine {
         }
     }
 
+    /// Writes a failed-over cluster: `backup` as its `spec.backup` and `journal`, in one
+    /// replace under the resourceVersion `object` was read at, and records the success
+    /// (metrics; notices and checks start over). `None` when someone wrote in between.
+    async fn write_failed_over(
+        &self,
+        playbook: &str,
+        key: &ClusterKey,
+        mut object: DynamicObject,
+        backup: Value,
+        journal: &Journal,
+    ) -> Result<Option<DynamicObject>, EngineError> {
+        set_backup_spec(&mut object, backup);
+        set_journal(&mut object, journal);
+        let Some(written) = self.timed(playbook, "write", self.write(&object)).await? else {
+            return Ok(None);
+        };
+        self.metrics.run(playbook, "succeeded");
+        self.metrics
+            .set_active(&key.namespace, &key.name, Some(journal.target_kind));
+        self.metrics
+            .set_verification_failed(&key.namespace, &key.name, false);
+        self.forget_notice(key);
+        self.forget_checks(key);
+        Ok(Some(written))
+    }
+
+    /// Keeps what a dry run would have written as `key`'s journal.
+    fn remember_dry_journal(&self, key: &ClusterKey, journal: Journal) {
+        self.dry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .journals
+            .insert(key.clone(), journal);
+    }
+
     /// Forgets the hold-down and the secondary's failed checks of `key`: a failover or a
     /// revert starts both afresh.
     fn forget_checks(&self, key: &ClusterKey) {
@@ -670,7 +705,7 @@ impl Engine {
         &self,
         key: &ClusterKey,
         managed: &ManagedCluster,
-        mut object: DynamicObject,
+        object: DynamicObject,
         previous: Option<Journal>,
     ) -> Result<Written, EngineError> {
         const PLAYBOOK: &str = "failover";
@@ -818,11 +853,7 @@ impl Engine {
             }
         );
         if self.dry_run() {
-            self.dry
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .journals
-                .insert(key.clone(), journal);
+            self.remember_dry_journal(key, journal);
             self.metrics.run(PLAYBOOK, "dry_run");
             self.event(
                 &object,
@@ -840,18 +871,12 @@ impl Engine {
         }
         let mut backup = backup;
         plan::apply(&mut backup, &plan.changes);
-        set_backup_spec(&mut object, backup);
-        set_journal(&mut object, &journal);
-        let Some(written) = self.timed(PLAYBOOK, "write", self.write(&object)).await? else {
+        let Some(written) = self
+            .write_failed_over(PLAYBOOK, key, object, backup, &journal)
+            .await?
+        else {
             return Ok(Written::Conflict);
         };
-        self.metrics.run(PLAYBOOK, "succeeded");
-        self.metrics
-            .set_active(&key.namespace, &key.name, Some(plan.target_kind));
-        self.metrics
-            .set_verification_failed(&key.namespace, &key.name, false);
-        self.forget_notice(key);
-        self.forget_checks(key);
         self.event(
             &written,
             EventType::Normal,
@@ -934,11 +959,7 @@ impl Engine {
         let name = run_backup_name(&key.name, purpose, &journal.run_id);
         if self.dry_run() {
             journal.cover_backup = Some(name.clone());
-            self.dry
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .journals
-                .insert(key.clone(), journal);
+            self.remember_dry_journal(key, journal);
             self.event(
                 &object,
                 EventType::Normal,
@@ -1130,11 +1151,7 @@ impl Engine {
             journal.run_id
         );
         if self.dry_run() {
-            self.dry
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .journals
-                .insert(key.clone(), journal.clone());
+            self.remember_dry_journal(key, journal.clone());
             self.metrics.run(PLAYBOOK, "dry_run");
             self.event(
                 &object,
@@ -1311,11 +1328,7 @@ impl Engine {
             }
         };
         if self.dry_run() {
-            self.dry
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .journals
-                .insert(key.clone(), journal.clone());
+            self.remember_dry_journal(key, journal.clone());
         } else {
             set_journal(&mut object, &journal);
             if self.write(&object).await?.is_none() {

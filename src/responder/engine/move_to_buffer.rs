@@ -26,8 +26,8 @@ use std::time::Duration;
 use kube::api::DynamicObject;
 use serde_json::Value;
 
+use super::backup_spec;
 use super::{ClusterKey, Engine, EngineError, Outcome, Written};
-use super::{backup_spec, set_backup_spec, set_journal};
 use crate::config::ManagedCluster;
 use crate::events::EventType;
 use crate::probe::cycle::TargetState;
@@ -55,7 +55,7 @@ impl Engine {
         &self,
         key: &ClusterKey,
         managed: &ManagedCluster,
-        mut object: DynamicObject,
+        object: DynamicObject,
         journal: Option<Journal>,
     ) -> Result<Written, EngineError> {
         let Some(journal) = journal else {
@@ -196,11 +196,7 @@ impl Engine {
             next.run_id
         );
         if self.dry_run() {
-            self.dry
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .journals
-                .insert(key.clone(), next);
+            self.remember_dry_journal(key, next);
             self.metrics.run(PLAYBOOK, "dry_run");
             self.event(
                 &object,
@@ -215,16 +211,12 @@ impl Engine {
                 format!("dry run: would move: {summary}"),
             ));
         }
-        set_backup_spec(&mut object, moved);
-        set_journal(&mut object, &next);
-        let Some(written) = self.timed(PLAYBOOK, "write", self.write(&object)).await? else {
+        let Some(written) = self
+            .write_failed_over(PLAYBOOK, key, object, moved, &next)
+            .await?
+        else {
             return Ok(Written::Conflict);
         };
-        self.metrics.run(PLAYBOOK, "succeeded");
-        self.metrics
-            .set_active(&key.namespace, &key.name, Some(plan.target_kind));
-        self.forget_notice(key);
-        self.forget_checks(key);
         self.event(
             &written,
             EventType::Warning,
