@@ -222,13 +222,16 @@ pub fn render_table(rows: &[StatusRow]) -> String {
             .and_then(|j| {
                 j.get("finishedAt")
                     .or_else(|| j.get("revertedAt"))
+                    .or_else(|| j.get("movedToBufferAt"))
                     .or_else(|| j.get("failedOverAt"))
             })
             .and_then(|v| v.as_str())
             .unwrap_or("-")
             .to_owned();
+        let moved = j.is_some_and(|j| j.get("movedToBufferAt").is_some());
         let target = match (field("targetKind").as_str(), field("targetStorage")) {
             ("-", _) => "-".to_owned(),
+            (kind, storage) if moved => format!("{kind}:{storage} (moved from the secondary)"),
             (kind, storage) => format!("{kind}:{storage}"),
         };
         lines.push([
@@ -264,4 +267,45 @@ pub fn render_table(rows: &[StatusRow]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(journal: serde_json::Value) -> StatusRow {
+        StatusRow {
+            namespace: "ns".into(),
+            cluster: "c1".into(),
+            found: true,
+            wants_failover: true,
+            paused: false,
+            journal: Some(journal),
+        }
+    }
+
+    #[test]
+    fn a_run_that_moved_to_the_buffer_says_so_and_since_when() {
+        let table = render_table(&[
+            row(json!({
+                "phase": "FailedOver", "targetKind": "secondary", "targetStorage": "dr",
+                "failedOverAt": "2026-11-24T03:10:30Z", "runId": "r1",
+            })),
+            row(json!({
+                "phase": "FailedOver", "targetKind": "buffer", "targetStorage": "buf",
+                "failedOverAt": "2026-11-24T03:10:30Z",
+                "movedToBufferAt": "2026-11-24T03:20:30Z", "runId": "r2",
+                "message": "the secondary storage \"dr\" failed 3 checks in a row",
+            })),
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[1].contains("secondary:dr  "), "{table}");
+        assert!(lines[1].contains("2026-11-24T03:10:30Z"), "{table}");
+        assert!(
+            lines[2].contains("buffer:buf (moved from the secondary)"),
+            "{table}"
+        );
+        assert!(lines[2].contains("2026-11-24T03:20:30Z"), "{table}");
+        assert!(lines[2].contains("failed 3 checks"), "{table}");
+    }
 }
