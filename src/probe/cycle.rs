@@ -21,7 +21,7 @@
 //!   it every cycle. The price of resuming is that a key created *before* the resume key
 //!   in key order is not seen. Backups of one cluster are named
 //!   `<cluster>-<YYYY-MM-DD-HH:MM:SS>-full`, so their keys only grow.
-//! - The canary runs at most every `probe.canary.interval` (default 2 minutes, every
+//! - The canary runs about every `probe.canary.interval` (default 2 minutes, every
 //!   fourth cycle at the default 30 s interval) while the target is healthy, and in every
 //!   cycle otherwise: the first cycle, any cycle after one that was not `up`, and every
 //!   cycle after a failed canary until one succeeds. Its three signed requests cost more

@@ -579,7 +579,7 @@ impl Engine {
 
     /// Writes a failed-over cluster: `backup` as its `spec.backup` and `journal`, in one
     /// replace under the resourceVersion `object` was read at, and records the success
-    /// (metrics; notices and checks start over). `None` when someone wrote in between.
+    /// (metrics; notices and the hold-down start over). `None` when someone wrote in between.
     async fn write_failed_over(
         &self,
         playbook: &str,
@@ -599,7 +599,7 @@ impl Engine {
         self.metrics
             .set_verification_failed(&key.namespace, &key.name, false);
         self.forget_notice(key);
-        self.forget_checks(key);
+        self.forget_hold_down(key);
         Ok(Some(written))
     }
 
@@ -612,14 +612,10 @@ impl Engine {
             .insert(key.clone(), journal);
     }
 
-    /// Forgets the hold-down and the secondary's failed checks of `key`: a failover or a
-    /// revert starts both afresh.
-    fn forget_checks(&self, key: &ClusterKey) {
+    /// Forgets the hold-down of `key`: a failover or a revert starts it afresh. (The watch
+    /// of the secondary needs no forgetting here: any step but the watch itself drops it.)
+    fn forget_hold_down(&self, key: &ClusterKey) {
         self.hold_down
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key);
-        self.secondary_checks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(key);
@@ -1174,7 +1170,7 @@ impl Engine {
         let Some(written) = self.timed(PLAYBOOK, "write", self.write(&object)).await? else {
             return Ok(Written::Conflict);
         };
-        self.forget_checks(key);
+        self.forget_hold_down(key);
         self.forget_notice(key);
         self.metrics.set_active(&key.namespace, &key.name, None);
         self.event(

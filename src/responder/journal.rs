@@ -175,10 +175,18 @@ impl Journal {
     /// The original definition of a protected storage: its saved value when the failover
     /// rewrote it (in-place), else `None` (it was not changed, so the spec still has it).
     pub fn original_storage(&self, name: &str) -> Option<&Value> {
+        self.storage_change(name).and_then(|c| c.before.as_ref())
+    }
+
+    /// The definition the failover wrote for the storage entry `name`, if it wrote one.
+    pub fn written_storage(&self, name: &str) -> Option<&Value> {
+        self.storage_change(name).and_then(|c| c.after.as_ref())
+    }
+
+    fn storage_change(&self, name: &str) -> Option<&Change> {
         self.changes
             .iter()
             .find(|c| c.field == Field::Storage(name.to_owned()))
-            .and_then(|c| c.before.as_ref())
     }
 }
 

@@ -62,6 +62,18 @@ impl Engine {
             return Ok(done(None, "no journal".into()));
         };
         let interval = self.probe_interval();
+        let last = self
+            .secondary_checks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .and_then(|w| w.last);
+        if let Some(wait) = last.and_then(|last| self.next_check_in(last)) {
+            return Ok(done(
+                Some(wait),
+                "next check of the secondary not due yet".into(),
+            ));
+        }
         // Taken out while the check runs (a cluster is reconciled by one task at a time)
         // and put back after, so no lock is held across the check.
         let mut watch = self
@@ -70,32 +82,17 @@ impl Engine {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(key)
             .unwrap_or_default();
-        if let Some(wait) = watch.last.and_then(|last| self.next_check_in(last)) {
-            self.secondary_checks
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(key.clone(), watch);
-            return Ok(done(
-                Some(wait),
-                "next check of the secondary not due yet".into(),
-            ));
-        }
         let backup = backup_spec(&object);
         let name = &journal.target_storage;
-        let written = || {
-            journal
-                .changes
-                .iter()
-                .find(|c| c.field == Field::Storage(name.clone()))
-                .and_then(|c| c.after.clone())
-        };
+        let on_cluster = plan::get(&backup, &Field::Storage(name.clone()));
+        let written = journal.written_storage(name).cloned();
         // The entry on the cluster is what the backup Job uses. A dry run never wrote it:
         // the entry the failover would have written stands in (with `in-place` the
         // cluster's entry of that name is still the failing primary's).
         let definition = if self.dry_run() {
-            written().or_else(|| plan::get(&backup, &Field::Storage(name.clone())))
+            written.or(on_cluster)
         } else {
-            plan::get(&backup, &Field::Storage(name.clone())).or_else(written)
+            on_cluster.or(written)
         }
         .unwrap_or(Value::Null);
         let checked = self
