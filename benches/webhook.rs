@@ -223,6 +223,7 @@ async fn main() {
         operator_interval: None,
         history: 1,
         retention: 10,
+        ..WorldOptions::default()
     })
     .await
     .expect("world");

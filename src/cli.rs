@@ -92,6 +92,10 @@ pub struct SandboxArgs {
         default_value = "127.0.0.1:10317"
     )]
     pub listen: String,
+    /// The Kubernetes API server the sandbox runs on: the embedded simulator, or a real
+    /// kube-apiserver with etcd built once by `scripts/kube-apiserver.sh`.
+    #[arg(long, value_enum, env = "BACKSTOP_SANDBOX_API_SERVER", default_value_t = SandboxApiServer::Simulator)]
+    pub api_server: SandboxApiServer,
     /// Run a scripted outage end to end (break S3, alert, failover, backups on the target,
     /// repair, revert, test backup), print its timeline, and exit 0 only if every step happened.
     #[arg(long)]
@@ -119,6 +123,15 @@ pub struct SandboxArgs {
         requires = "drill"
     )]
     pub webhook_token: Option<String>,
+}
+
+/// The Kubernetes API server of `backstop sandbox`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SandboxApiServer {
+    /// The embedded API simulator.
+    Simulator,
+    /// A real kube-apiserver with etcd (see `scripts/kube-apiserver.sh`).
+    Real,
 }
 
 /// The failover strategy of `sandbox --drill`.

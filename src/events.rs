@@ -91,7 +91,8 @@ pub async fn emit_about(
         // The API server caps messages at 1 KiB for events.k8s.io; keep core Events as short.
         message: Some(truncate(&event.message, 1024)),
         reporting_component: Some("backstop".into()),
-        reporting_instance: std::env::var("POD_NAME").ok(),
+        // Required by the API server on every Event with an eventTime; also outside a pod.
+        reporting_instance: Some(crate::identity::instance().to_owned()),
         first_timestamp: Some(Time(now)),
         last_timestamp: Some(Time(now)),
         event_time: Some(MicroTime(now)),

@@ -28,14 +28,10 @@ pub struct Election {
     pub renew_interval: Duration,
 }
 
-/// The identity of this process: `POD_NAME`, else the host name, plus a random suffix so two
-/// processes on one host never share it.
+/// The identity of this process ([`crate::identity::instance`]): the same one its Events
+/// carry as `reportingInstance`.
 pub fn default_identity() -> String {
-    let base = std::env::var("POD_NAME")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "backstop".to_owned());
-    let suffix = uuid::Uuid::new_v4().simple().to_string();
-    format!("{base}-{}", &suffix[..8])
+    crate::identity::instance().to_owned()
 }
 
 struct Observed {

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod events;
 pub mod https;
+pub mod identity;
 pub mod leader;
 pub mod metrics;
 pub mod probe;

@@ -69,6 +69,7 @@ fn main() -> ExitCode {
                 break_secondary: args.break_secondary,
                 credentials,
                 webhook_token: args.webhook_token.clone(),
+                backend: sandbox_backend(args.api_server),
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -89,7 +90,8 @@ fn main() -> ExitCode {
         Command::Sandbox(args) => run_async(async move {
             let shutdown = CancellationToken::new();
             backstop::shutdown::cancel_on_signal(shutdown.clone());
-            backstop::sandbox::run(&args.listen, shutdown).await?;
+            backstop::sandbox::run(&args.listen, sandbox_backend(args.api_server), shutdown)
+                .await?;
             Ok(())
         }),
         #[cfg(not(feature = "sandbox"))]
@@ -278,4 +280,14 @@ fn run_async(future: impl std::future::Future<Output = anyhow::Result<()>>) -> E
 fn fail(error: &anyhow::Error) -> ExitCode {
     eprintln!("backstop: {error:#}");
     ExitCode::from(EXIT_UNHEALTHY)
+}
+
+#[cfg(feature = "sandbox")]
+fn sandbox_backend(choice: backstop::cli::SandboxApiServer) -> backstop::sandbox::backend::Backend {
+    match choice {
+        backstop::cli::SandboxApiServer::Simulator => {
+            backstop::sandbox::backend::Backend::Simulator
+        }
+        backstop::cli::SandboxApiServer::Real => backstop::sandbox::backend::Backend::Real,
+    }
 }

@@ -199,6 +199,7 @@ async fn every_dashboard_and_rule_expression_evaluates_against_backstop_in_prome
         operator_interval: None,
         history: 3,
         retention: 10,
+        ..WorldOptions::default()
     };
     let r = sandbox::start(options, Arc::new(clock.clone()), |config| {
         config.probe.interval = backstop::config::HumanDuration(Duration::from_secs(1));

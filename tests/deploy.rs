@@ -14,9 +14,9 @@ use std::path::Path;
 use std::process::Command;
 
 use backstop::pxc::{PerconaXtraDBCluster, PerconaXtraDBClusterBackup};
+use backstop::sandbox::backend::ApiServer;
 use backstop::sandbox::crds::install_pxc_crds;
 use backstop::sandbox::kube::api::POD_LOG_ANNOTATION;
-use backstop::sandbox::kube::{KubeSim, SimOptions};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret};
@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 mod common;
+use common::{Backend, on_both_backends};
 
 use common::deploy::{apply, deploy_dir, id, kustomize};
 
@@ -441,8 +442,11 @@ async fn seed(admin: &kube::Client, namespace: &str) {
 /// Starts a simulator with the PXC CRDs, applies `objects` and seeds the watched namespace
 /// and one Backstop does not watch; returns it with a client for the `backstop`
 /// ServiceAccount, and the objects it skipped.
-async fn cluster_with(objects: &[Value]) -> (KubeSim, kube::Client, BTreeSet<String>) {
-    let sim = KubeSim::start(SimOptions::default()).await.unwrap();
+async fn cluster_with(
+    backend: Backend,
+    objects: &[Value],
+) -> (ApiServer, kube::Client, BTreeSet<String>) {
+    let sim = ApiServer::start(backend).await.unwrap();
     let admin = sim.admin_client().await.unwrap();
     install_pxc_crds(&admin).await.unwrap();
     // The databases' namespaces exist before Backstop is installed (the namespaced variant's
@@ -457,10 +461,10 @@ async fn cluster_with(objects: &[Value]) -> (KubeSim, kube::Client, BTreeSet<Str
             .await
             .unwrap();
     }
-    let skipped = apply(&sim, objects);
+    let skipped = apply(&admin, objects).await;
     seed(&admin, DB).await;
     seed(&admin, OTHER).await;
-    let token = sim.service_account_token(NS, "backstop");
+    let token = sim.service_account_token(NS, "backstop").await.unwrap();
     let client = sim.client_for(&token).await.unwrap();
     (sim, client, skipped)
 }
@@ -767,10 +771,10 @@ async fn never(m: &mut Matrix, client: &kube::Client) {
     );
 }
 
-#[tokio::test]
-async fn all_namespaces_service_account_may_do_exactly_what_backstop_does() {
+on_both_backends!(all_namespaces_service_account_may_do_exactly_what_backstop_does);
+async fn all_namespaces_service_account_may_do_exactly_what_backstop_does(backend: Backend) {
     let objects = kustomize(&deploy_dir(""));
-    let (sim, client, skipped) = cluster_with(&objects).await;
+    let (sim, client, skipped) = cluster_with(backend, &objects).await;
     let expected: BTreeSet<String> = NOT_SERVED_BY_THE_SIMULATOR
         .into_iter()
         .map(str::to_owned)
@@ -786,10 +790,10 @@ async fn all_namespaces_service_account_may_do_exactly_what_backstop_does() {
     sim.shutdown().await;
 }
 
-#[tokio::test]
-async fn namespaced_service_account_is_confined_to_its_namespaces() {
+on_both_backends!(namespaced_service_account_is_confined_to_its_namespaces);
+async fn namespaced_service_account_is_confined_to_its_namespaces(backend: Backend) {
     let objects = kustomize(&deploy_dir("namespaced"));
-    let (sim, client, skipped) = cluster_with(&objects).await;
+    let (sim, client, skipped) = cluster_with(backend, &objects).await;
     let expected: BTreeSet<String> = NOT_SERVED_BY_THE_SIMULATOR
         .into_iter()
         .map(str::to_owned)
@@ -820,10 +824,10 @@ async fn namespaced_service_account_is_confined_to_its_namespaces() {
     sim.shutdown().await;
 }
 
-#[tokio::test]
-async fn restricted_secrets_component_allows_only_the_listed_secrets() {
+on_both_backends!(restricted_secrets_component_allows_only_the_listed_secrets);
+async fn restricted_secrets_component_allows_only_the_listed_secrets(backend: Backend) {
     let objects = kustomize_restricted_secrets();
-    let (sim, client, _) = cluster_with(&objects).await;
+    let (sim, client, _) = cluster_with(backend, &objects).await;
     let mut m = Matrix::default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), DB);
     m.allowed(

@@ -98,6 +98,7 @@ async fn prometheus_and_alertmanager_drive_failover_and_revert() {
         operator_interval: Some(Duration::from_millis(200)),
         history: 1,
         retention: 10,
+        ..WorldOptions::default()
     };
     // Backstop runs as the manifests' ServiceAccount under their RBAC, with leader election
     // in its own namespace, as deployed.

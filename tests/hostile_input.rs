@@ -40,6 +40,7 @@ fn options() -> WorldOptions {
         operator_interval: None,
         history: 1,
         retention: 10,
+        ..WorldOptions::default()
     }
 }
 

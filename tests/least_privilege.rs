@@ -380,6 +380,7 @@ impl Case {
             operator_interval: None,
             history: 1,
             retention: 10,
+            ..WorldOptions::default()
         };
         let world = World::start(options).await.unwrap();
         // The embedded S3 takes uploads to any bucket name; the fault makes this one missing.
@@ -435,6 +436,8 @@ impl Case {
         self.r
             .world
             .kube
+            .simulator()
+            .unwrap()
             .denials()
             .iter()
             .filter(|d| {
@@ -771,9 +774,15 @@ async fn every_feature_works_under_the_rendered_rbac() {
         works(&c, feature).await;
     }
     assert!(
-        c.r.world.kube.denials().iter().all(|d| d.user != BACKSTOP),
+        c.r.world
+            .kube
+            .simulator()
+            .unwrap()
+            .denials()
+            .iter()
+            .all(|d| d.user != BACKSTOP),
         "nothing Backstop asked for was refused: {:?}",
-        c.r.world.kube.denials()
+        c.r.world.kube.simulator().unwrap().denials()
     );
     c.stop().await;
 }

@@ -34,6 +34,7 @@ fn options() -> WorldOptions {
         operator_interval: None,
         history: 1,
         retention: 10,
+        ..WorldOptions::default()
     }
 }
 
@@ -546,6 +547,8 @@ async fn a_concurrent_human_edit_is_kept() {
     let puts = r
         .world
         .kube
+        .simulator()
+        .unwrap()
         .requests()
         .iter()
         .filter(|q| q.method == "PUT" && q.path.ends_with("/perconaxtradbclusters/cluster1"))
@@ -558,7 +561,7 @@ async fn a_concurrent_human_edit_is_kept() {
 async fn dry_run_writes_nothing_but_says_what_it_would_do() {
     let r = start(|c| c.responder.dry_run = true).await;
     let before = cluster(&r).await;
-    let backups_before = r.world.kube.resource_version();
+    let backups_before = r.world.kube.simulator().unwrap().resource_version();
     break_region(&r, s3::PRIMARY_REGION).await;
     notify(&r.base, &firing("f-dry", "2026-11-24T03:10:30Z")).await;
     let said = wait_event(&r, "FailedOver").await;
@@ -592,7 +595,7 @@ async fn dry_run_writes_nothing_but_says_what_it_would_do() {
         "no backup was created"
     );
     assert!(
-        r.world.kube.resource_version() > backups_before,
+        r.world.kube.simulator().unwrap().resource_version() > backups_before,
         "Events were written"
     );
     r.wait_until("dry_run counted", |t| {
@@ -1122,7 +1125,7 @@ async fn stopping_before_the_first_list_still_stops() {
     // kube-runtime's controller never finishes a graceful shutdown that starts before its
     // first list is in; Backstop must stop anyway (this hung the test suite once).
     let world = World::start(options()).await.unwrap();
-    world.kube.faults().inject(FaultRule {
+    world.kube.simulator().unwrap().faults().inject(FaultRule {
         verb: Some("list".to_owned()),
         resource: Some("perconaxtradbclusters".to_owned()),
         remaining: u32::MAX,

@@ -38,6 +38,7 @@ async fn failover_status_and_revert_by_hand() {
         operator_interval: Some(Duration::from_millis(200)),
         history: 1,
         retention: 10,
+        ..WorldOptions::default()
     })
     .await
     .unwrap();

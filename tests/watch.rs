@@ -15,19 +15,21 @@ use kube::api::{Api, DeleteParams};
 mod common;
 
 use common::sandbox::{self, DEADLINE, Running};
+use common::{Backend, on_both_backends};
 
 struct Watched {
     r: Running,
     clock: ManualClock,
 }
 
-async fn start() -> Watched {
+async fn start(backend: Backend) -> Watched {
     let clock = ManualClock::new("2026-11-24T12:00:30Z".parse::<Timestamp>().unwrap());
     let options = WorldOptions {
         clock: Arc::new(clock.clone()),
         operator_interval: None,
         history: 3,
         retention: 10,
+        ..common::world_on(backend)
     };
     let r = sandbox::start(options, Arc::new(clock.clone()), |_| {}).await;
     Watched { r, clock }
@@ -39,9 +41,9 @@ fn value(text: &str, prefix: &str) -> f64 {
 
 const PRIMARY: &str = "namespace=\"percona\",cluster=\"cluster1\",storage=\"s3-us-west\"";
 
-#[tokio::test]
-async fn readiness_waits_for_the_first_lists_and_history_is_exported() {
-    let w = start().await;
+on_both_backends!(readiness_waits_for_the_first_lists_and_history_is_exported);
+async fn readiness_waits_for_the_first_lists_and_history_is_exported(backend: Backend) {
+    let w = start(backend).await;
     let r = &w.r;
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
@@ -71,9 +73,9 @@ async fn readiness_waits_for_the_first_lists_and_history_is_exported() {
     w.r.stop().await;
 }
 
-#[tokio::test]
-async fn ages_follow_the_clock_and_a_failed_backup_is_counted() {
-    let w = start().await;
+on_both_backends!(ages_follow_the_clock_and_a_failed_backup_is_counted);
+async fn ages_follow_the_clock_and_a_failed_backup_is_counted(backend: Backend) {
+    let w = start(backend).await;
     let r = &w.r;
     r.wait_for(&format!(
         "backstop_backups{{{PRIMARY},state=\"Succeeded\"}} 3"
@@ -124,9 +126,11 @@ async fn ages_follow_the_clock_and_a_failed_backup_is_counted() {
     w.r.stop().await;
 }
 
+// Simulator only: dropping every watch and compacting the history on demand are its fault
+// injection; a real server offers neither.
 #[tokio::test]
 async fn the_watch_survives_a_dropped_connection_and_410_and_sees_deletions() {
-    let w = start().await;
+    let w = start(Backend::Simulator).await;
     let r = &w.r;
     r.wait_for(&format!(
         "backstop_backups{{{PRIMARY},state=\"Succeeded\"}} 3"
@@ -141,8 +145,8 @@ async fn the_watch_survives_a_dropped_connection_and_410_and_sees_deletions() {
         .unwrap();
 
     // Drop every watch and compact the history: resuming gets 410 and the watcher re-lists.
-    r.world.kube.close_watches();
-    r.world.kube.compact();
+    r.world.kube.simulator().unwrap().close_watches();
+    r.world.kube.simulator().unwrap().compact();
     backups
         .delete(&victim, &DeleteParams::default())
         .await
@@ -163,10 +167,10 @@ fn sum_of(text: &str, name: &str, needles: &[&str]) -> f64 {
         .sum()
 }
 
-#[tokio::test]
-async fn completions_are_counted_once_and_failures_by_cause_with_an_event() {
+on_both_backends!(completions_are_counted_once_and_failures_by_cause_with_an_event);
+async fn completions_are_counted_once_and_failures_by_cause_with_an_event(backend: Backend) {
     use k8s_openapi::api::core::v1::Event;
-    let w = start().await;
+    let w = start(backend).await;
     let r = &w.r;
     // History that finished before any Backstop ran is counted, not skipped.
     r.wait_for(&format!(
@@ -212,10 +216,19 @@ async fn completions_are_counted_once_and_failures_by_cause_with_an_event() {
     assert_eq!(event.type_.as_deref(), Some("Warning"));
     let message = event.message.unwrap();
     assert!(message.starts_with("cause=s3_access_denied"), "{message}");
-    assert!(
-        message.contains("Upload failed"),
-        "the log tail is quoted: {message}"
-    );
+    match backend {
+        // The simulator serves the backup pod's log; its tail is quoted.
+        Backend::Simulator => assert!(
+            message.contains("Upload failed"),
+            "the log tail is quoted: {message}"
+        ),
+        // A real API server has no kubelet to ask for a log: the Event quotes the backup's
+        // status.error alone.
+        Backend::Real => assert!(
+            message.contains("upload failed: AccessDenied"),
+            "the status error is quoted: {message}"
+        ),
+    }
 
     // A second Backstop (a restart, or another replica) sees everything claimed: it counts
     // nothing old, and a new completion is counted by exactly one of the two.
@@ -284,11 +297,11 @@ async fn completions_are_counted_once_and_failures_by_cause_with_an_event() {
     w.r.stop().await;
 }
 
+on_both_backends!(every_s3_failure_is_classified_into_its_cause);
 /// Each S3 failure the operator's backup Job meets, injected into the embedded S3, is
 /// classified from the Job pod's log into its cause.
-#[tokio::test]
-async fn every_s3_failure_is_classified_into_its_cause() {
-    let w = start().await;
+async fn every_s3_failure_is_classified_into_its_cause(backend: Backend) {
+    let w = start(backend).await;
     let r = &w.r;
     r.wait_for(&format!(
         "backstop_backups{{{PRIMARY},state=\"Succeeded\"}} 3"

@@ -42,6 +42,8 @@ pub struct DrillOptions {
     pub credentials: Option<crate::s3client::StaticCredentials>,
     /// The webhook's bearer token; `None` makes a random one.
     pub webhook_token: Option<String>,
+    /// The API server the drill's world runs on.
+    pub backend: crate::sandbox::backend::Backend,
 }
 
 /// Why the drill failed.
@@ -188,6 +190,8 @@ pub async fn run(options: DrillOptions) -> Result<Vec<Mark>, DrillError> {
         operator_interval: Some(Duration::from_millis(200)),
         history: 2,
         retention: 10,
+        backend: options.backend,
+        crd_file: None,
     };
     let world = match options.credentials.clone() {
         Some(credentials) => {

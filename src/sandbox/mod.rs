@@ -5,6 +5,8 @@
 //! simulated Percona operator ([`operator`]); [`run`] adds Backstop itself and a fault control
 //! endpoint ([`control`]). Production builds leave all of it out (`--no-default-features`).
 
+pub mod apiserver;
+pub mod backend;
 pub mod certs;
 pub mod control;
 pub mod crds;
@@ -33,12 +35,20 @@ pub enum SandboxError {
     Io(#[from] std::io::Error),
 }
 
-/// Runs the whole sandbox until `shutdown`: the world, Backstop against it (listening on
-/// `listen`), and the fault control endpoint; prints where everything is.
-pub async fn run(listen: &str, shutdown: CancellationToken) -> Result<(), Error> {
-    let world = World::start(WorldOptions::default())
-        .await
-        .map_err(SandboxError::from)?;
+/// Runs the whole sandbox until `shutdown`: the world on the API server `backend`, Backstop
+/// against it (listening on `listen`), and the fault control endpoint; prints where
+/// everything is.
+pub async fn run(
+    listen: &str,
+    backend: backend::Backend,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let world = World::start(WorldOptions {
+        backend,
+        ..WorldOptions::default()
+    })
+    .await
+    .map_err(SandboxError::from)?;
     let webhook_token = uuid::Uuid::new_v4().simple().to_string();
     let token_path = world.dir().join("webhook-token");
     std::fs::write(&token_path, &webhook_token).map_err(SandboxError::from)?;

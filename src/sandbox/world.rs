@@ -18,8 +18,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
 use crate::pxc::{self, PerconaXtraDBCluster, PerconaXtraDBClusterBackup, labels};
 use crate::s3client::{self, Endpoint, StaticCredentials};
-use crate::sandbox::crds::{CrdError, install_pxc_crds};
-use crate::sandbox::kube::{KubeSim, SimError, SimOptions};
+use crate::sandbox::backend::{ApiServer, Backend, BackendError};
+use crate::sandbox::crds::{CrdError, install_crd_file, install_pxc_crds};
 use crate::sandbox::operator::{OperatorOptions, SimOperator, ancestor};
 use crate::sandbox::s3::{self, RegionConfig, S3Config, S3Server};
 
@@ -46,9 +46,9 @@ pub enum WorldError {
     /// The embedded S3 failed.
     #[error("embedded S3: {0}")]
     S3(#[from] s3::Error),
-    /// The API simulator failed.
+    /// The API server (simulator or real) failed.
     #[error(transparent)]
-    Kube(#[from] SimError),
+    Kube(#[from] BackendError),
     /// A request to the simulator failed.
     #[error("seeding the cluster: {0}")]
     Api(#[from] kube::Error),
@@ -74,6 +74,13 @@ pub struct WorldOptions {
     pub history: u32,
     /// `retention.count` of the sample schedule.
     pub retention: i64,
+    /// The API server the world runs on.
+    pub backend: Backend,
+    /// The PXC CRDs to install: the sandbox's own subset (`None`), or a CRD file such as the
+    /// operator's real `crd.yaml`, derived for the server's version ([`crds::derive_for`]).
+    ///
+    /// [`crds::derive_for`]: crate::sandbox::crds::derive_for
+    pub crd_file: Option<PathBuf>,
 }
 
 impl Default for WorldOptions {
@@ -83,6 +90,8 @@ impl Default for WorldOptions {
             operator_interval: Some(Duration::from_secs(5)),
             history: 12,
             retention: 30,
+            backend: Backend::Simulator,
+            crd_file: None,
         }
     }
 }
@@ -92,8 +101,8 @@ pub struct World {
     dir: tempfile::TempDir,
     /// The embedded S3.
     pub s3: S3Server,
-    /// The API simulator.
-    pub kube: KubeSim,
+    /// The API server: the simulator or a real kube-apiserver.
+    pub kube: ApiServer,
     /// The STS endpoint (`GetCallerIdentity`).
     pub sts: super::sts::StsServer,
     /// An administrator's client of the simulator.
@@ -148,7 +157,7 @@ impl World {
         })
         .await?;
         let sts = super::sts::start(&credentials.access_key_id).await?;
-        let kube = KubeSim::start(SimOptions::default()).await?;
+        let kube = ApiServer::start(options.backend).await?;
         let client = kube.admin_client().await?;
         kube.write_kubeconfig(&dir.path().join("kubeconfig"), kube.admin_token())?;
 
@@ -218,11 +227,17 @@ impl World {
     }
 
     async fn seed(&self, options: &WorldOptions) -> Result<(), WorldError> {
-        install_pxc_crds(&self.client).await?;
+        match &options.crd_file {
+            None => install_pxc_crds(&self.client).await?,
+            Some(path) => install_crd_file(&self.client, path).await?,
+        }
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))
             .map_err(|e| WorldError::Seed(e.to_string()))?;
         namespaces.create(&PostParams::default(), &ns).await?;
+        if self.kube.backend() == Backend::Real {
+            self.wait_for_default_service_account().await?;
+        }
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), NAMESPACE);
         let secret: Secret = serde_json::from_value(json!({
             "metadata": {"name": CREDENTIALS_SECRET, "namespace": NAMESPACE},
@@ -270,6 +285,31 @@ impl World {
             )
             .await?;
         self.seed_history(options).await
+    }
+
+    /// Waits until the controller manager has made the namespace's `default` ServiceAccount
+    /// and its token: before then a real server refuses Pods (the ServiceAccount admission
+    /// plugin), which would fail the operator's first backups for a reason no cluster in use
+    /// has.
+    async fn wait_for_default_service_account(&self) -> Result<(), WorldError> {
+        let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(self.client.clone(), NAMESPACE);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = accounts
+                .get_opt("default")
+                .await?
+                .is_some_and(|sa| sa.secrets.is_some_and(|s| !s.is_empty()));
+            if ready {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(WorldError::Seed(
+                    "the namespace's default ServiceAccount never got its token".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Succeeded backups every six hours back from now, with their objects in the primary

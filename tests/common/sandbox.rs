@@ -67,8 +67,12 @@ pub async fn start_as_service_account(
     clock: Arc<dyn Clock>,
     tune: impl FnOnce(&mut Config),
 ) -> Running {
-    super::deploy::apply(&world.kube, objects);
-    let token = world.kube.service_account_token("backstop", "backstop");
+    super::deploy::apply(&world.client, objects).await;
+    let token = world
+        .kube
+        .service_account_token("backstop", "backstop")
+        .await
+        .unwrap();
     let client = world.kube.client_for(&token).await.unwrap();
     serve(world, client, clock, tune).await
 }

@@ -338,6 +338,7 @@ pub fn world_options(clock: &ManualClock) -> WorldOptions {
         operator_interval: None,
         history: 1,
         retention: 5,
+        ..WorldOptions::default()
     }
 }
 
@@ -379,7 +380,7 @@ impl Soak {
             namespace: world::NAMESPACE.into(),
             name: world::CLUSTER.into(),
         };
-        let changes = world.kube.changes();
+        let changes = world.kube.simulator().unwrap().changes();
         let object = cluster_api(&world.client, world::NAMESPACE)
             .get(world::CLUSTER)
             .await
@@ -514,12 +515,17 @@ impl Soak {
             },
         };
         self.report.fault(kind);
-        self.world.kube.faults().inject(FaultRule {
-            verb: Some(verb.to_owned()),
-            resource: resource.map(str::to_owned),
-            remaining: times,
-            fault,
-        });
+        self.world
+            .kube
+            .simulator()
+            .unwrap()
+            .faults()
+            .inject(FaultRule {
+                verb: Some(verb.to_owned()),
+                resource: resource.map(str::to_owned),
+                remaining: times,
+                fault,
+            });
     }
 
     /// Throws replica `i` away and starts it fresh: everything it held in memory is lost.
@@ -917,7 +923,7 @@ async fn outage(
     if !blip {
         // Every firing delivered and the API healthy: a viable target (the buffer, at
         // worst) exists, so the cluster must fail over.
-        soak.world.kube.faults().clear();
+        soak.world.kube.simulator().unwrap().faults().clear();
         queue.push(firing.clone());
         settle(soak, &mut queue, &label, |j, intent| {
             intent.wants_failover()
@@ -959,7 +965,7 @@ async fn outage(
     storm(soak, rng, &mut queue, late, None, len).await;
 
     // Quiet: no faults, everything delivered; the cluster must end where it started.
-    soak.world.kube.faults().clear();
+    soak.world.kube.simulator().unwrap().faults().clear();
     soak.set_s3(true, S3State::Healthy).await;
     if rng.chance(50) {
         soak.set_s3(false, S3State::Healthy).await;
@@ -1280,7 +1286,7 @@ pub async fn app_episodes(seed: u64, episodes: u32) -> Report {
         seed,
         ..Report::default()
     };
-    let mut changes = world.kube.changes();
+    let mut changes = world.kube.simulator().unwrap().changes();
     let api = cluster_api(&world.client, world::NAMESPACE);
     let original = api.get(world::CLUSTER).await.expect("cluster").data["spec"]["backup"].clone();
     let mut app = start_app(&world, &config).await;
@@ -1320,7 +1326,7 @@ pub async fn app_episodes(seed: u64, episodes: u32) -> Report {
         })
         .await;
         report.reverts += 1;
-        world.kube.faults().clear();
+        world.kube.simulator().unwrap().faults().clear();
         let spec = api.get(world::CLUSTER).await.expect("cluster").data["spec"]["backup"].clone();
         if spec != original {
             report.violations.push(format!(
@@ -1353,14 +1359,14 @@ async fn app_chaos(
         match rng.below(5) {
             0 => {
                 report.fault("kube_watches_dropped");
-                world.kube.close_watches();
+                world.kube.simulator().unwrap().close_watches();
             }
             1 => {
                 // etcd compaction: every watch resuming from its last resourceVersion gets
                 // 410 Gone and must list again.
                 report.fault("kube_410_gone");
-                world.kube.compact();
-                world.kube.close_watches();
+                world.kube.simulator().unwrap().compact();
+                world.kube.simulator().unwrap().close_watches();
             }
             2 => {
                 let (verb, fault, kind) = rng
@@ -1373,7 +1379,7 @@ async fn app_chaos(
                     ])
                     .clone();
                 report.fault(kind);
-                world.kube.faults().inject(FaultRule {
+                world.kube.simulator().unwrap().faults().inject(FaultRule {
                     verb: Some(verb.to_owned()),
                     resource: Some("perconaxtradbclusters".to_owned()),
                     remaining: 1,

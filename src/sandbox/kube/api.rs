@@ -210,6 +210,15 @@ pub fn create(sim: &Sim, target: &Target, body: Value, dry_run: bool) -> Result<
         return Err(ApiError::not_found("", "namespaces", ns));
     }
     validate(rt, &name, &mut object)?;
+    if rt.storage_key() == "apiextensions.k8s.io/customresourcedefinitions" {
+        established(&mut object);
+    }
+    if rt.group.is_empty() && rt.plural == "events" {
+        let causes = super::events::validate_create(&object);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(&rt.kind, &name, &causes));
+        }
+    }
     if dry_run {
         return Ok(for_version(object, rt));
     }
@@ -508,6 +517,38 @@ fn validate(rt: &ResourceType, name: &str, object: &mut Value) -> Result<(), Api
             .map_err(|e| ApiError::invalid(&rt.kind, name, &[(String::from("spec"), e)]))?;
     }
     Ok(())
+}
+
+/// A new CRD's status as the real server writes it once the names are free and the schema
+/// loaded: `NamesAccepted` and `Established`, with `acceptedNames` copied from the spec.
+/// Clients wait for `Established` before creating custom resources; the simulator serves a
+/// CRD as soon as it is stored, so both conditions hold at once.
+fn established(crd: &mut Value) {
+    let names = crd.pointer("/spec/names").cloned().unwrap_or(Value::Null);
+    let stored: Vec<Value> = crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .map(|versions| {
+            versions
+                .iter()
+                .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+                .filter_map(|v| v.get("name").cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let now = now_rfc3339();
+    let condition = |type_: &str, reason: &str, message: &str| {
+        json!({"type": type_, "status": "True", "lastTransitionTime": now,
+            "reason": reason, "message": message})
+    };
+    crd["status"] = json!({
+        "conditions": [
+            condition("NamesAccepted", "NoConflicts", "no conflicts found"),
+            condition("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+        ],
+        "acceptedNames": names,
+        "storedVersions": stored,
+    });
 }
 
 /// Server-owned metadata survives every client write.

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod discovery;
+pub mod events;
 pub mod faults;
 pub mod rbac;
 pub mod resources;
@@ -112,6 +113,31 @@ pub struct Denial {
     pub namespace: Option<String>,
     /// Object name, for single-object verbs.
     pub name: Option<String>,
+}
+
+/// A kubeconfig document for the server at `url`, trusting `ca_pem`, authenticating with
+/// `token`: the same shape for the simulator and the real API server.
+pub fn kubeconfig_yaml(url: &str, ca_pem: &str, token: &str) -> String {
+    use base64::Engine as _;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: backstop-sandbox\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\n\
+         users:\n- name: sandbox-user\n  user:\n    token: {token}\n\
+         contexts:\n- name: backstop-sandbox\n  context:\n    cluster: backstop-sandbox\n    user: sandbox-user\n    namespace: default\n\
+         current-context: backstop-sandbox\npreferences: {{}}\n"
+    )
+}
+
+/// Writes `text` to `path`, readable only by the owner (kubeconfigs, keys and token files hold
+/// credentials).
+pub fn write_private(path: &Path, text: &str) -> Result<(), std::io::Error> {
+    std::fs::write(path, text)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
 }
 
 /// The shared state behind the HTTP handler.
@@ -241,26 +267,13 @@ impl KubeSim {
 
     /// A kubeconfig document for this server and `token`.
     pub fn kubeconfig_yaml(&self, token: &str) -> String {
-        use base64::Engine as _;
-        let ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: backstop-sandbox\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\n\
-             users:\n- name: sandbox-user\n  user:\n    token: {token}\n\
-             contexts:\n- name: backstop-sandbox\n  context:\n    cluster: backstop-sandbox\n    user: sandbox-user\n    namespace: default\n\
-             current-context: backstop-sandbox\npreferences: {{}}\n",
-            url = self.url()
-        )
+        kubeconfig_yaml(&self.url(), &self.ca_pem, token)
     }
 
     /// Writes the kubeconfig for `token` to `path` (readable only by the owner: it holds a
     /// credential).
     pub fn write_kubeconfig(&self, path: &Path, token: &str) -> Result<(), SimError> {
-        std::fs::write(path, self.kubeconfig_yaml(token))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        }
+        write_private(path, &self.kubeconfig_yaml(token))?;
         Ok(())
     }
 

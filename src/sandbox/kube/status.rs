@@ -91,11 +91,15 @@ impl ApiError {
 
     /// 422 Invalid with a list of `(field, message)` causes.
     pub fn invalid(kind: &str, name: &str, causes: &[(String, String)]) -> Self {
-        let summary = causes
+        let parts: Vec<String> = causes
             .iter()
             .map(|(field, msg)| format!("{field}: {msg}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+            .collect();
+        // apimachinery's aggregate: one error as it is, several in brackets.
+        let summary = match parts.as_slice() {
+            [one] => one.clone(),
+            _ => format!("[{}]", parts.join(", ")),
+        };
         let mut e = Self::new(
             422,
             "Invalid",
@@ -105,7 +109,7 @@ impl ApiError {
             "name": name,
             "kind": kind,
             "causes": causes.iter().map(|(field, msg)| json!({
-                "reason": "FieldValueInvalid", "message": msg, "field": field,
+                "reason": cause_reason(msg), "message": msg, "field": field,
             })).collect::<Vec<_>>(),
         }));
         e
@@ -230,5 +234,23 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+/// The `reason` of a cause, from the start of its message as apimachinery's field errors
+/// write them (`Required value`, `Unsupported value: ...`, `Invalid value: ...`).
+fn cause_reason(message: &str) -> &'static str {
+    if message.starts_with("Required value") {
+        "FieldValueRequired"
+    } else if message.starts_with("Unsupported value") {
+        "FieldValueNotSupported"
+    } else if message.starts_with("Forbidden") {
+        "FieldValueForbidden"
+    } else if message.starts_with("Too long") {
+        "FieldValueTooLong"
+    } else if message.starts_with("Duplicate value") {
+        "FieldValueDuplicate"
+    } else {
+        "FieldValueInvalid"
     }
 }

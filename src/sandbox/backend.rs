@@ -1,0 +1,161 @@
+//! Which Kubernetes API server a sandbox world runs on: the project's simulator ([`kube`],
+//! fast, with fault injection and a request log) or a real kube-apiserver with etcd
+//! ([`apiserver`]). Both are reached only through the REST protocol by everything else in the
+//! world (the simulated operator, Backstop, the tests' clients), so one test body runs on
+//! either; [`ApiServer::simulator`] is the way to the simulator's extras, and a test that needs
+//! them is a simulator-only test by construction.
+//!
+//! [`kube`]: crate::sandbox::kube
+//! [`apiserver`]: crate::sandbox::apiserver
+
+use std::path::Path;
+
+use crate::sandbox::apiserver::{ApiServerError, RealApiServer};
+use crate::sandbox::kube::{KubeSim, SimError, SimOptions};
+
+/// The kind of API server to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// The project's API simulator, in process.
+    #[default]
+    Simulator,
+    /// kube-apiserver with etcd and kube-controller-manager, as child processes.
+    Real,
+}
+
+impl Backend {
+    /// `simulator` or `real`, as tests and the CLI name them.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Simulator => "simulator",
+            Self::Real => "real",
+        }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "simulator" | "sim" => Ok(Self::Simulator),
+            "real" => Ok(Self::Real),
+            other => Err(format!(
+                "unknown API server {other:?}: expected `simulator` or `real`"
+            )),
+        }
+    }
+}
+
+/// Why the API server could not be started or used.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The simulator failed.
+    #[error(transparent)]
+    Simulator(#[from] SimError),
+    /// The real server failed.
+    #[error(transparent)]
+    Real(#[from] ApiServerError),
+}
+
+/// A running API server of either kind.
+pub enum ApiServer {
+    /// The simulator.
+    Simulator(KubeSim),
+    /// A real kube-apiserver.
+    Real(Box<RealApiServer>),
+}
+
+impl ApiServer {
+    /// Starts a server of kind `backend` (the simulator with its default options).
+    pub async fn start(backend: Backend) -> Result<Self, BackendError> {
+        Ok(match backend {
+            Backend::Simulator => Self::Simulator(KubeSim::start(SimOptions::default()).await?),
+            Backend::Real => Self::Real(Box::new(RealApiServer::start().await?)),
+        })
+    }
+
+    /// Which kind this is.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Simulator(_) => Backend::Simulator,
+            Self::Real(_) => Backend::Real,
+        }
+    }
+
+    /// The simulator, when this is the simulator: fault injection, the request log, RBAC
+    /// denials, compaction.
+    pub fn simulator(&self) -> Option<&KubeSim> {
+        match self {
+            Self::Simulator(sim) => Some(sim),
+            Self::Real(_) => None,
+        }
+    }
+
+    /// The server URL (`https://127.0.0.1:PORT`).
+    pub fn url(&self) -> String {
+        match self {
+            Self::Simulator(sim) => sim.url(),
+            Self::Real(real) => real.url().to_owned(),
+        }
+    }
+
+    /// The PEM CA certificate that signed the server's certificate.
+    pub fn ca_pem(&self) -> &str {
+        match self {
+            Self::Simulator(sim) => sim.ca_pem(),
+            Self::Real(real) => real.ca_pem(),
+        }
+    }
+
+    /// The administrator's bearer token.
+    pub fn admin_token(&self) -> &str {
+        match self {
+            Self::Simulator(sim) => sim.admin_token(),
+            Self::Real(real) => real.admin_token(),
+        }
+    }
+
+    /// A kube-rs client for `token`, built from a kubeconfig as a user's would be.
+    pub async fn client_for(&self, token: &str) -> Result<kube::Client, BackendError> {
+        Ok(match self {
+            Self::Simulator(sim) => sim.client_for(token).await?,
+            Self::Real(real) => real.client_for(token).await?,
+        })
+    }
+
+    /// A kube-rs client authenticated as the administrator.
+    pub async fn admin_client(&self) -> Result<kube::Client, BackendError> {
+        self.client_for(self.admin_token()).await
+    }
+
+    /// A token authenticating as ServiceAccount `namespace/name`. On the real server the
+    /// ServiceAccount must exist (TokenRequest); the simulator makes one up either way.
+    pub async fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<String, BackendError> {
+        Ok(match self {
+            Self::Simulator(sim) => sim.service_account_token(namespace, name),
+            Self::Real(real) => real.service_account_token(namespace, name).await?,
+        })
+    }
+
+    /// Writes a kubeconfig for `token` to `path` (readable only by the owner).
+    pub fn write_kubeconfig(&self, path: &Path, token: &str) -> Result<(), BackendError> {
+        match self {
+            Self::Simulator(sim) => sim.write_kubeconfig(path, token)?,
+            Self::Real(real) => real.write_kubeconfig(path, token)?,
+        }
+        Ok(())
+    }
+
+    /// Stops the server.
+    pub async fn shutdown(self) {
+        match self {
+            Self::Simulator(sim) => sim.shutdown().await,
+            Self::Real(real) => real.shutdown().await,
+        }
+    }
+}
