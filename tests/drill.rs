@@ -1,12 +1,13 @@
 //! `backstop sandbox --drill` as a user runs it: each variant prints every step of the
-//! outage and exits 0.
+//! outage and exits 0, on the API simulator and on a real kube-apiserver
+//! (`--api-server real`).
 #![cfg(feature = "sandbox")]
 
 use std::process::Command;
 
-fn drill(args: &[&str]) -> String {
+fn drill(api_server: &str, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_backstop"))
-        .args(["sandbox", "--drill"])
+        .args(["sandbox", "--drill", "--api-server", api_server])
         .args(args)
         .env("BACKSTOP_LOG", "warn,s3s=off")
         .output()
@@ -31,8 +32,17 @@ fn assert_steps(timeline: &str, steps: &[&str]) {
 }
 
 #[test]
-fn the_drill_passes_for_every_variant() {
-    let secondary = drill(&[]);
+fn the_drill_passes_for_every_variant_on_the_simulator() {
+    every_variant("simulator");
+}
+
+#[test]
+fn the_drill_passes_for_every_variant_on_a_real_api_server() {
+    every_variant("real");
+}
+
+fn every_variant(api_server: &str) {
+    let secondary = drill(api_server, &[]);
     assert_steps(
         &secondary,
         &[
@@ -40,7 +50,8 @@ fn the_drill_passes_for_every_variant() {
             "probe: backstop_s3_up == 0",
             "alert S3BackupTargetUnavailable fires",
             "webhook delivered (firing): 200",
-            "failover: backups now go to storage \"backstop-secondary\" (secondary, repoint)",
+            "failover: backups now go to the secondary bucket pxc-backups-dr/cluster1 in \
+             us-east-1 (storage \"backstop-secondary\") (strategy repoint)",
             "scheduled backup succeeded on the failover target: cron-",
             "-> s3://pxc-backups-dr/",
             "repair:",
@@ -49,21 +60,23 @@ fn the_drill_passes_for_every_variant() {
             "Succeeded on the primary; drill passed",
         ],
     );
-    let in_place = drill(&["--strategy", "in-place"]);
+    let in_place = drill(api_server, &["--strategy", "in-place"]);
     assert_steps(
         &in_place,
         &[
-            "(secondary, in-place)",
+            "failover: backups now go to the secondary bucket pxc-backups-dr/cluster1 in \
+             us-east-1 (storage \"s3-us-west\" rewritten in place) (strategy in-place)",
             "-> s3://pxc-backups-dr/",
             "drill passed",
         ],
     );
-    let buffer = drill(&["--break-secondary"]);
+    let buffer = drill(api_server, &["--break-secondary"]);
     assert_steps(
         &buffer,
         &[
             "fault: secondary region",
-            "(buffer, buffer)",
+            "failover: backups now go to the PVC buffer (storage \"backstop-buffer\") \
+             (strategy repoint)",
             "-> pvc/",
             "drill passed",
         ],

@@ -480,6 +480,16 @@ pub enum Strategy {
     InPlace,
 }
 
+impl Strategy {
+    /// `repoint` or `in-place`, as the configuration spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Repoint => "repoint",
+            Self::InPlace => "in-place",
+        }
+    }
+}
+
 /// What happens to PITR when backups move to the filesystem buffer, which PITR cannot use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]

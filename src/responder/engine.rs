@@ -836,10 +836,9 @@ impl Engine {
             message: (!reasons.is_empty()).then(|| reasons.join("; ")),
         };
         let summary = format!(
-            "backups of {} now go to storage {:?} ({}, {}); run {}{}",
+            "backups of {} now go to {} (strategy {}); run {}{}",
             plan.protected.join(", "),
-            plan.target_storage,
-            plan.target_kind.as_str(),
+            plan.target(),
             plan.strategy,
             journal.run_id,
             if reasons.is_empty() {

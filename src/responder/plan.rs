@@ -32,7 +32,9 @@ pub enum PlanError {
 /// A failover, ready to write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FailoverPlan {
-    /// `repoint`, `in-place` or `buffer`.
+    /// The configured strategy, `repoint` or `in-place` (a move to the buffer points the
+    /// schedules at the buffer's storage whichever is configured; the journal records the
+    /// configured one).
     pub strategy: &'static str,
     /// Secondary or buffer.
     pub target_kind: TargetKind,
@@ -216,7 +218,7 @@ pub fn plan_failover(
                 change(Field::Pitr, Some(pitr));
             }
             Ok(FailoverPlan {
-                strategy: "repoint",
+                strategy: policy.strategy.as_str(),
                 target_kind: kind,
                 target_storage: name,
                 verify: Some(storage),
@@ -264,7 +266,7 @@ pub fn plan_failover(
                 change(Field::Storage(name.clone()), Some(storage));
             }
             Ok(FailoverPlan {
-                strategy: "in-place",
+                strategy: policy.strategy.as_str(),
                 target_kind: kind,
                 target_storage: protected.first().cloned().unwrap_or_default(),
                 verify,
@@ -305,7 +307,7 @@ pub fn plan_failover(
                 change(Field::Pitr, Some(pitr));
             }
             Ok(FailoverPlan {
-                strategy: "buffer",
+                strategy: policy.strategy.as_str(),
                 target_kind: kind,
                 target_storage: name,
                 verify: None,
@@ -313,6 +315,49 @@ pub fn plan_failover(
                 changes,
             })
         }
+    }
+}
+
+impl FailoverPlan {
+    /// Where backups go, in words for Events and notes: the storage entry, and for a
+    /// secondary its bucket and region; in place, the secondary is named as what the entry
+    /// now holds, never as the entry's (the primary's) name alone.
+    pub fn target(&self) -> String {
+        describe_target(
+            self.target_kind,
+            self.strategy,
+            &self.target_storage,
+            self.verify.as_ref(),
+        )
+    }
+}
+
+/// Where backups go after a failover of kind `kind` with `strategy`, to the storage entry
+/// `storage` defined as `definition` (as written on the cluster; `None` when unknown).
+pub fn describe_target(
+    kind: TargetKind,
+    strategy: &str,
+    storage: &str,
+    definition: Option<&Value>,
+) -> String {
+    let bucket = |d: &Value| {
+        let text = |ptr: &str| d.pointer(ptr).and_then(Value::as_str).map(str::to_owned);
+        match (text("/s3/bucket"), text("/s3/region")) {
+            (Some(b), Some(r)) => format!("bucket {b} in {r}"),
+            (Some(b), None) => format!("bucket {b}"),
+            _ => String::from("its bucket"),
+        }
+    };
+    match kind {
+        TargetKind::Buffer => format!("the PVC buffer (storage {storage:?})"),
+        TargetKind::Secondary if strategy == Strategy::InPlace.as_str() => format!(
+            "the secondary {} (storage {storage:?} rewritten in place)",
+            definition.map_or_else(|| String::from("bucket"), bucket)
+        ),
+        TargetKind::Secondary => format!(
+            "the secondary {} (storage {storage:?})",
+            definition.map_or_else(|| String::from("bucket"), bucket)
+        ),
     }
 }
 

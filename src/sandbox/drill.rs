@@ -364,9 +364,13 @@ async fn script(
         });
     }
     t.mark(format!(
-        "failover: backups now go to storage {:?} ({}, {}), run {}",
-        journal.target_storage,
-        journal.target_kind.as_str(),
+        "failover: backups now go to {} (strategy {}), run {}",
+        crate::responder::plan::describe_target(
+            journal.target_kind,
+            &journal.strategy,
+            &journal.target_storage,
+            journal.written_storage(&journal.target_storage),
+        ),
         journal.strategy,
         journal.run_id
     ));

@@ -118,6 +118,12 @@ impl Engine {
             watch.failures + 1
         };
         let failures = watch.failures;
+        let secondary = plan::describe_target(
+            journal.target_kind,
+            &journal.strategy,
+            name,
+            journal.written_storage(name),
+        );
         self.secondary_checks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -138,8 +144,8 @@ impl Engine {
                 "SecondaryUnhealthy",
                 "Failover",
                 format!(
-                    "the secondary storage {name:?} failed {failures} check(s) in a row; backups \
-                     move to the buffer after {needed}: {problem}"
+                    "{secondary} failed {failures} check(s) in a row; backups move to the \
+                     buffer after {needed}: {problem}"
                 ),
             )
             .await;
@@ -160,10 +166,7 @@ impl Engine {
                     EventType::Warning,
                     "MoveToBufferRefused",
                     "Failover",
-                    format!(
-                        "the secondary storage {name:?} keeps failing its checks, but backups \
-                         stay on it: {e}"
-                    ),
+                    format!("{secondary} keeps failing its checks, but backups stay on it: {e}"),
                 )
                 .await;
                 return Ok(done(
@@ -172,8 +175,7 @@ impl Engine {
                 ));
             }
         };
-        let reason =
-            format!("the secondary storage {name:?} failed {failures} checks in a row: {problem}");
+        let reason = format!("{secondary} failed {failures} checks in a row: {problem}");
         let next = Journal {
             version: MOVED_JOURNAL_VERSION,
             strategy: plan.strategy.to_owned(),
@@ -187,9 +189,9 @@ impl Engine {
             ..journal
         };
         let summary = format!(
-            "backups of {} moved to the buffer storage {:?}: {reason}; run {}",
+            "backups of {} moved to {}: {reason}; run {}",
             plan.protected.join(", "),
-            plan.target_storage,
+            plan.target(),
             next.run_id
         );
         if self.dry_run() {
