@@ -26,6 +26,8 @@ use rcgen::{
 };
 use tokio::process::{Child, Command};
 
+use crate::sandbox::kube::Denial;
+
 /// The Kubernetes version `scripts/kube-apiserver.sh` builds.
 pub const KUBERNETES_VERSION: &str = "1.20.2";
 
@@ -216,6 +218,18 @@ impl RealApiServer {
                 // No Endpoints for the `kubernetes` Service: nothing here routes to it.
                 .arg("--endpoint-reconciler-type=none")
                 .arg("--profiling=false")
+                // Every request's outcome, so tests can see what RBAC refused (the
+                // simulator's `denials`), as a cluster's audit log shows an administrator.
+                .arg(format!(
+                    "--audit-policy-file={}",
+                    d.join("audit-policy.yaml").display()
+                ))
+                .arg(format!(
+                    "--audit-log-path={}",
+                    d.join("audit.log").display()
+                ))
+                .arg("--audit-log-format=json")
+                .arg("--audit-log-mode=blocking")
                 .arg("--v=1"),
             &d.join("kube-apiserver.log"),
         )?;
@@ -354,6 +368,12 @@ impl RealApiServer {
             .ok_or_else(|| ApiServerError::Start("TokenRequest answered without a token".into()))
     }
 
+    /// Every request RBAC refused (403) so far, from the server's audit log, oldest first.
+    pub fn denials(&self) -> Vec<Denial> {
+        let text = std::fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default();
+        text.lines().filter_map(denial).collect()
+    }
+
     /// The directory holding the server's files and logs (`kube-apiserver.log`, ...).
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -424,6 +444,11 @@ impl Files {
         )?;
         crate::sandbox::kube::write_private(&dir.join("sa.key"), &sa_key.serialize_pem())?;
         std::fs::write(dir.join("sa.pub"), sa_key.public_key_pem())?;
+        std::fs::write(
+            dir.join("audit-policy.yaml"),
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n\
+             rules:\n- level: Metadata\n",
+        )?;
         // token,user,uid,"group,..."
         crate::sandbox::kube::write_private(
             &dir.join("tokens.csv"),
@@ -464,4 +489,59 @@ fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// The denial an audit log line records, if it records one: a request answered 403 by the
+/// authorizer (a final stage, so each request counts once).
+fn denial(line: &str) -> Option<Denial> {
+    let event: serde_json::Value = serde_json::from_str(line).ok()?;
+    let text = |ptr: &str| event.pointer(ptr).and_then(serde_json::Value::as_str);
+    if event
+        .pointer("/responseStatus/code")
+        .and_then(serde_json::Value::as_u64)
+        != Some(403)
+        || !matches!(text("/stage"), Some("ResponseComplete" | "Panic"))
+    {
+        return None;
+    }
+    let resource = text("/objectRef/resource")?;
+    let resource = match text("/objectRef/subresource") {
+        Some(sub) => format!("{resource}/{sub}"),
+        None => resource.to_owned(),
+    };
+    Some(Denial {
+        user: text("/user/username")?.to_owned(),
+        verb: text("/verb")?.to_owned(),
+        group: text("/objectRef/apiGroup").unwrap_or_default().to_owned(),
+        resource,
+        namespace: text("/objectRef/namespace").map(str::to_owned),
+        name: text("/objectRef/name").map(str::to_owned),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_audit_line_of_a_refused_request_is_a_denial_and_others_are_not() {
+        let line = r#"{"kind":"Event","level":"Metadata","stage":"ResponseComplete","verb":"get","user":{"username":"system:serviceaccount:backstop:backstop"},"objectRef":{"resource":"pods","subresource":"log","namespace":"percona","name":"p","apiVersion":"v1"},"responseStatus":{"code":403}}"#;
+        assert_eq!(
+            denial(line),
+            Some(Denial {
+                user: "system:serviceaccount:backstop:backstop".into(),
+                verb: "get".into(),
+                group: String::new(),
+                resource: "pods/log".into(),
+                namespace: Some("percona".into()),
+                name: Some("p".into()),
+            })
+        );
+        assert_eq!(denial(&line.replace("403", "200")), None);
+        assert_eq!(
+            denial(&line.replace("ResponseComplete", "ResponseStarted")),
+            None
+        );
+        assert_eq!(denial("not json"), None);
+    }
 }

@@ -13,6 +13,9 @@ use std::path::Path;
 use crate::sandbox::apiserver::{ApiServerError, RealApiServer};
 use crate::sandbox::kube::{KubeSim, SimError, SimOptions};
 
+/// How long the controller manager may take to make a new namespace's ServiceAccount token.
+const NAMESPACE_READY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The kind of API server to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
@@ -140,6 +143,49 @@ impl ApiServer {
             Self::Simulator(sim) => sim.service_account_token(namespace, name),
             Self::Real(real) => real.service_account_token(namespace, name).await?,
         })
+    }
+
+    /// Every request RBAC refused so far: the simulator's record, or the real server's audit
+    /// log.
+    pub fn denials(&self) -> Vec<crate::sandbox::kube::Denial> {
+        match self {
+            Self::Simulator(sim) => sim.denials(),
+            Self::Real(real) => real.denials(),
+        }
+    }
+
+    /// Waits until namespace `namespace` takes Pods: on a real server, until the controller
+    /// manager has made its `default` ServiceAccount and that account's token (before then
+    /// the ServiceAccount admission plugin refuses Pods with a 500 "No API token found"); the
+    /// simulator has no such admission, so there it returns at once.
+    pub async fn wait_namespace_ready(
+        &self,
+        client: &kube::Client,
+        namespace: &str,
+    ) -> Result<(), BackendError> {
+        if self.backend() == Backend::Simulator {
+            return Ok(());
+        }
+        let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            kube::Api::namespaced(client.clone(), namespace);
+        let deadline = tokio::time::Instant::now() + NAMESPACE_READY_DEADLINE;
+        loop {
+            let ready = accounts
+                .get_opt("default")
+                .await
+                .map_err(ApiServerError::from)?
+                .is_some_and(|sa| sa.secrets.is_some_and(|s| !s.is_empty()));
+            if ready {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApiServerError::Start(format!(
+                    "namespace {namespace}: the default ServiceAccount never got its token"
+                ))
+                .into());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// Writes a kubeconfig for `token` to `path` (readable only by the owner).

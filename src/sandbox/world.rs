@@ -235,9 +235,9 @@ impl World {
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))
             .map_err(|e| WorldError::Seed(e.to_string()))?;
         namespaces.create(&PostParams::default(), &ns).await?;
-        if self.kube.backend() == Backend::Real {
-            self.wait_for_default_service_account().await?;
-        }
+        self.kube
+            .wait_namespace_ready(&self.client, NAMESPACE)
+            .await?;
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), NAMESPACE);
         let secret: Secret = serde_json::from_value(json!({
             "metadata": {"name": CREDENTIALS_SECRET, "namespace": NAMESPACE},
@@ -285,31 +285,6 @@ impl World {
             )
             .await?;
         self.seed_history(options).await
-    }
-
-    /// Waits until the controller manager has made the namespace's `default` ServiceAccount
-    /// and its token: before then a real server refuses Pods (the ServiceAccount admission
-    /// plugin), which would fail the operator's first backups for a reason no cluster in use
-    /// has.
-    async fn wait_for_default_service_account(&self) -> Result<(), WorldError> {
-        let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-            Api::namespaced(self.client.clone(), NAMESPACE);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let ready = accounts
-                .get_opt("default")
-                .await?
-                .is_some_and(|sa| sa.secrets.is_some_and(|s| !s.is_empty()));
-            if ready {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(WorldError::Seed(
-                    "the namespace's default ServiceAccount never got its token".into(),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 
     /// Succeeded backups every six hours back from now, with their objects in the primary
