@@ -1,10 +1,11 @@
-//! The playbooks' Kubernetes requests against an API server: the sandbox's simulator by
-//! default, or a real cluster when `BACKSTOP_TEST_REAL_CLUSTER=1` and `KUBECONFIG` are set.
-//! On a real cluster the operator's CRD from `../shared/fixtures/pxc/crd.yaml` is applied
-//! first (server-side apply), everything happens in a fresh namespace that is deleted at the
-//! end, and the test plays the operator's part (marking the test backup Succeeded), so no
-//! Percona operator is needed. S3 is the embedded one on 127.0.0.1: only Backstop talks to
-//! it, never the API server.
+//! The playbooks' Kubernetes requests against an API server: the sandbox's simulator and a
+//! real kube-apiserver, both in every run. With `BACKSTOP_TEST_KUBECONFIG` naming a
+//! kubeconfig, the real-server test uses that cluster instead of starting one (it needs
+//! cluster-admin there: it installs the operator's CRD and makes a namespace). The operator's CRD from
+//! `../shared/fixtures/pxc/crd.yaml` is installed first (derived for the server's version),
+//! everything happens in a fresh namespace that is deleted at the end, and the test plays the
+//! operator's part (marking the test backup Succeeded), so no Percona operator is needed. S3
+//! is the embedded one on 127.0.0.1: only Backstop talks to it, never the API server.
 #![cfg(feature = "sandbox")]
 
 use std::sync::Arc;
@@ -17,71 +18,54 @@ use backstop::responder::engine::{ClusterKey, Engine, cluster_api, read_journal}
 use backstop::responder::intent::{INTENT_ANNOTATION, Intent};
 use backstop::responder::journal::Phase;
 use backstop::responder::{ResponderMetrics, alertmanager::AlertStatus};
-use backstop::sandbox::kube::{KubeSim, SimOptions};
+use backstop::sandbox::backend::ApiServer;
+use backstop::sandbox::crds::install_crd_file;
 use backstop::sandbox::s3::{self, RegionConfig, S3Config};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
+mod common;
+use common::{Backend, on_both_backends};
+
 const KEY: &str = "apiserveraccesskey";
 const SECRET: &str = "apiserversecretkey0123456789";
 
-/// A client of the API server under test, and the simulator when it is the simulator.
-async fn api_server() -> (kube::Client, Option<KubeSim>) {
-    backstop::install_crypto_provider();
-    if std::env::var("BACKSTOP_TEST_REAL_CLUSTER").as_deref() == Ok("1") {
-        let client = kube::Client::try_default()
-            .await
-            .expect("BACKSTOP_TEST_REAL_CLUSTER=1 needs a reachable KUBECONFIG");
-        apply_operator_crds(&client).await;
-        (client, None)
-    } else {
-        let sim = KubeSim::start(SimOptions::default()).await.unwrap();
-        let client = sim.admin_client().await.unwrap();
-        backstop::sandbox::crds::install_pxc_crds(&client)
-            .await
-            .unwrap();
-        (client, Some(sim))
-    }
+/// Where the requests go.
+enum Server {
+    /// A server this test started (simulator or real), stopped at the end.
+    Started(ApiServer),
+    /// The cluster of `BACKSTOP_TEST_KUBECONFIG`, left as it was found.
+    Own,
 }
 
-async fn apply_operator_crds(client: &kube::Client) {
-    let text = std::fs::read_to_string("../shared/fixtures/pxc/crd.yaml").unwrap();
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let mut names = Vec::new();
-    for document in serde_yaml_ng::Deserializer::from_str(&text) {
-        let value: Value = serde::Deserialize::deserialize(document).unwrap();
-        if value["kind"] != "CustomResourceDefinition" {
-            continue;
+async fn connect(backend: Backend) -> (kube::Client, Server) {
+    backstop::install_crypto_provider();
+    let own = backend == Backend::Real && std::env::var_os("BACKSTOP_TEST_KUBECONFIG").is_some();
+    match (!own).then_some(backend) {
+        Some(backend) => {
+            let server = ApiServer::start(backend).await.unwrap();
+            let client = server.admin_client().await.unwrap();
+            install_crd_file(&client, &common::operator_crd())
+                .await
+                .unwrap();
+            (client, Server::Started(server))
         }
-        let name = value["metadata"]["name"].as_str().unwrap().to_owned();
-        api.patch(
-            &name,
-            &PatchParams::apply("backstop-tests").force(),
-            &Patch::Apply(value),
-        )
-        .await
-        .unwrap();
-        names.push(name);
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    for name in names {
-        loop {
-            let crd = api.get(&name).await.unwrap();
-            let established = crd.status.and_then(|s| s.conditions).is_some_and(|c| {
-                c.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-            if established {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "CRD {name} never established"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        None => {
+            let path = std::env::var("BACKSTOP_TEST_KUBECONFIG").unwrap();
+            let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+            let config = kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .unwrap();
+            let client = kube::Client::try_from(config).unwrap();
+            install_crd_file(&client, &common::operator_crd())
+                .await
+                .unwrap();
+            (client, Server::Own)
         }
     }
 }
@@ -102,9 +86,9 @@ fn intent(status: AlertStatus) -> Value {
     json!({"metadata": {"annotations": {INTENT_ANNOTATION: i.render()}}})
 }
 
-#[tokio::test]
-async fn failover_and_revert_requests_work_against_the_api_server() {
-    let (client, sim) = api_server().await;
+on_both_backends!(failover_and_revert_requests_work_against_the_api_server);
+async fn failover_and_revert_requests_work_against_the_api_server(backend: Backend) {
+    let (client, server) = connect(backend).await;
     let ns = format!(
         "backstop-it-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
@@ -273,8 +257,8 @@ async fn failover_and_revert_requests_work_against_the_api_server() {
         .unwrap();
     assert_eq!(listed.items.len(), 2, "one cover and one test backup");
 
-    // Leave a real cluster as it was.
-    if sim.is_none() {
+    // Leave one's own cluster as it was.
+    if matches!(server, Server::Own) {
         for b in &listed.items {
             let name = b.metadata.name.clone().unwrap();
             let _ = backups.delete(&name, &DeleteParams::default()).await;
@@ -285,7 +269,7 @@ async fn failover_and_revert_requests_work_against_the_api_server() {
             .unwrap();
     }
     s3.shutdown().await;
-    if let Some(sim) = sim {
-        sim.shutdown().await;
+    if let Server::Started(server) = server {
+        server.shutdown().await;
     }
 }

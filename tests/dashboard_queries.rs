@@ -20,6 +20,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
 mod common;
+use common::{Backend, on_both_backends};
 
 use common::monitoring::{Prometheus, listening_address, root};
 
@@ -190,8 +191,10 @@ async fn check(
     }
 }
 
-#[tokio::test]
-async fn every_dashboard_and_rule_expression_evaluates_against_backstop_in_prometheus() {
+on_both_backends!(every_dashboard_and_rule_expression_evaluates_against_backstop_in_prometheus);
+async fn every_dashboard_and_rule_expression_evaluates_against_backstop_in_prometheus(
+    backend: Backend,
+) {
     // Backstop on the sandbox, its clock driving the operator's schedule by hand.
     let clock = ManualClock::new(Timestamp::now());
     let options = WorldOptions {
@@ -199,7 +202,7 @@ async fn every_dashboard_and_rule_expression_evaluates_against_backstop_in_prome
         operator_interval: None,
         history: 3,
         retention: 10,
-        ..WorldOptions::default()
+        ..common::world_on(backend)
     };
     let r = sandbox::start(options, Arc::new(clock.clone()), |config| {
         config.probe.interval = backstop::config::HumanDuration(Duration::from_secs(1));

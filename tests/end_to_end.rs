@@ -18,6 +18,7 @@ use backstop::sandbox::world::{self, WorldOptions};
 use serde_json::Value;
 
 mod common;
+use common::{Backend, on_both_backends};
 
 use common::monitoring::{Alertmanager, Prometheus, root};
 use common::sandbox::{self, DEADLINE, Running, sample};
@@ -91,14 +92,14 @@ fn firing_in(alerts: &Value, name: &str) -> bool {
         .any(|a| a["labels"]["alertname"] == name && a["state"] == "firing")
 }
 
-#[tokio::test]
-async fn prometheus_and_alertmanager_drive_failover_and_revert() {
+on_both_backends!(prometheus_and_alertmanager_drive_failover_and_revert);
+async fn prometheus_and_alertmanager_drive_failover_and_revert(backend: Backend) {
     let options = WorldOptions {
         clock: Arc::new(SystemClock),
         operator_interval: Some(Duration::from_millis(200)),
         history: 1,
         retention: 10,
-        ..WorldOptions::default()
+        ..common::world_on(backend)
     };
     // Backstop runs as the manifests' ServiceAccount under their RBAC, with leader election
     // in its own namespace, as deployed.

@@ -21,12 +21,13 @@ use serde_json::json;
 mod common;
 
 use common::sandbox::{self, Running, sample};
+use common::{Backend, on_both_backends};
 
-async fn start() -> Running {
+async fn start(backend: Backend) -> Running {
     let options = WorldOptions {
         operator_interval: None,
         history: 1,
-        ..WorldOptions::default()
+        ..common::world_on(backend)
     };
     sandbox::start(options, Arc::new(SystemClock), |config| {
         config.probe.interval = backstop::config::HumanDuration(Duration::from_secs(1));
@@ -54,9 +55,9 @@ fn target_of(text: &str, bucket: &str) -> String {
     rest[..rest.find('"').unwrap()].to_owned()
 }
 
-#[tokio::test]
-async fn discovered_targets_are_probed_and_a_refused_primary_shows_up() {
-    let r = start().await;
+on_both_backends!(discovered_targets_are_probed_and_a_refused_primary_shows_up);
+async fn discovered_targets_are_probed_and_a_refused_primary_shows_up(backend: Backend) {
+    let r = start(backend).await;
     let text = r
         .wait_until("both regions up", |t| {
             t.contains("backstop_s3_target_info{")
@@ -117,7 +118,7 @@ async fn discovered_targets_are_probed_and_a_refused_primary_shows_up() {
 
 #[tokio::test]
 async fn a_hanging_target_does_not_delay_another() {
-    let r = start().await;
+    let r = start(Backend::Simulator).await;
     let text = r
         .wait_until("both targets known", |t| {
             t.lines()
@@ -175,9 +176,9 @@ async fn a_hanging_target_does_not_delay_another() {
     r.stop().await;
 }
 
-#[tokio::test]
-async fn discovery_follows_cluster_changes_and_removes_stale_series() {
-    let r = start().await;
+on_both_backends!(discovery_follows_cluster_changes_and_removes_stale_series);
+async fn discovery_follows_cluster_changes_and_removes_stale_series(backend: Backend) {
+    let r = start(backend).await;
     r.wait_until("both targets up", |t| {
         t.lines()
             .filter(|l| l.starts_with("backstop_s3_up{") && l.ends_with(" 1"))
@@ -218,9 +219,13 @@ async fn discovery_follows_cluster_changes_and_removes_stale_series() {
     r.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backstop_check_reports_and_exits_by_health() {
-    let r = start().await;
+on_both_backends!(
+    backstop_check_reports_and_exits_by_health,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
+async fn backstop_check_reports_and_exits_by_health(backend: Backend) {
+    let r = start(backend).await;
     let dir = r.world.dir().to_owned();
     let config_path = dir.join("check.yaml");
     let token = dir.join("token");
@@ -291,11 +296,11 @@ async fn backstop_check_reports_and_exits_by_health() {
     r.stop().await;
 }
 
+on_both_backends!(sts_checks_the_credentials_the_backup_job_uses);
 /// STS GetCallerIdentity runs with the storage's Secret: accepted with the right key, and a
 /// wrong key shows as invalid credentials on STS too, so `credentials_valid` drops.
-#[tokio::test]
-async fn sts_checks_the_credentials_the_backup_job_uses() {
-    let r = start().await;
+async fn sts_checks_the_credentials_the_backup_job_uses(backend: Backend) {
+    let r = start(backend).await;
     let text = r
         .wait_until("STS answered for both targets", |t| {
             t.contains("backstop_s3_target_info{")

@@ -1,5 +1,8 @@
 //! `backstop failover`, `revert` and `status` as an operator runs them: the binary, a
-//! kubeconfig, and the sandbox world with its operator running backups.
+//! kubeconfig, and the sandbox world with its operator running backups, on both API
+//! backends. The kubeconfig is the `backstop` ServiceAccount's under the shipped RBAC, so the
+//! manual commands are shown to need nothing more; they run without `POD_NAME` (as from a
+//! workstation) and with it (as `kubectl exec` into the pod), and leave Events either way.
 #![cfg(feature = "sandbox")]
 
 use std::sync::Arc;
@@ -10,18 +13,51 @@ use backstop::config::HumanDuration;
 use backstop::responder::engine::{cluster_api, read_journal};
 use backstop::responder::journal::Phase;
 use backstop::sandbox::world::{self, World, WorldOptions};
+use k8s_openapi::api::core::v1::Event;
+use kube::Api;
 use serde_json::Value;
 
-async fn backstop(world: &World, config: &std::path::Path, args: &[&str]) -> (i32, String) {
+mod common;
+use common::{Backend, on_both_backends};
+
+/// `POD_NAME` of the failover command.
+const POD: &str = "backstop-7d9c-manual";
+
+/// The kubeconfig the commands run with: the `backstop` ServiceAccount's, under the RBAC
+/// rendered from `deploy/`.
+async fn service_account_kubeconfig(world: &World) -> std::path::PathBuf {
+    let objects = common::deploy::kustomize(&common::deploy::deploy_dir(""));
+    common::deploy::apply(&world.client, &objects).await;
+    let token = world
+        .kube
+        .service_account_token("backstop", "backstop")
+        .await
+        .unwrap();
+    let path = world.dir().join("backstop.kubeconfig");
+    world.kube.write_kubeconfig(&path, &token).unwrap();
+    path
+}
+
+/// Runs `backstop ARGS --config CONFIG` with `kubeconfig`, and `POD_NAME` when given.
+async fn backstop(
+    kubeconfig: &std::path::Path,
+    pod_name: Option<&str>,
+    config: &std::path::Path,
+    args: &[&str],
+) -> (i32, String) {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_backstop"));
     command
         .args(args)
         .args(["--config", &config.display().to_string()])
-        .env("KUBECONFIG", world.kubeconfig_path())
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("POD_NAME")
         .env("BACKSTOP_LOG", "warn")
         // A command that never finishes fails the test instead of hanging it, and is
         // killed when its future is dropped.
         .kill_on_drop(true);
+    if let Some(name) = pod_name {
+        command.env("POD_NAME", name);
+    }
     let out = tokio::time::timeout(Duration::from_secs(120), command.output())
         .await
         .unwrap_or_else(|_| panic!("backstop {args:?} did not finish"))
@@ -31,17 +67,19 @@ async fn backstop(world: &World, config: &std::path::Path, args: &[&str]) -> (i3
     (out.status.code().unwrap_or(-1), format!("{stdout}{stderr}"))
 }
 
-#[tokio::test]
-async fn failover_status_and_revert_by_hand() {
+on_both_backends!(failover_status_and_revert_by_hand);
+async fn failover_status_and_revert_by_hand(backend: Backend) {
     let world = World::start(WorldOptions {
         clock: Arc::new(SystemClock),
         operator_interval: Some(Duration::from_millis(200)),
         history: 1,
         retention: 10,
-        ..WorldOptions::default()
+        ..common::world_on(backend)
     })
     .await
     .unwrap();
+    let kubeconfig = service_account_kubeconfig(&world).await;
+    let kubeconfig = kubeconfig.as_path();
     let token = world.dir().join("token");
     std::fs::write(&token, "t").unwrap();
     let mut config = world.backstop_config("127.0.0.1:0", &token).unwrap();
@@ -55,7 +93,7 @@ async fn failover_status_and_revert_by_hand() {
     let original = api.get(world::CLUSTER).await.unwrap().data["spec"]["backup"].clone();
     let target = ["--namespace", world::NAMESPACE, "--cluster", world::CLUSTER];
 
-    let (code, out) = backstop(&world, &path, &["status", "-o", "json"]).await;
+    let (code, out) = backstop(kubeconfig, None, &path, &["status", "-o", "json"]).await;
     assert_eq!(code, 0, "{out}");
     let rows: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(rows[0]["cluster"], world::CLUSTER);
@@ -63,7 +101,8 @@ async fn failover_status_and_revert_by_hand() {
     assert!(rows[0]["journal"].is_null());
 
     let (code, out) = backstop(
-        &world,
+        kubeconfig,
+        None,
         &path,
         &[&["failover", "--dry-run"][..], &target].concat(),
     )
@@ -76,7 +115,13 @@ async fn failover_status_and_revert_by_hand() {
             .is_none()
     );
 
-    let (code, out) = backstop(&world, &path, &[&["failover"][..], &target].concat()).await;
+    let (code, out) = backstop(
+        kubeconfig,
+        Some(POD),
+        &path,
+        &[&["failover"][..], &target].concat(),
+    )
+    .await;
     assert_eq!(code, 0, "{out}");
     let journal = read_journal(&api.get(world::CLUSTER).await.unwrap())
         .unwrap()
@@ -84,7 +129,13 @@ async fn failover_status_and_revert_by_hand() {
     assert_eq!(journal.phase, Phase::FailedOver);
     // Again, on a cluster already on its secondary: it returns (the watch of the secondary
     // is the leader's), and nothing fails over a second time.
-    let (code, out) = backstop(&world, &path, &[&["failover"][..], &target].concat()).await;
+    let (code, out) = backstop(
+        kubeconfig,
+        None,
+        &path,
+        &[&["failover"][..], &target].concat(),
+    )
+    .await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         read_journal(&api.get(world::CLUSTER).await.unwrap())
@@ -93,7 +144,7 @@ async fn failover_status_and_revert_by_hand() {
         journal
     );
 
-    let (code, out) = backstop(&world, &path, &["status"]).await;
+    let (code, out) = backstop(kubeconfig, None, &path, &["status"]).await;
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("FailedOver") && out.contains("secondary:backstop-secondary"),
@@ -101,7 +152,13 @@ async fn failover_status_and_revert_by_hand() {
     );
     assert!(out.contains(&journal.run_id), "{out}");
 
-    let (code, out) = backstop(&world, &path, &[&["revert"][..], &target].concat()).await;
+    let (code, out) = backstop(
+        kubeconfig,
+        None,
+        &path,
+        &[&["revert"][..], &target].concat(),
+    )
+    .await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("succeeded; the revert is verified"), "{out}");
     let after = api.get(world::CLUSTER).await.unwrap();
@@ -111,8 +168,44 @@ async fn failover_status_and_revert_by_hand() {
     );
     assert_eq!(after.data["spec"]["backup"], original);
 
+    // Each command left its audit trail, with a reporting identity with or without a pod:
+    // POD_NAME when set (the failover), else the host's name.
+    let events: Api<Event> = Api::namespaced(world.client.clone(), world::NAMESPACE);
+    let events = events.list(&Default::default()).await.unwrap().items;
+    let by_reason = |reason: &str| {
+        events
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .collect::<Vec<_>>()
+    };
+    let failed_over = by_reason("FailedOver");
+    let failed_over: Vec<_> = failed_over
+        .iter()
+        .filter(|e| {
+            !e.message
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with("[dry-run]")
+        })
+        .collect();
+    assert_eq!(failed_over.len(), 1, "{events:?}");
+    let instance = failed_over[0]
+        .reporting_instance
+        .clone()
+        .unwrap_or_default();
+    assert!(instance.starts_with(&format!("{POD}-")), "{instance}");
+    let reverted = by_reason("Reverted");
+    assert_eq!(reverted.len(), 1, "{events:?}");
+    let instance = reverted[0].reporting_instance.clone().unwrap_or_default();
+    assert!(
+        !instance.is_empty() && !instance.starts_with(POD),
+        "{instance}"
+    );
+    assert_eq!(reverted[0].reporting_component.as_deref(), Some("backstop"));
+
     let (code, out) = backstop(
-        &world,
+        kubeconfig,
+        None,
         &path,
         &["failover", "--namespace", "x", "--cluster", "y"],
     )
