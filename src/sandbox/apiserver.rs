@@ -124,6 +124,8 @@ pub struct RealApiServer {
     /// etcd's data, removed with the server (kept apart from `dir` to sit on `/dev/shm`).
     _etcd_dir: tempfile::TempDir,
     url: String,
+    /// etcd's client URL (`http://127.0.0.1:PORT`), for compaction.
+    etcd_url: String,
     ca_pem: String,
     admin_token: String,
     etcd: Child,
@@ -218,6 +220,10 @@ impl RealApiServer {
                 // No Endpoints for the `kubernetes` Service: nothing here routes to it.
                 .arg("--endpoint-reconciler-type=none")
                 .arg("--profiling=false")
+                // PodTemplates are watched straight from etcd, past the watch cache (which
+                // keeps recent history whatever etcd compacts): the conformance suite
+                // compacts etcd and resumes a PodTemplate watch to see the server's 410.
+                .arg("--watch-cache-sizes=podtemplates#0")
                 // Every request's outcome, so tests can see what RBAC refused (the
                 // simulator's `denials`), as a cluster's audit log shows an administrator.
                 .arg(format!(
@@ -238,6 +244,7 @@ impl RealApiServer {
             dir,
             _etcd_dir: etcd_dir,
             url,
+            etcd_url: etcd_url.clone(),
             ca_pem: files.ca_pem,
             admin_token,
             etcd,
@@ -368,6 +375,29 @@ impl RealApiServer {
             .ok_or_else(|| ApiServerError::Start("TokenRequest answered without a token".into()))
     }
 
+    /// Compacts etcd's history up to now, as the API server itself does every five minutes:
+    /// a watch (of a kind the watch cache does not serve, such as PodTemplates here) resumed
+    /// from an older resourceVersion then gets 410 Expired. The simulator's `compact` is the
+    /// same fault.
+    pub async fn compact(&self) -> Result<(), ApiServerError> {
+        let status = etcd_post(&self.etcd_url, "/v3/kv/range", r#"{"key":"AA=="}"#).await?;
+        let revision = status
+            .pointer("/header/revision")
+            .and_then(|r| {
+                r.as_str()
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .or(r.as_u64())
+            })
+            .ok_or_else(|| ApiServerError::Start(format!("etcd gave no revision: {status}")))?;
+        etcd_post(
+            &self.etcd_url,
+            "/v3/kv/compaction",
+            &format!(r#"{{"revision":"{revision}","physical":true}}"#),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Every request RBAC refused (403) so far, from the server's audit log, oldest first.
     pub fn denials(&self) -> Vec<Denial> {
         let text = std::fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default();
@@ -459,6 +489,35 @@ impl Files {
             admin_token,
         })
     }
+}
+
+/// POSTs `body` to etcd's JSON gateway at `path`; the answer as JSON.
+async fn etcd_post(
+    base: &str,
+    path: &str,
+    body: &str,
+) -> Result<serde_json::Value, ApiServerError> {
+    use http_body_util::{BodyExt as _, Full};
+    use hyper::body::Bytes;
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let request = axum::http::Request::post(format!("{base}{path}"))
+        .header("Content-Type", "application/json")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .map_err(|e| ApiServerError::Start(e.to_string()))?;
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| ApiServerError::Start(format!("etcd {path}: {e}")))?;
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ApiServerError::Start(format!("etcd {path}: {e}")))?
+        .to_bytes();
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiServerError::Start(format!("etcd {path} answered no JSON: {e}")))
 }
 
 /// A port free on 127.0.0.1 at this moment.

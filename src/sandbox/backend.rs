@@ -145,6 +145,17 @@ impl ApiServer {
         })
     }
 
+    /// Forgets the history older than now, so a watch resumed from an older resourceVersion
+    /// gets 410 Expired: the simulator's compaction, or etcd's on the real server (there,
+    /// for kinds the watch cache does not serve: see [`RealApiServer::compact`]).
+    pub async fn compact(&self) -> Result<(), BackendError> {
+        match self {
+            Self::Simulator(sim) => sim.compact(),
+            Self::Real(real) => real.compact().await?,
+        }
+        Ok(())
+    }
+
     /// Every request RBAC refused so far: the simulator's record, or the real server's audit
     /// log.
     pub fn denials(&self) -> Vec<crate::sandbox::kube::Denial> {

@@ -88,10 +88,12 @@ pub fn log(
 /// Lists objects with selectors and `limit`/`continue` paging.
 pub fn list(sim: &Sim, target: &Target, params: &ListParams) -> Result<Value, ApiError> {
     // The token is "namespace/name" of the last item returned (namespaces hold no '/').
-    let after = params
-        .continue_token
-        .as_deref()
-        .and_then(|token| token.split_once('/'));
+    let after = match params.continue_token.as_deref() {
+        None => None,
+        Some(token) => Some(token.split_once('/').ok_or_else(|| {
+            ApiError::bad_request("invalid continue token: continue key is not valid")
+        })?),
+    };
     let selector = |o: &Value| params.labels.matches(o) && params.fields.matches(o);
     let filtered = !(params.labels.is_empty() && params.fields.is_empty());
     let (items, rest, rv) = sim.store.list_page(
@@ -209,7 +211,19 @@ pub fn create(sim: &Sim, target: &Target, body: Value, dry_run: bool) -> Result<
     {
         return Err(ApiError::not_found("", "namespaces", ns));
     }
+    if let Some(problem) = super::names::invalid_name(&rt.plural, &name) {
+        return Err(ApiError::invalid_in(
+            &rt.group,
+            &rt.kind,
+            &name,
+            &[("metadata.name".to_owned(), problem)],
+        ));
+    }
+    if rt.group.is_empty() && rt.plural == "secrets" {
+        check_secret_data(&object)?;
+    }
     validate(rt, &name, &mut object)?;
+    drop_empty_fields(rt, &mut object);
     if rt.storage_key() == "apiextensions.k8s.io/customresourcedefinitions" {
         established(&mut object);
     }
@@ -218,18 +232,22 @@ pub fn create(sim: &Sim, target: &Target, body: Value, dry_run: bool) -> Result<
         if !causes.is_empty() {
             return Err(ApiError::invalid(&rt.kind, &name, &causes));
         }
+        super::events::fill_defaults(&mut object);
     }
     if dry_run {
         return Ok(for_version(object, rt));
     }
     let uid = uuid::Uuid::new_v4().to_string();
+    let rt_for_generation = rt.clone();
     let created = sim
         .store
         .create(target.key(&name), object, |o, rv| {
             if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
                 meta.insert("uid".into(), Value::String(uid));
                 meta.insert("creationTimestamp".into(), Value::String(now_rfc3339()));
-                meta.insert("generation".into(), json!(1));
+                if keeps_generation(&rt_for_generation) {
+                    meta.insert("generation".into(), json!(1));
+                }
             }
             set_rv(o, rv);
         })
@@ -274,31 +292,58 @@ pub fn write(
             .get(&target.key(name))
             .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
         let planned = plan_write(&rt, name, status_only, &change, &current)?;
-        return Ok(for_version(planned.unwrap_or(current), &rt));
+        return Ok(for_version(planned.into_inner(), &rt));
     }
+    // A write that removes the last finalizer of an object being deleted completes the
+    // deletion; the answer is the object as that write left it, as the real server answers.
+    let mut last_state = None;
     let result = sim.store.update(&target.key(name), |current, _| {
-        plan_write(&rt, name, status_only, &change, current)
+        plan_write(&rt, name, status_only, &change, current).map(|planned| match planned {
+            Planned::Keep(next) => Some(next),
+            Planned::Delete(last) => {
+                last_state = Some(last);
+                None
+            }
+        })
     });
     match result {
         Err(StoreError::NotFound) => Err(ApiError::not_found(&rt.group, &rt.plural, name)),
         Err(_) => Err(ApiError::internal("store failure")),
         Ok(Err(e)) => Err(e),
         Ok(Ok(object)) => {
+            let object = last_state.unwrap_or(object);
             after_write(sim, &rt, &object);
             Ok(for_version(object, &rt))
         }
     }
 }
 
-/// The object a write leaves behind (`None`: the write completes a deletion), or why the write
-/// is refused.
+/// What a write leaves behind.
+enum Planned {
+    /// The object, stored.
+    Keep(Value),
+    /// The object's last state: the write removed its last finalizer while it was being
+    /// deleted, so it is gone.
+    Delete(Value),
+}
+
+impl Planned {
+    fn into_inner(self) -> Value {
+        match self {
+            Self::Keep(v) | Self::Delete(v) => v,
+        }
+    }
+}
+
+/// The object a write leaves behind (or its last state, when the write completes a
+/// deletion), or why the write is refused.
 fn plan_write(
     rt: &ResourceType,
     name: &str,
     status_only: bool,
     change: &Change,
     current: &Value,
-) -> Result<Option<Value>, ApiError> {
+) -> Result<Planned, ApiError> {
     let mut next = match change {
         Change::Replace(body) => {
             let body = check_body(body.clone(), rt)?;
@@ -369,13 +414,17 @@ fn plan_write(
     }
     keep_server_metadata(current, &mut next);
     validate(rt, name, &mut next)?;
-    bump_generation(current, &mut next);
+    no_new_finalizers_while_deleting(rt, name, current, &next)?;
+    drop_empty_fields(rt, &mut next);
+    if keeps_generation(rt) {
+        bump_generation(current, &mut next);
+    }
     let deleting = next.pointer("/metadata/deletionTimestamp").is_some();
     if deleting && finalizers(&next).is_empty() {
         // The last finalizer is gone: the deletion completes now.
-        return Ok(None);
+        return Ok(Planned::Delete(next));
     }
-    Ok(Some(next))
+    Ok(Planned::Keep(next))
 }
 
 /// Deletes an object, honouring finalizers: with finalizers present the object only gets a
@@ -414,6 +463,14 @@ pub fn delete(
         if next.pointer("/metadata/deletionTimestamp").is_none() {
             next["metadata"]["deletionTimestamp"] = Value::String(now_rfc3339());
             next["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            // Starting a deletion is a change of the desired state.
+            if keeps_generation(&rt) {
+                let generation = current
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                next["metadata"]["generation"] = json!(generation + 1);
+            }
         }
         Ok(Some(next))
     });
@@ -425,7 +482,21 @@ pub fn delete(
             if !pending && rt.storage_key() == "apiextensions.k8s.io/customresourcedefinitions" {
                 sim.registry.unregister_crd(&object);
             }
-            Ok((if pending { 202 } else { 200 }, for_version(object, &rt)))
+            if pending || rt.plural == "pods" {
+                // Still there (finalizers), or a kind whose delete returns the object.
+                return Ok((200, for_version(object, &rt)));
+            }
+            // A completed delete is answered with a Success Status.
+            let mut details = json!({"name": name, "kind": rt.plural,
+                "uid": object.pointer("/metadata/uid").cloned().unwrap_or(Value::Null)});
+            if !rt.group.is_empty() {
+                details["group"] = json!(rt.group);
+            }
+            Ok((
+                200,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Success", "details": details}),
+            ))
         }
     }
 }
@@ -437,6 +508,9 @@ fn check_patch_type(rt: &ResourceType, content_type: &str) -> Result<(), ApiErro
         // Strategic merge patch needs Go struct tags; the real server refuses it for custom
         // resources with 415.
         "application/strategic-merge-patch+json" if !rt.custom => Ok(()),
+        "application/strategic-merge-patch+json" => Err(ApiError::unsupported_patch(
+            "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+        )),
         _ => Err(ApiError::unsupported_media_type(content_type)),
     }
 }
@@ -449,8 +523,14 @@ fn apply_patch(current: &Value, content_type: &str, body: &Value) -> Result<Valu
             let patch: json_patch::Patch = serde_json::from_value(body.clone())
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
             // The server answers 422 when a JSON patch fails to apply, `test` included.
-            json_patch::patch(&mut doc, &patch)
-                .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+            // 1.20's message does not say which operation failed.
+            json_patch::patch(&mut doc, &patch).map_err(|_| {
+                let mut e = ApiError::unprocessable(
+                    "the server rejected our request due to an error in our request",
+                );
+                e.details = Some(json!({}));
+                e
+            })?;
         }
         // RFC 7386 merge patch: objects merge, null deletes, arrays replace. Strategic merge
         // patch on built-in kinds is treated the same (lists replace instead of merging by
@@ -458,6 +538,24 @@ fn apply_patch(current: &Value, content_type: &str, body: &Value) -> Result<Valu
         _ => json_patch::merge(&mut doc, body),
     }
     Ok(doc)
+}
+
+/// A Secret's `data` values must be base64, or the server cannot decode the object (400;
+/// the real message goes on with the JSON decoder's position, which the simulator leaves out).
+fn check_secret_data(secret: &Value) -> Result<(), ApiError> {
+    use base64::Engine as _;
+    let Some(data) = secret.get("data").and_then(Value::as_object) else {
+        return Ok(());
+    };
+    for value in data.values() {
+        let text = value.as_str().unwrap_or_default();
+        if let Err(e) = base64::engine::general_purpose::STANDARD.decode(text) {
+            return Err(ApiError::bad_request(format!(
+                "Secret in version \"v1\" cannot be handled as a Secret: decode base64: {e}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Secrets: `stringData` is a write-only convenience the server merges into base64 `data`
@@ -507,7 +605,7 @@ fn validate(rt: &ResourceType, name: &str, object: &mut Value) -> Result<(), Api
     if let Some(schema) = &rt.schema {
         let causes = schema::prune_and_validate(schema, object);
         if !causes.is_empty() {
-            return Err(ApiError::invalid(&rt.kind, name, &causes));
+            return Err(ApiError::invalid_in(&rt.group, &rt.kind, name, &causes));
         }
     }
     if rt.storage_key() == "apiextensions.k8s.io/customresourcedefinitions" {
@@ -573,6 +671,76 @@ fn keep_server_metadata(current: &Value, next: &mut Value) {
             }
         }
     }
+}
+
+/// Whether objects of `rt` carry `metadata.generation`: custom resources and the workload
+/// and policy kinds do; ConfigMaps, Secrets, Events, RBAC objects, Namespaces and Pods (in
+/// 1.20) do not.
+fn keeps_generation(rt: &ResourceType) -> bool {
+    rt.custom
+        || matches!(
+            rt.group.as_str(),
+            "apps" | "batch" | "apiextensions.k8s.io" | "policy" | "networking.k8s.io"
+        )
+}
+
+/// Go's `omitempty` on the typed fields: an empty map of labels, annotations or finalizers,
+/// and a built-in kind's empty `data` / `binaryData`, are not stored.
+fn drop_empty_fields(rt: &ResourceType, object: &mut Value) {
+    let empty = |v: &Value| {
+        v.as_object().is_some_and(|m| m.is_empty()) || v.as_array().is_some_and(|a| a.is_empty())
+    };
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        for field in ["labels", "annotations", "finalizers"] {
+            if meta.get(field).is_some_and(empty) {
+                meta.remove(field);
+            }
+        }
+    }
+    if !rt.custom
+        && let Some(map) = object.as_object_mut()
+    {
+        for field in ["data", "binaryData"] {
+            if map.get(field).is_some_and(empty) {
+                map.remove(field);
+            }
+        }
+    }
+}
+
+/// An object being deleted takes no new finalizers (422, the cause given twice as 1.20's
+/// validation runs twice).
+fn no_new_finalizers_while_deleting(
+    rt: &ResourceType,
+    name: &str,
+    current: &Value,
+    next: &Value,
+) -> Result<(), ApiError> {
+    if current.pointer("/metadata/deletionTimestamp").is_none() {
+        return Ok(());
+    }
+    let before = finalizers(current);
+    let added: Vec<String> = finalizers(next)
+        .iter()
+        .filter(|f| !before.contains(f))
+        .filter_map(|f| f.as_str().map(|f| format!("{f:?}")))
+        .collect();
+    if added.is_empty() {
+        return Ok(());
+    }
+    let cause = (
+        "metadata.finalizers".to_owned(),
+        format!(
+            "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+            added.join(", ")
+        ),
+    );
+    Err(ApiError::invalid_in(
+        &rt.group,
+        &rt.kind,
+        name,
+        &[cause.clone(), cause],
+    ))
 }
 
 /// `metadata.generation` counts changes to everything but metadata and status (API

@@ -10,6 +10,38 @@ use serde_json::Value;
 const NAME_LIMIT: usize = 128;
 const NOTE_LIMIT: usize = 1024;
 
+/// A required text field `json` (reported as `field`) of at most `limit` bytes.
+fn required(
+    causes: &mut Vec<(String, String)>,
+    event: &Value,
+    field: &str,
+    json: &str,
+    limit: usize,
+) {
+    let value = event.get(json).and_then(Value::as_str).unwrap_or("");
+    if value.is_empty() {
+        causes.push((field.to_owned(), "Required value".to_owned()));
+    } else if value.len() > limit {
+        causes.push((
+            field.to_owned(),
+            format!("Invalid value: \"\": can have at most {limit} characters"),
+        ));
+    }
+}
+
+/// The fields the server fills on every stored core/v1 Event (they have no `omitempty`):
+/// an empty reporting controller and instance, an empty source.
+pub fn fill_defaults(event: &mut Value) {
+    let Some(map) = event.as_object_mut() else {
+        return;
+    };
+    for field in ["reportingComponent", "reportingInstance"] {
+        map.entry(field)
+            .or_insert_with(|| Value::String(String::new()));
+    }
+    map.entry("source").or_insert_with(|| serde_json::json!({}));
+}
+
 /// The causes a real server gives for creating `event` (empty: accepted).
 pub fn validate_create(event: &Value) -> Vec<(String, String)> {
     let text = |ptr: &str| event.pointer(ptr).and_then(Value::as_str).unwrap_or("");
@@ -35,21 +67,37 @@ pub fn validate_create(event: &Value) -> Vec<(String, String)> {
     }
     // The JSON name of `reportingController` is `reportingComponent` (the Go field and the
     // error path keep the old name).
-    let mut required = |field: &str, json: &str, limit: usize| {
-        let value = text(&format!("/{json}"));
-        if value.is_empty() {
-            causes.push((field.to_owned(), "Required value".to_owned()));
-        } else if value.len() > limit {
-            causes.push((
-                field.to_owned(),
-                format!("Invalid value: \"\": can have at most {limit} characters"),
-            ));
-        }
-    };
-    required("reportingController", "reportingComponent", usize::MAX);
-    required("reportingInstance", "reportingInstance", NAME_LIMIT);
-    required("action", "action", NAME_LIMIT);
-    required("reason", "reason", NAME_LIMIT);
+    required(
+        &mut causes,
+        event,
+        "reportingController",
+        "reportingComponent",
+        usize::MAX,
+    );
+    if text("/reportingComponent").is_empty() {
+        // ... and an empty name is not a qualified name either: two more causes.
+        causes.push((
+            "reportingController".into(),
+            "Invalid value: \"\": name part must be non-empty".into(),
+        ));
+        causes.push((
+            "reportingController".into(),
+            "Invalid value: \"\": name part must consist of alphanumeric characters, '-', '_' \
+             or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or \
+             'my.name',  or '123-abc', regex used for validation is \
+             '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+                .into(),
+        ));
+    }
+    required(
+        &mut causes,
+        event,
+        "reportingInstance",
+        "reportingInstance",
+        NAME_LIMIT,
+    );
+    required(&mut causes, event, "action", "action", NAME_LIMIT);
+    required(&mut causes, event, "reason", "reason", NAME_LIMIT);
     if text("/message").len() > NOTE_LIMIT {
         causes.push((
             "message".into(),
@@ -86,6 +134,18 @@ mod tests {
             vec![
                 ("reportingInstance".to_owned(), "Required value".to_owned()),
                 ("action".to_owned(), "Required value".to_owned()),
+            ]
+        );
+        e["reportingComponent"] = json!("");
+        let fields: Vec<String> = validate_create(&e).into_iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            fields,
+            [
+                "reportingController",
+                "reportingController",
+                "reportingController",
+                "reportingInstance",
+                "action"
             ]
         );
     }

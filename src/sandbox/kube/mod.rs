@@ -14,6 +14,7 @@ pub mod api;
 pub mod discovery;
 pub mod events;
 pub mod faults;
+pub mod names;
 pub mod rbac;
 pub mod resources;
 pub mod schema;

@@ -86,6 +86,8 @@ const BUILTINS: &[Builtin] = &[
     ),
     b("", "v1", "secrets", "Secret", true, &[], false),
     b("", "v1", "configmaps", "ConfigMap", true, &["cm"], false),
+    // Served for the conformance suite's 410 (a kind the real server's watch cache skips).
+    b("", "v1", "podtemplates", "PodTemplate", true, &[], false),
     b("", "v1", "events", "Event", true, &["ev"], false),
     b(
         "",

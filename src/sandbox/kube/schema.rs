@@ -37,9 +37,41 @@ pub fn prune_and_validate(schema: &Value, object: &mut Value) -> Vec<(String, St
                 }
             }
         }
+        apply_defaults(schema, map, "", &mut causes);
         required(schema, map, "", &mut causes);
     }
     causes
+}
+
+/// Fills each property the object lacks with the schema's `default`, as the API server does
+/// on every write and read (structural schema defaulting, CRD `apiextensions.k8s.io/v1`):
+/// only where the enclosing object exists, and after pruning, so a `null` that was pruned is
+/// defaulted too.
+/// The defaults are then walked like any value (a default object's own properties get their
+/// defaults).
+fn apply_defaults(
+    schema: &Value,
+    map: &mut Map<String, Value>,
+    path: &str,
+    causes: &mut Vec<(String, String)>,
+) {
+    let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+        return;
+    };
+    for (key, sub) in props {
+        if !map.contains_key(key)
+            && let Some(default) = sub.get("default")
+        {
+            let mut value = default.clone();
+            let child = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            walk(sub, &mut value, &child, causes);
+            map.insert(key.clone(), value);
+        }
+    }
 }
 
 fn walk(schema: &Value, value: &mut Value, path: &str, causes: &mut Vec<(String, String)>) {
@@ -101,8 +133,10 @@ fn walk(schema: &Value, value: &mut Value, path: &str, causes: &mut Vec<(String,
         Value::Object(map) => walk_object(schema, map, path, causes),
         Value::Array(items) => {
             if let Some(item_schema) = schema.get("items") {
-                for (i, item) in items.iter_mut().enumerate() {
-                    walk(item_schema, item, &format!("{path}[{i}]"), causes);
+                // kube-apiserver 1.20 names a list item's field without its index
+                // (`spec.items.weight`), and so does the simulator.
+                for item in items.iter_mut() {
+                    walk(item_schema, item, path, causes);
                 }
             }
         }
@@ -141,6 +175,7 @@ fn walk_object(
             }
         }
     }
+    apply_defaults(schema, map, path, causes);
     required(schema, map, path, causes);
 }
 

@@ -105,7 +105,11 @@ fn parse_requirement(part: &str) -> Result<Requirement, String> {
             .trim()
             .strip_prefix('(')
             .and_then(|s| s.strip_suffix(')'))
-            .ok_or_else(|| format!("unable to parse requirement: {part:?}: expected (values)"))?;
+            .ok_or_else(|| {
+                // The real parser names the token it found where '(' belongs.
+                let found = set.split_whitespace().next().unwrap_or_default();
+                format!("unable to parse requirement: found '{found}' expected: '('")
+            })?;
         let values = set
             .split(',')
             .map(|v| valid_value(v.trim()))
@@ -167,7 +171,9 @@ impl FieldSelector {
             let supported = matches!(field, "metadata.name" | "metadata.namespace")
                 || (kind == "Event" && field.starts_with("involvedObject."));
             if !supported {
-                return Err(format!("field label not supported: {field}"));
+                return Err(format!(
+                    "\"{field}\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+                ));
             }
             terms.push((field.to_owned(), equal, value.trim().to_owned()));
         }

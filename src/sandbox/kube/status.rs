@@ -42,7 +42,7 @@ impl ApiError {
     }
 
     fn with_details(mut self, group: &str, plural: &str, name: &str) -> Self {
-        self.details = Some(json!({"name": name, "group": group, "kind": plural}));
+        self.details = Some(details(group, plural, Some(name)));
         self
     }
 
@@ -91,27 +91,51 @@ impl ApiError {
 
     /// 422 Invalid with a list of `(field, message)` causes.
     pub fn invalid(kind: &str, name: &str, causes: &[(String, String)]) -> Self {
-        let parts: Vec<String> = causes
-            .iter()
-            .map(|(field, msg)| format!("{field}: {msg}"))
-            .collect();
+        Self::invalid_in("", kind, name, causes)
+    }
+
+    /// 422 Invalid for an object of `kind` in API `group`: a custom resource's kind is
+    /// qualified by its group in the message (`Widget.example.com "w" is invalid`), and the
+    /// group is in the details, as the real server writes them.
+    pub fn invalid_in(group: &str, kind: &str, name: &str, causes: &[(String, String)]) -> Self {
+        // The message lists each distinct cause once (apimachinery's aggregate drops repeats;
+        // the details keep them).
+        let mut parts: Vec<String> = Vec::new();
+        for (field, msg) in causes {
+            let part = format!("{field}: {msg}");
+            if !parts.contains(&part) {
+                parts.push(part);
+            }
+        }
         // apimachinery's aggregate: one error as it is, several in brackets.
         let summary = match parts.as_slice() {
             [one] => one.clone(),
             _ => format!("[{}]", parts.join(", ")),
         };
+        let qualified_kind = if group.is_empty() {
+            kind.to_owned()
+        } else {
+            format!("{kind}.{group}")
+        };
         let mut e = Self::new(
             422,
             "Invalid",
-            format!("{kind} \"{name}\" is invalid: {summary}"),
+            format!("{qualified_kind} \"{name}\" is invalid: {summary}"),
         );
-        e.details = Some(json!({
-            "name": name,
+        let mut details = json!({
             "kind": kind,
             "causes": causes.iter().map(|(field, msg)| json!({
                 "reason": cause_reason(msg), "message": msg, "field": field,
             })).collect::<Vec<_>>(),
-        }));
+        });
+        // Go's omitempty: an empty name or group is left out.
+        if !name.is_empty() {
+            details["name"] = json!(name);
+        }
+        if !group.is_empty() {
+            details["group"] = json!(group);
+        }
+        e.details = Some(details);
         e
     }
 
@@ -125,17 +149,25 @@ impl ApiError {
         Self::new(400, "BadRequest", message)
     }
 
-    /// 415 for a patch type the resource does not support.
-    pub fn unsupported_media_type(content_type: &str) -> Self {
+    /// 415 for a patch type the resource does not support: custom resources refuse a
+    /// strategic merge patch naming the types they take.
+    pub fn unsupported_patch(accepted: &str) -> Self {
         Self::new(
             415,
             "UnsupportedMediaType",
             format!(
                 "the body of the request was in an unknown format - accepted media types \
-                 include: application/json, application/json-patch+json, \
-                 application/merge-patch+json (got {content_type:?})"
+                 include: {accepted}"
             ),
         )
+    }
+
+    /// 415 for a content type no handler knows, worded as the real server's generic answer
+    /// (with empty details).
+    pub fn unsupported_media_type(_content_type: &str) -> Self {
+        let mut e = Self::new(415, "UnsupportedMediaType", "415: Unsupported Media Type");
+        e.details = Some(json!({}));
+        e
     }
 
     /// 405 MethodNotAllowed.
@@ -152,7 +184,8 @@ impl ApiError {
         Self::new(401, "Unauthorized", "Unauthorized")
     }
 
-    /// 403 Forbidden, worded as the RBAC authorizer words it.
+    /// 403 Forbidden, worded as the RBAC authorizer words it: the object is named by its
+    /// resource without the subresource (`pods "p"`), the rule by the full one (`pods/log`).
     pub fn forbidden(
         user: &str,
         verb: &str,
@@ -161,22 +194,25 @@ impl ApiError {
         name: Option<&str>,
         namespace: Option<&str>,
     ) -> Self {
+        let base = resource.split('/').next().unwrap_or(resource);
         let what = match name {
-            Some(n) => format!("{} \"{n}\"", qualified(group, resource)),
-            None => qualified(group, resource),
+            Some(n) => format!("{} \"{n}\"", qualified(group, base)),
+            None => qualified(group, base),
         };
         let scope = match namespace {
             Some(ns) => format!(" in the namespace \"{ns}\""),
             None => " at the cluster scope".to_owned(),
         };
-        Self::new(
+        let mut e = Self::new(
             403,
             "Forbidden",
             format!(
                 "{what} is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" \
                  in API group \"{group}\"{scope}"
             ),
-        )
+        );
+        e.details = Some(details(group, base, name));
+        e
     }
 
     /// 410 Expired: a watch or continue token older than the retained history.
@@ -253,4 +289,17 @@ fn cause_reason(message: &str) -> &'static str {
     } else {
         "FieldValueInvalid"
     }
+}
+
+/// A Status's `details` for an object: `kind` is the resource's plural, as the server writes
+/// it; an empty group and a missing name are left out (Go's omitempty).
+fn details(group: &str, plural: &str, name: Option<&str>) -> Value {
+    let mut details = json!({"kind": plural});
+    if let Some(name) = name {
+        details["name"] = json!(name);
+    }
+    if !group.is_empty() {
+        details["group"] = json!(group);
+    }
+    details
 }
