@@ -400,13 +400,12 @@ async fn custom_resources_are_pruned_and_validated_against_the_schema() {
     );
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
     assert!(
-        e.message.contains("spec.backup.schedule[0].retention.type"),
+        e.message.contains("spec.backup.schedule.retention.type"),
         "{}",
         e.message
     );
     assert!(
-        e.message
-            .contains("spec.backup.schedule[0].retention.count"),
+        e.message.contains("spec.backup.schedule.retention.count"),
         "{}",
         e.message
     );
