@@ -615,25 +615,44 @@ async fn watch_from_a_compacted_version_gets_410_gone() {
 }
 
 #[tokio::test]
-async fn bookmarks_arrive_when_allowed() {
+async fn bookmarks_arrive_when_allowed_and_the_resource_moved_on() {
+    // As the real server's watch cache: a bookmark carries the latest resourceVersion of the
+    // resource, and comes only once that is past what the watcher was sent (here, a change in
+    // a namespace this watch does not see).
     let (sim, client) = sim_with(SimOptions {
         bookmark_interval: Duration::from_millis(20),
         ..SimOptions::default()
     })
     .await;
-    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let rv = sim.resource_version().to_string();
     let mut stream = api
         .watch(&WatchParams::default(), &rv)
         .await
         .unwrap()
         .boxed();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), stream.try_next())
+            .await
+            .is_err(),
+        "nothing moved: no bookmark"
+    );
+    let elsewhere: Api<ConfigMap> = Api::namespaced(client, "kube-system");
+    let other = elsewhere
+        .create(&PostParams::default(), &cm("elsewhere", json!({})))
+        .await
+        .unwrap();
     match tokio::time::timeout(DEADLINE, stream.try_next())
         .await
         .unwrap()
         .unwrap()
     {
-        Some(WatchEvent::Bookmark(b)) => assert_eq!(b.metadata.resource_version, rv),
+        Some(WatchEvent::Bookmark(b)) => {
+            assert_eq!(
+                Some(b.metadata.resource_version),
+                other.metadata.resource_version
+            );
+        }
         other => panic!("expected a BOOKMARK, got {other:?}"),
     }
     sim.shutdown().await;

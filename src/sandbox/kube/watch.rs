@@ -50,6 +50,10 @@ fn line(event_type: &str, object: &Value) -> Bytes {
 pub fn start(sim: &Arc<Sim>, target: &Target, params: WatchParams) -> Body {
     let rt = target.rt.clone();
     let resource = rt.storage_key();
+    let of_resource = {
+        let resource = resource.clone();
+        move |c: &Change| c.key.resource == resource
+    };
     let namespace = target.namespace.clone();
     let in_scope = move |c: &Change| {
         c.key.resource == resource && namespace.as_deref().is_none_or(|ns| c.key.namespace == ns)
@@ -97,8 +101,18 @@ pub fn start(sim: &Arc<Sim>, target: &Target, params: WatchParams) -> Body {
             }
         }
         let mut receiver = receiver;
+        // Bookmarks as the real server's watch cache sends them: with the resourceVersion of
+        // the latest change of this resource (any namespace, any labels), and only when that
+        // is newer than what this watcher was last sent.
+        let mut delivered = last_rv;
+        let mut resource_rv = last_rv;
         let mut closed = sim.watch_epoch.subscribe();
         let deadline = params.timeout.map(|t| tokio::time::Instant::now() + t);
+        // Like the real server's watch cache, a watch with a timeout also gets a bookmark two
+        // seconds before it ends, so a client resumes from as close to now as possible.
+        let mut pretimeout = deadline
+            .and_then(|d| d.checked_sub(Duration::from_secs(2)))
+            .filter(|t| *t > tokio::time::Instant::now() && params.bookmarks);
         let mut ticker = tokio::time::interval(sim.bookmark_interval);
         ticker.tick().await;
 
@@ -110,6 +124,12 @@ pub fn start(sim: &Arc<Sim>, target: &Target, params: WatchParams) -> Body {
                     let timeout = async {
                         match deadline {
                             Some(d) => tokio::time::sleep_until(d).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    let before_timeout = async {
+                        match pretimeout {
+                            Some(t) => tokio::time::sleep_until(t).await,
                             None => std::future::pending().await,
                         }
                     };
@@ -125,10 +145,24 @@ pub fn start(sim: &Arc<Sim>, target: &Target, params: WatchParams) -> Body {
                             }
                             Err(RecvError::Closed) => return,
                         },
+                        () = before_timeout => {
+                            pretimeout = None;
+                            if resource_rv > delivered {
+                                delivered = resource_rv;
+                                let mark = bookmark(&rt.kind, &rt.api_version(), resource_rv, false);
+                                if tx.send(line("BOOKMARK", &mark)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            continue;
+                        }
                         _ = ticker.tick(), if params.bookmarks => {
-                            let mark = bookmark(&rt.kind, &rt.api_version(), last_rv, false);
-                            if tx.send(line("BOOKMARK", &mark)).await.is_err() {
-                                return;
+                            if resource_rv > delivered {
+                                delivered = resource_rv;
+                                let mark = bookmark(&rt.kind, &rt.api_version(), resource_rv, false);
+                                if tx.send(line("BOOKMARK", &mark)).await.is_err() {
+                                    return;
+                                }
                             }
                             continue;
                         }
@@ -142,16 +176,21 @@ pub fn start(sim: &Arc<Sim>, target: &Target, params: WatchParams) -> Body {
                 continue;
             }
             last_rv = change.rv;
+            if of_resource(&change) {
+                resource_rv = change.rv;
+            }
             if !in_scope(&change) {
                 continue;
             }
-            if let Some((event_type, object)) = translate(&params.list, &change)
-                && tx
+            if let Some((event_type, object)) = translate(&params.list, &change) {
+                delivered = change.rv;
+                if tx
                     .send(line(event_type, &for_version(object, &rt)))
                     .await
                     .is_err()
-            {
-                return;
+                {
+                    return;
+                }
             }
         }
     });
