@@ -21,11 +21,10 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Api;
 use kube::api::PostParams;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
+use rcgen::KeyPair;
 use tokio::process::{Child, Command};
 
+use crate::sandbox::certs::{CertError, SandboxPki};
 use crate::sandbox::kube::Denial;
 
 /// The Kubernetes version `scripts/kube-apiserver.sh` builds.
@@ -37,6 +36,9 @@ const AUDIENCE: &str = "https://kubernetes.default.svc";
 /// How long the server may take to become ready: a cold start on a loaded 2-core machine
 /// (the RBAC bootstrap and the first CRD discovery) takes 5 to 20 seconds.
 const READY_DEADLINE: Duration = Duration::from_secs(120);
+
+/// How many times a start whose port was taken is tried.
+const START_ATTEMPTS: u32 = 3;
 
 /// How often to poll for readiness while starting.
 const READY_POLL: Duration = Duration::from_millis(100);
@@ -56,16 +58,19 @@ pub enum ApiServerError {
     Io(#[from] std::io::Error),
     /// The certificates could not be made.
     #[error("real API server certificates: {0}")]
-    Certs(#[from] rcgen::Error),
+    Certs(#[from] CertError),
+    /// The service-account key could not be made.
+    #[error("real API server service-account key: {0}")]
+    Key(#[from] rcgen::Error),
     /// A process exited or the server never became ready.
     #[error("real API server did not start: {0}")]
     Start(String),
     /// kube-rs refused the configuration or a request failed.
     #[error("real API server client: {0}")]
     Client(#[from] kube::Error),
-    /// The generated kubeconfig did not load.
-    #[error("kubeconfig: {0}")]
-    Kubeconfig(#[from] kube::config::KubeconfigError),
+    /// The generated kubeconfig did not give a client.
+    #[error(transparent)]
+    Kubeconfig(#[from] crate::sandbox::kube::SimError),
 }
 
 /// Where the real server's binaries are.
@@ -140,8 +145,25 @@ impl RealApiServer {
         Self::start_with(&KubeBinaries::locate()?).await
     }
 
-    /// Starts a new server from `binaries`, and waits until it is ready.
+    /// Starts a new server from `binaries`, and waits until it is ready. A port picked free
+    /// can be taken by another process before etcd or the API server binds it (many suites
+    /// start servers at once): such a start is tried again, up to [`START_ATTEMPTS`] times.
     pub async fn start_with(binaries: &KubeBinaries) -> Result<Self, ApiServerError> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(binaries).await {
+                Err(ApiServerError::Start(why))
+                    if why.contains("address already in use") && attempt < START_ATTEMPTS =>
+                {
+                    tracing::warn!(attempt, %why, "a port was taken; starting again");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(binaries: &KubeBinaries) -> Result<Self, ApiServerError> {
         crate::install_crypto_provider();
         let dir = tempfile::Builder::new()
             .prefix("backstop-apiserver-")
@@ -185,6 +207,8 @@ impl RealApiServer {
         let port = free_port()?;
         let url = format!("https://127.0.0.1:{port}");
         let d = dir.path();
+        let root = d.to_owned();
+        let file = |flag: &str, name: &str| format!("--{flag}={}", root.join(name).display());
         let apiserver = spawn(
             Command::new(&binaries.apiserver)
                 .arg(format!("--etcd-servers={etcd_url}"))
@@ -193,29 +217,14 @@ impl RealApiServer {
                 .arg(format!("--secure-port={port}"))
                 .arg("--insecure-port=0")
                 .arg(format!("--cert-dir={}", d.display()))
-                .arg(format!(
-                    "--tls-cert-file={}",
-                    d.join("serving.crt").display()
-                ))
-                .arg(format!(
-                    "--tls-private-key-file={}",
-                    d.join("serving.key").display()
-                ))
-                .arg(format!(
-                    "--token-auth-file={}",
-                    d.join("tokens.csv").display()
-                ))
+                .arg(file("tls-cert-file", "serving.crt"))
+                .arg(file("tls-private-key-file", "serving.key"))
+                .arg(file("token-auth-file", "tokens.csv"))
                 .arg("--authorization-mode=RBAC")
                 .arg(format!("--service-account-issuer={AUDIENCE}"))
                 .arg(format!("--api-audiences={AUDIENCE}"))
-                .arg(format!(
-                    "--service-account-key-file={}",
-                    d.join("sa.pub").display()
-                ))
-                .arg(format!(
-                    "--service-account-signing-key-file={}",
-                    d.join("sa.key").display()
-                ))
+                .arg(file("service-account-key-file", "sa.pub"))
+                .arg(file("service-account-signing-key-file", "sa.key"))
                 .arg("--service-cluster-ip-range=10.0.0.0/24")
                 // No Endpoints for the `kubernetes` Service: nothing here routes to it.
                 .arg("--endpoint-reconciler-type=none")
@@ -226,14 +235,8 @@ impl RealApiServer {
                 .arg("--watch-cache-sizes=podtemplates#0")
                 // Every request's outcome, so tests can see what RBAC refused (the
                 // simulator's `denials`), as a cluster's audit log shows an administrator.
-                .arg(format!(
-                    "--audit-policy-file={}",
-                    d.join("audit-policy.yaml").display()
-                ))
-                .arg(format!(
-                    "--audit-log-path={}",
-                    d.join("audit.log").display()
-                ))
+                .arg(file("audit-policy-file", "audit-policy.yaml"))
+                .arg(file("audit-log-path", "audit.log"))
                 .arg("--audit-log-format=json")
                 .arg("--audit-log-mode=blocking")
                 .arg("--v=1"),
@@ -260,11 +263,8 @@ impl RealApiServer {
             Command::new(&binaries.controller_manager)
                 .arg(format!("--kubeconfig={}", kubeconfig.display()))
                 .arg("--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token")
-                .arg(format!(
-                    "--service-account-private-key-file={}",
-                    d.join("sa.key").display()
-                ))
-                .arg(format!("--root-ca-file={}", d.join("ca.crt").display()))
+                .arg(file("service-account-private-key-file", "sa.key"))
+                .arg(file("root-ca-file", "ca.crt"))
                 .arg("--use-service-account-credentials=false")
                 .arg("--leader-elect=false")
                 .arg("--port=0")
@@ -336,13 +336,7 @@ impl RealApiServer {
 
     /// A kube-rs client for `token`, built from the kubeconfig as a user's would be.
     pub async fn client_for(&self, token: &str) -> Result<kube::Client, ApiServerError> {
-        let kubeconfig = kube::config::Kubeconfig::from_yaml(&self.kubeconfig_yaml(token))?;
-        let config = kube::Config::from_custom_kubeconfig(
-            kubeconfig,
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await?;
-        Ok(kube::Client::try_from(config)?)
+        Ok(crate::sandbox::kube::client_from_kubeconfig(&self.kubeconfig_yaml(token)).await?)
     }
 
     /// A kube-rs client authenticated as the administrator.
@@ -442,36 +436,13 @@ struct Files {
 
 impl Files {
     fn write(dir: &Path) -> Result<Self, ApiServerError> {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "backstop test kube CA");
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
-        let serving_key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(vec![
-            "127.0.0.1".to_owned(),
-            "localhost".to_owned(),
-            "kubernetes.default.svc".to_owned(),
-        ])?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "kube-apiserver");
-        let serving = params.signed_by(&serving_key, &ca)?;
+        let pki = SandboxPki::generate_for("kube-apiserver", &["kubernetes.default.svc"])?;
         let sa_key = KeyPair::generate()?;
         let admin_token = uuid::Uuid::new_v4().simple().to_string();
 
-        std::fs::write(dir.join("ca.crt"), ca.pem())?;
-        std::fs::write(dir.join("serving.crt"), serving.pem())?;
-        crate::sandbox::kube::write_private(
-            &dir.join("serving.key"),
-            &serving_key.serialize_pem(),
-        )?;
+        std::fs::write(dir.join("ca.crt"), &pki.ca_pem)?;
+        std::fs::write(dir.join("serving.crt"), &pki.server_cert_pem)?;
+        crate::sandbox::kube::write_private(&dir.join("serving.key"), &pki.server_key_pem)?;
         crate::sandbox::kube::write_private(&dir.join("sa.key"), &sa_key.serialize_pem())?;
         std::fs::write(dir.join("sa.pub"), sa_key.public_key_pem())?;
         std::fs::write(
@@ -485,7 +456,7 @@ impl Files {
             &format!("{admin_token},backstop-admin,backstop-admin,\"system:masters\"\n"),
         )?;
         Ok(Self {
-            ca_pem: ca.pem(),
+            ca_pem: pki.ca_pem,
             admin_token,
         })
     }

@@ -22,6 +22,10 @@ pub enum CertError {
 pub struct SandboxPki {
     /// The CA certificate, PEM (goes into kubeconfigs and trust stores).
     pub ca_pem: String,
+    /// The serving certificate, PEM (for servers that read it from a file).
+    pub server_cert_pem: String,
+    /// The serving certificate's private key, PKCS#8 PEM.
+    pub server_key_pem: String,
     server_cert: CertificateDer<'static>,
     server_key: Vec<u8>,
 }
@@ -29,6 +33,12 @@ pub struct SandboxPki {
 impl SandboxPki {
     /// Generates a new CA and a serving certificate for `127.0.0.1` and `localhost`.
     pub fn generate() -> Result<Self, CertError> {
+        Self::generate_for("backstop sandbox", &[])
+    }
+
+    /// Like [`SandboxPki::generate`], the certificate named `common_name` and valid for
+    /// `extra_names` too (a real kube-apiserver's `kubernetes.default.svc`).
+    pub fn generate_for(common_name: &str, extra_names: &[&str]) -> Result<Self, CertError> {
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params
@@ -42,14 +52,20 @@ impl SandboxPki {
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
 
         let server_key = KeyPair::generate()?;
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+        let names: Vec<String> = ["127.0.0.1", "localhost"]
+            .iter()
+            .chain(extra_names)
+            .map(|n| (*n).to_owned())
+            .collect();
+        let mut params = CertificateParams::new(names)?;
         params
             .distinguished_name
-            .push(DnType::CommonName, "backstop sandbox");
+            .push(DnType::CommonName, common_name);
         let cert = params.signed_by(&server_key, &ca)?;
         Ok(Self {
             ca_pem: ca.pem(),
+            server_cert_pem: cert.pem(),
+            server_key_pem: server_key.serialize_pem(),
             server_cert: cert.der().clone(),
             server_key: server_key.serialize_der(),
         })

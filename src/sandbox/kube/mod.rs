@@ -129,6 +129,17 @@ pub fn kubeconfig_yaml(url: &str, ca_pem: &str, token: &str) -> String {
     )
 }
 
+/// A kube-rs client from a kubeconfig document, exactly as a user's would be built.
+pub async fn client_from_kubeconfig(yaml: &str) -> Result<kube::Client, SimError> {
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(yaml)?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
 /// Writes `text` to `path`, readable only by the owner (kubeconfigs, keys and token files hold
 /// credentials).
 pub fn write_private(path: &Path, text: &str) -> Result<(), std::io::Error> {
@@ -280,13 +291,7 @@ impl KubeSim {
 
     /// A kube-rs client for `token`, built from the kubeconfig exactly as a user's would be.
     pub async fn client_for(&self, token: &str) -> Result<kube::Client, SimError> {
-        let kubeconfig = kube::config::Kubeconfig::from_yaml(&self.kubeconfig_yaml(token))?;
-        let config = kube::Config::from_custom_kubeconfig(
-            kubeconfig,
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await?;
-        Ok(kube::Client::try_from(config)?)
+        client_from_kubeconfig(&self.kubeconfig_yaml(token)).await
     }
 
     /// A kube-rs client authenticated as the administrator.

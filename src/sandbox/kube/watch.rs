@@ -133,9 +133,9 @@ pub fn start(sim: &Arc<Sim>, target: &Target, params: WatchParams) -> Body {
                             None => std::future::pending().await,
                         }
                     };
-                    tokio::select! {
+                    let next = tokio::select! {
                         received = receiver.recv() => match received {
-                            Ok(c) => c,
+                            Ok(c) => Some(c),
                             Err(RecvError::Lagged(_)) => {
                                 // The stream fell behind the broadcast buffer: tell the client
                                 // to re-list, as the real server does for a slow watcher.
@@ -147,29 +147,25 @@ pub fn start(sim: &Arc<Sim>, target: &Target, params: WatchParams) -> Body {
                         },
                         () = before_timeout => {
                             pretimeout = None;
-                            if resource_rv > delivered {
-                                delivered = resource_rv;
-                                let mark = bookmark(&rt.kind, &rt.api_version(), resource_rv, false);
-                                if tx.send(line("BOOKMARK", &mark)).await.is_err() {
-                                    return;
-                                }
-                            }
-                            continue;
+                            None
                         }
-                        _ = ticker.tick(), if params.bookmarks => {
-                            if resource_rv > delivered {
-                                delivered = resource_rv;
-                                let mark = bookmark(&rt.kind, &rt.api_version(), resource_rv, false);
-                                if tx.send(line("BOOKMARK", &mark)).await.is_err() {
-                                    return;
-                                }
-                            }
-                            continue;
-                        }
+                        _ = ticker.tick(), if params.bookmarks => None,
                         _ = closed.changed() => return,
                         () = tx.closed() => return,
                         () = timeout => return,
-                    }
+                    };
+                    let Some(change) = next else {
+                        // A bookmark is due (periodic, or just before the timeout).
+                        if resource_rv > delivered {
+                            delivered = resource_rv;
+                            let mark = bookmark(&rt.kind, &rt.api_version(), resource_rv, false);
+                            if tx.send(line("BOOKMARK", &mark)).await.is_err() {
+                                return;
+                            }
+                        }
+                        continue;
+                    };
+                    change
                 }
             };
             if change.rv <= last_rv {
