@@ -237,9 +237,24 @@ fn classify_answer(
             }
             details.push(format!("HTTP {status}"));
         }
-        _ => {
-            let _ = write!(text, "HTTP {status} without an error body");
-        }
+        _ => match raw.body().bytes().filter(|b| !b.is_empty()) {
+            None => {
+                let _ = write!(text, "HTTP {status} without an error body");
+            }
+            // A proxy's or load balancer's page, say: what it was, safely quoted.
+            Some(body) => {
+                let content_type = raw
+                    .headers()
+                    .get("content-type")
+                    .unwrap_or("no content type");
+                let _ = write!(
+                    text,
+                    "HTTP {status} with a body that is not an S3 error ({content_type}, {} bytes): {}",
+                    body.len(),
+                    quote_start(body)
+                );
+            }
+        },
     }
     if let Some(region) = raw.headers().get("x-amz-bucket-region") {
         details.push(format!("bucket region {region}"));
@@ -251,6 +266,24 @@ fn classify_answer(
         let _ = write!(text, " ({})", details.join(", "));
     }
     (class, text)
+}
+
+/// How much of an unexpected body an error message quotes.
+const QUOTED_BODY_CHARS: usize = 120;
+
+/// The start of `body` as a quoted, escaped string (control characters and quotes escaped,
+/// invalid UTF-8 replaced), `…` marking a cut.
+fn quote_start(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut quoted: String = text
+        .chars()
+        .take(QUOTED_BODY_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().count() > QUOTED_BODY_CHARS {
+        quoted.push('…');
+    }
+    format!("\"{quoted}\"")
 }
 
 /// The class an S3 error code names, if it names one.
@@ -431,6 +464,37 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_s3_error_is_quoted_with_its_content_type() {
+        let page = format!(
+            "<html>\n<h1>502 Bad Gateway</h1>\u{1b}[31m{}</html>",
+            "x".repeat(300)
+        );
+        let answer = hyper::Response::builder()
+            .status(502)
+            .header("content-type", "text/html")
+            .body(SdkBody::from(page.clone()))
+            .unwrap();
+        let error = SdkError::<HeadBucketError, _>::service_error(
+            HeadBucketError::generic(ErrorMetadata::builder().build()),
+            HttpResponse::try_from(answer).unwrap(),
+        );
+        let (class, message) = classify(&error);
+        assert_eq!(class, ErrorClass::ServerError);
+        assert!(
+            message.starts_with(&format!(
+                "HTTP 502 with a body that is not an S3 error (text/html, {} bytes): \"<html>\\n<h1>502 Bad Gateway</h1>\\u{{1b}}[31mxxx",
+                page.len()
+            )),
+            "{message}"
+        );
+        assert!(message.contains("…\""), "a long body is cut: {message}");
+        assert!(
+            !message.contains('\n') && !message.contains('\u{1b}'),
+            "escaped: {message}"
+        );
     }
 
     #[test]
