@@ -1,6 +1,7 @@
 //! `backstop sandbox` as a user runs it: a process that prints where everything is, serves
 //! kubectl from its kubeconfig, takes faults on its control endpoint and stops cleanly on
-//! SIGINT, removing its files.
+//! SIGINT, removing its files; on the API simulator and on a real kube-apiserver
+//! (`--api-server real`, whose etcd, API server and controller manager it stops too).
 #![cfg(feature = "sandbox")]
 
 use std::io::{BufRead, BufReader};
@@ -25,8 +26,39 @@ fn field(lines: &[String], label: &str) -> String {
 
 #[test]
 fn the_sandbox_serves_kubectl_metrics_and_fault_control_then_stops_cleanly() {
+    sandbox_session("simulator");
+}
+
+#[test]
+fn the_sandbox_on_a_real_api_server_does_the_same() {
+    sandbox_session("real");
+}
+
+/// The children of process `pid` still running (the real server's etcd, kube-apiserver and
+/// kube-controller-manager while the sandbox runs).
+fn children(pid: u32) -> Vec<(u32, String)> {
+    let out = Command::new("ps")
+        .args(["-o", "pid=,comm=", "--ppid", &pid.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (pid, comm) = l.trim().split_once(' ')?;
+            Some((pid.parse().ok()?, comm.trim().to_owned()))
+        })
+        .collect()
+}
+
+fn sandbox_session(api_server: &str) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_backstop"))
-        .args(["sandbox", "--listen", "127.0.0.1:0"])
+        .args([
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-server",
+            api_server,
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -129,6 +161,15 @@ fn the_sandbox_serves_kubectl_metrics_and_fault_control_then_stops_cleanly() {
         .unwrap()
         .to_owned();
     assert!(dir.exists());
+    let running = children(child.id());
+    if api_server == "real" {
+        for program in ["etcd", "kube-apiserver", "kube-controller"] {
+            assert!(
+                running.iter().any(|(_, c)| c.starts_with(program)),
+                "{program} runs: {running:?}"
+            );
+        }
+    }
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -138,4 +179,10 @@ fn the_sandbox_serves_kubectl_metrics_and_fault_control_then_stops_cleanly() {
     drop(rx);
     reader.join().unwrap();
     assert!(!dir.exists(), "the sandbox removes its files on exit");
+    for (pid, program) in running {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "{program} ({pid}) was stopped with the sandbox"
+        );
+    }
 }
