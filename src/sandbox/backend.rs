@@ -26,30 +26,6 @@ pub enum Backend {
     Real,
 }
 
-impl Backend {
-    /// `simulator` or `real`, as tests and the CLI name them.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Simulator => "simulator",
-            Self::Real => "real",
-        }
-    }
-}
-
-impl std::str::FromStr for Backend {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "simulator" | "sim" => Ok(Self::Simulator),
-            "real" => Ok(Self::Real),
-            other => Err(format!(
-                "unknown API server {other:?}: expected `simulator` or `real`"
-            )),
-        }
-    }
-}
-
 /// Why the API server could not be started or used.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
