@@ -15,6 +15,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY crates ./crates
+COPY tests ./tests
 COPY benches ./benches
 # Cache mounts keep the registry and compiled dependencies between builds; the binary is
 # copied out because the target directory is not part of the image layer.

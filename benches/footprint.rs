@@ -22,9 +22,9 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use backstop::sandbox::crds::install_pxc_crds;
-use backstop::sandbox::kube::{KubeSim, SimOptions};
-use backstop::sandbox::s3::{self, RegionConfig, S3Config};
+use backstop_sandbox::crds::install_pxc_crds;
+use backstop_sandbox::kube::{KubeSim, SimOptions};
+use backstop_sandbox::s3::{self, RegionConfig, S3Config};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ObjectMeta, PostParams};

@@ -11,7 +11,7 @@ use backstop::config::ProbeConfig;
 use backstop::probe::cycle::{CycleOptions, TargetState, run_cycle};
 use backstop::probe::target::Target;
 use backstop::s3client::{self, StaticCredentials, Timeouts};
-use backstop::sandbox::s3::{self, RegionConfig, S3Config};
+use backstop_sandbox::s3::{self, RegionConfig, S3Config};
 use futures::StreamExt as _;
 
 const ACCESS_KEY: &str = "BENCHACCESSKEY";

@@ -13,7 +13,7 @@ use backstop::probe::cycle::{CycleOptions, Operation, TargetState, run_cycle};
 use backstop::probe::target::Target;
 use backstop::pxc::{S3Storage, Storage};
 use backstop::s3client::{self, Endpoint, StaticCredentials, Timeouts};
-use backstop::sandbox::s3::{self, Fault, RegionConfig, Rule, S3Config};
+use backstop_sandbox::s3::{self, Fault, RegionConfig, Rule, S3Config};
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();

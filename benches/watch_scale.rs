@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backstop::sandbox::crds::install_pxc_crds;
-use backstop::sandbox::kube::{KubeSim, SimOptions};
+use backstop_sandbox::crds::install_pxc_crds;
+use backstop_sandbox::kube::{KubeSim, SimOptions};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};

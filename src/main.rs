@@ -64,7 +64,7 @@ fn main() -> ExitCode {
                 }),
                 _ => None,
             };
-            let options = backstop::sandbox::drill::DrillOptions {
+            let options = backstop_sandbox::drill::DrillOptions {
                 strategy: args.strategy.into(),
                 break_secondary: args.break_secondary,
                 credentials,
@@ -78,7 +78,7 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&anyhow::Error::from(e)),
             };
-            match runtime.block_on(backstop::sandbox::drill::run(options)) {
+            match runtime.block_on(backstop_sandbox::drill::run(options)) {
                 Ok(_) => ExitCode::from(EXIT_OK),
                 Err(e) => {
                     eprintln!("backstop sandbox --drill: FAILED: {e}");
@@ -90,8 +90,7 @@ fn main() -> ExitCode {
         Command::Sandbox(args) => run_async(async move {
             let shutdown = CancellationToken::new();
             backstop::shutdown::cancel_on_signal(shutdown.clone());
-            backstop::sandbox::run(&args.listen, sandbox_backend(args.api_server), shutdown)
-                .await?;
+            backstop_sandbox::run(&args.listen, sandbox_backend(args.api_server), shutdown).await?;
             Ok(())
         }),
         #[cfg(not(feature = "sandbox"))]
@@ -283,11 +282,9 @@ fn fail(error: &anyhow::Error) -> ExitCode {
 }
 
 #[cfg(feature = "sandbox")]
-fn sandbox_backend(choice: backstop::cli::SandboxApiServer) -> backstop::sandbox::backend::Backend {
+fn sandbox_backend(choice: backstop::cli::SandboxApiServer) -> backstop_sandbox::backend::Backend {
     match choice {
-        backstop::cli::SandboxApiServer::Simulator => {
-            backstop::sandbox::backend::Backend::Simulator
-        }
-        backstop::cli::SandboxApiServer::Real => backstop::sandbox::backend::Backend::Real,
+        backstop::cli::SandboxApiServer::Simulator => backstop_sandbox::backend::Backend::Simulator,
+        backstop::cli::SandboxApiServer::Real => backstop_sandbox::backend::Backend::Real,
     }
 }

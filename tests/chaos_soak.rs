@@ -9,7 +9,7 @@ mod soak;
 
 use backstop::responder::alertmanager::AlertStatus;
 use backstop::responder::journal::Phase;
-use backstop::sandbox::kube::faults::ApiFault;
+use backstop_sandbox::kube::faults::ApiFault;
 use soak::{Called, HOLD_DOWN, Notification, PROBE_INTERVAL, S3State, Soak};
 
 /// The CI soak's seed.

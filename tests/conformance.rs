@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use backstop::sandbox::backend::{ApiServer, Backend};
+use backstop_sandbox::backend::{ApiServer, Backend};
 use serde_json::{Value, json};
 
 /// What the simulator does differently on purpose, and how the comparison allows for it:

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backstop::clock::ManualClock;
-use backstop::sandbox::s3::{self, Fault, Rule};
-use backstop::sandbox::world::{self, WorldOptions};
+use backstop_sandbox::s3::{self, Fault, Rule};
+use backstop_sandbox::world::{self, WorldOptions};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 

@@ -14,9 +14,9 @@ use std::path::Path;
 use std::process::Command;
 
 use backstop::pxc::{PerconaXtraDBCluster, PerconaXtraDBClusterBackup};
-use backstop::sandbox::backend::ApiServer;
-use backstop::sandbox::crds::install_pxc_crds;
-use backstop::sandbox::kube::api::POD_LOG_ANNOTATION;
+use backstop_sandbox::backend::ApiServer;
+use backstop_sandbox::crds::install_pxc_crds;
+use backstop_sandbox::kube::api::POD_LOG_ANNOTATION;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret};
@@ -585,7 +585,7 @@ async fn backstops_requests(
     );
 
     // Failover and revert: the spec change and the journal in one conditional replace.
-    let raw = backstop::responder::engine::cluster_api(client, namespace);
+    let raw = backstop::responder::cluster::cluster_api(client, namespace);
     match raw.get(CLUSTER).await {
         Ok(current) => m.allowed(
             "replace a cluster (failover/revert write)",

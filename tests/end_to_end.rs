@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use backstop::clock::SystemClock;
 use backstop::config::HumanDuration;
-use backstop::responder::engine::{cluster_api, read_journal};
+use backstop::responder::cluster::{cluster_api, read_journal};
 use backstop::responder::journal::{Journal, Phase};
-use backstop::sandbox::s3::{self, Fault, Rule};
-use backstop::sandbox::world::{self, WorldOptions};
+use backstop_sandbox::s3::{self, Fault, Rule};
+use backstop_sandbox::world::{self, WorldOptions};
 use serde_json::Value;
 
 mod common;

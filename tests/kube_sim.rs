@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use backstop::sandbox::crds::install_pxc_crds;
-use backstop::sandbox::kube::faults::{ApiFault, FaultRule};
-use backstop::sandbox::kube::{KubeSim, SimOptions};
+use backstop_sandbox::crds::install_pxc_crds;
+use backstop_sandbox::kube::faults::{ApiFault, FaultRule};
+use backstop_sandbox::kube::{KubeSim, SimOptions};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::api::{

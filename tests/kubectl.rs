@@ -2,8 +2,8 @@
 //! custom resources all work through a kubeconfig the simulator writes.
 #![cfg(feature = "sandbox")]
 
-use backstop::sandbox::crds::install_pxc_crds;
-use backstop::sandbox::kube::{KubeSim, SimOptions};
+use backstop_sandbox::crds::install_pxc_crds;
+use backstop_sandbox::kube::{KubeSim, SimOptions};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use serde_json::json;
 

@@ -21,12 +21,13 @@ use std::time::Duration;
 use backstop::clock::{ManualClock, SystemClock};
 use backstop::config::{Config, HumanDuration};
 use backstop::pxc::PerconaXtraDBClusterBackup;
-use backstop::responder::engine::{RUN_LABEL, cluster_api, read_journal};
+use backstop::responder::cluster::{cluster_api, read_journal};
+use backstop::responder::effect::RUN_LABEL;
 use backstop::responder::intent::INTENT_ANNOTATION;
 use backstop::responder::journal::{JOURNAL_ANNOTATION, Journal, Phase};
-use backstop::sandbox::s3::{Fault, Rule};
-use backstop::sandbox::world::{self, World, WorldOptions};
 use backstop::watch::completions::OBSERVED_ANNOTATION;
+use backstop_sandbox::s3::{Fault, Rule};
+use backstop_sandbox::world::{self, World, WorldOptions};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Event;
 use kube::ResourceExt as _;
@@ -393,8 +394,8 @@ impl Case {
             .unwrap();
         let lost = json!({"spec": {"backup": {"storages": {LOST_STORAGE: {"type": "s3", "s3": {
             "bucket": format!("{LOST_BUCKET}/{}", world::CLUSTER),
-            "region": backstop::sandbox::s3::PRIMARY_REGION,
-            "endpointUrl": world.endpoint(backstop::sandbox::s3::PRIMARY_REGION),
+            "region": backstop_sandbox::s3::PRIMARY_REGION,
+            "endpointUrl": world.endpoint(backstop_sandbox::s3::PRIMARY_REGION),
             "forcePathStyle": true, "credentialsSecret": world::CREDENTIALS_SECRET}}}}}});
         let clusters = cluster_api(&world.client, world::NAMESPACE);
         clusters

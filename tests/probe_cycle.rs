@@ -15,7 +15,7 @@ use backstop::probe::{
     run_cycle,
 };
 use backstop::s3client::{self, StaticCredentials, Timeouts};
-use backstop::sandbox::s3::{self, Fault, PRIMARY_REGION, RegionConfig, Rule, S3Config, S3Server};
+use backstop_sandbox::s3::{self, Fault, PRIMARY_REGION, RegionConfig, Rule, S3Config, S3Server};
 use futures::StreamExt as _;
 
 const ACCESS_KEY: &str = "AKIASANDBOXTEST00001";

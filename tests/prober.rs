@@ -13,8 +13,8 @@ use backstop::clock::SystemClock;
 use backstop::config::StaticTarget;
 use backstop::pxc::PerconaXtraDBCluster;
 use backstop::s3client::StaticCredentials;
-use backstop::sandbox::s3::{self, Fault, Rule};
-use backstop::sandbox::world::{self, World, WorldOptions};
+use backstop_sandbox::s3::{self, Fault, Rule};
+use backstop_sandbox::world::{self, World, WorldOptions};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 

@@ -23,10 +23,10 @@ fn run_serves_until_sigterm_then_exits_zero() {
     // The simulator runs on this runtime's worker threads while the test blocks on the child.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let sim = rt
-        .block_on(backstop::sandbox::kube::KubeSim::start(Default::default()))
+        .block_on(backstop_sandbox::kube::KubeSim::start(Default::default()))
         .unwrap();
     rt.block_on(async {
-        backstop::sandbox::crds::install_pxc_crds(&sim.admin_client().await.unwrap())
+        backstop_sandbox::crds::install_pxc_crds(&sim.admin_client().await.unwrap())
             .await
             .unwrap();
     });

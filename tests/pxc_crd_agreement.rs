@@ -14,7 +14,7 @@ fn real_crds() -> Vec<Value> {
 }
 
 fn ours() -> Vec<Value> {
-    serde_yaml_ng::Deserializer::from_str(backstop::sandbox::crds::PXC_CRDS_YAML)
+    serde_yaml_ng::Deserializer::from_str(backstop_sandbox::crds::PXC_CRDS_YAML)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect()
 }
@@ -175,7 +175,7 @@ fn the_simulator_serves_the_operators_real_crd_and_its_example_cluster() {
     rt.block_on(async {
         use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
         use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
-        let sim = backstop::sandbox::kube::KubeSim::start(Default::default()).await.unwrap();
+        let sim = backstop_sandbox::kube::KubeSim::start(Default::default()).await.unwrap();
         let client = sim.admin_client().await.unwrap();
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
         for crd in real_crds() {

@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use backstop::clock::{ManualClock, SystemClock};
 use backstop::config::{Config, HumanDuration, Strategy};
-use backstop::responder::engine::{ClusterKey, Engine, cluster_api, read_journal};
+use backstop::responder::Engine;
+use backstop::responder::cluster::{ClusterKey, cluster_api, read_journal};
 use backstop::responder::journal::{Journal, Phase, TargetKind};
 use backstop::responder::{ResponderMetrics, intent};
-use backstop::sandbox::kube::faults::{ApiFault, FaultRule};
-use backstop::sandbox::s3::{self, Fault, Rule};
-use backstop::sandbox::world::{self, World, WorldOptions};
+use backstop_sandbox::kube::faults::{ApiFault, FaultRule};
+use backstop_sandbox::s3::{self, Fault, Rule};
+use backstop_sandbox::world::{self, World, WorldOptions};
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use prometheus_client::registry::Registry;

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use backstop::clock::SystemClock;
 use backstop::config::HumanDuration;
-use backstop::responder::engine::{cluster_api, read_journal};
+use backstop::responder::cluster::{cluster_api, read_journal};
 use backstop::responder::journal::Phase;
-use backstop::sandbox::world::{self, World, WorldOptions};
+use backstop_sandbox::world::{self, World, WorldOptions};
 use k8s_openapi::api::core::v1::Event;
 use kube::Api;
 use serde_json::Value;

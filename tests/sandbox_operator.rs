@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use backstop::clock::ManualClock;
 use backstop::pxc::{PerconaXtraDBCluster, PerconaXtraDBClusterBackup, labels};
-use backstop::sandbox::crds::install_pxc_crds;
-use backstop::sandbox::kube::{KubeSim, SimOptions};
-use backstop::sandbox::operator::{OperatorOptions, SimOperator, ancestor};
+use backstop_sandbox::crds::install_pxc_crds;
+use backstop_sandbox::kube::{KubeSim, SimOptions};
+use backstop_sandbox::operator::{OperatorOptions, SimOperator, ancestor};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
@@ -191,7 +191,7 @@ async fn retention_keeps_the_newest_successful_backups_of_each_schedule() {
 
 mod with_s3 {
     use super::*;
-    use backstop::sandbox::s3::{self, Fault, RegionConfig, Rule, S3Config};
+    use backstop_sandbox::s3::{self, Fault, RegionConfig, Rule, S3Config};
     use k8s_openapi::api::core::v1::Secret;
 
     const KEY: &str = "sandboxaccesskey";

@@ -12,7 +12,7 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::RequestId as _;
 use aws_sdk_s3::primitives::ByteStream;
-use backstop::sandbox::s3::{
+use backstop_sandbox::s3::{
     self, Fault, PRIMARY_REGION, RegionConfig, Rule, S3Config, S3Server, SECONDARY_REGION,
 };
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use backstop::clock::ManualClock;
 use backstop::pxc::PerconaXtraDBClusterBackup;
-use backstop::sandbox::s3::{self, Fault, Rule};
-use backstop::sandbox::world::{self, WorldOptions};
+use backstop_sandbox::s3::{self, Fault, Rule};
+use backstop_sandbox::world::{self, WorldOptions};
 use jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams};
 

@@ -5,11 +5,11 @@ pub mod deploy;
 pub mod monitoring;
 pub mod sandbox;
 
-pub use backstop::sandbox::backend::Backend;
+pub use backstop_sandbox::backend::Backend;
 
 /// The operator's real CRD (`../shared/fixtures/pxc/crd.yaml`), which the worlds of the
 /// two-backend tests install (derived for the server's version: see
-/// `backstop::sandbox::crds::derive_for`).
+/// `backstop_sandbox::crds::derive_for`).
 pub fn operator_crd() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/pxc/crd.yaml")
 }
@@ -25,11 +25,11 @@ macro_rules! on_both_backends {
         mod $name {
             #[tokio::test $( ( $($arg)* ) )?]
             async fn simulator() {
-                super::$name(backstop::sandbox::backend::Backend::Simulator).await
+                super::$name(backstop_sandbox::backend::Backend::Simulator).await
             }
             #[tokio::test $( ( $($arg)* ) )?]
             async fn real() {
-                super::$name(backstop::sandbox::backend::Backend::Real).await
+                super::$name(backstop_sandbox::backend::Backend::Real).await
             }
         }
     };
@@ -38,10 +38,10 @@ pub(crate) use on_both_backends;
 
 /// World options for a two-backend test: the API server `backend` with the operator's real
 /// CRD, every other option at its default (tests override with `..world_on(backend)`).
-pub fn world_on(backend: Backend) -> backstop::sandbox::world::WorldOptions {
-    backstop::sandbox::world::WorldOptions {
+pub fn world_on(backend: Backend) -> backstop_sandbox::world::WorldOptions {
+    backstop_sandbox::world::WorldOptions {
         backend,
         crd_file: Some(operator_crd()),
-        ..backstop::sandbox::world::WorldOptions::default()
+        ..backstop_sandbox::world::WorldOptions::default()
     }
 }

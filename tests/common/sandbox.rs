@@ -7,7 +7,7 @@ use std::time::Duration;
 use backstop::app::App;
 use backstop::clock::Clock;
 use backstop::config::Config;
-use backstop::sandbox::world::{World, WorldOptions};
+use backstop_sandbox::world::{World, WorldOptions};
 use tokio_util::sync::CancellationToken;
 
 /// How long a condition may take to hold before the test fails.

@@ -5,13 +5,13 @@
 //! "replicas", each an [`Engine`] (a crash throws one away and builds a fresh one, so all
 //! in-memory state is lost), against the sandbox world (the Kubernetes API simulator over
 //! real HTTP, the embedded S3, the simulated operator). Alertmanager is modelled as a queue
-//! of notifications that the webhook's intent writer ([`record_intent`]) records, delivered
+//! of notifications that the webhook's intent writer (`Applier::record_intent`) records, delivered
 //! in random order, duplicated, repeated and late. Simulated time is a [`ManualClock`]: the
 //! engine's cool-downs, hold-downs and test-backup timeouts and the operator's schedules all
 //! follow it, so hours pass in seconds.
 //!
 //! Every write to the cluster is audited through the simulator's change feed
-//! ([`KubeSim::changes`](backstop::sandbox::kube::KubeSim::changes)), so a failover or a
+//! ([`KubeSim::changes`](backstop_sandbox::kube::KubeSim::changes)), so a failover or a
 //! revert is seen however briefly its journal stood, and the invariants are checked after
 //! every event.
 #![allow(dead_code)] // each including target uses a different part
@@ -23,16 +23,17 @@ use std::time::Duration;
 use backstop::clock::ManualClock;
 use backstop::config::{Config, HumanDuration};
 use backstop::pxc::PerconaXtraDBClusterBackup;
+use backstop::responder::Engine;
 use backstop::responder::ResponderMetrics;
 use backstop::responder::alertmanager::AlertStatus;
-use backstop::responder::engine::{ClusterKey, Engine, cluster_api, read_intent, read_journal};
+use backstop::responder::applier::Recorded;
+use backstop::responder::cluster::{ClusterKey, cluster_api, read_intent, read_journal};
 use backstop::responder::intent::Intent;
 use backstop::responder::journal::{JOURNAL_ANNOTATION, Journal, Phase};
-use backstop::responder::webhook::{Recorded, record_intent};
-use backstop::sandbox::kube::faults::{ApiFault, FaultRule};
-use backstop::sandbox::kube::store::Change;
-use backstop::sandbox::s3::{self, Fault, Rule, RuleId};
-use backstop::sandbox::world::{self, World, WorldOptions};
+use backstop_sandbox::kube::faults::{ApiFault, FaultRule};
+use backstop_sandbox::kube::store::Change;
+use backstop_sandbox::s3::{self, Fault, Rule, RuleId};
+use backstop_sandbox::world::{self, World, WorldOptions};
 use jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DynamicObject};
 use prometheus_client::registry::Registry;
@@ -619,10 +620,11 @@ impl Soak {
             }
             changed
         };
-        let client = self.world.client.clone();
+        // Any replica's writer will do: intents are written, never kept, outside a dry run.
+        let engine = self.replicas[0].engine.clone();
         let key = self.key.clone();
         let recorded = tokio::spawn(async move {
-            tokio::time::timeout(STEP_BUDGET, record_intent(&client, &key, merge)).await
+            tokio::time::timeout(STEP_BUDGET, engine.record_intent(&key, merge)).await
         })
         .await;
         let ok = match recorded {

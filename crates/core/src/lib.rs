@@ -21,8 +21,6 @@ pub mod readiness;
 pub mod responder;
 pub mod s3client;
 pub mod s3tls;
-#[cfg(feature = "sandbox")]
-pub mod sandbox;
 pub mod schedule;
 pub mod server;
 pub mod shutdown;
@@ -59,10 +57,6 @@ pub enum Error {
     /// The responder could not start.
     #[error(transparent)]
     Responder(#[from] responder::ResponderError),
-    /// The sandbox failed.
-    #[cfg(feature = "sandbox")]
-    #[error(transparent)]
-    Sandbox(#[from] sandbox::SandboxError),
     /// Another I/O failure.
     #[error("I/O error: {0}")]
     Io(#[source] std::io::Error),
@@ -78,8 +72,6 @@ impl Error {
             Self::Telemetry(_) => "telemetry",
             Self::Responder(_) => "responder",
             Self::Tls(_) => "tls",
-            #[cfg(feature = "sandbox")]
-            Self::Sandbox(_) => "sandbox",
             Self::Io(_) => "io",
         }
     }

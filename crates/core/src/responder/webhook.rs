@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kube::ResourceExt as _;
-use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::api::DynamicObject;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 
@@ -20,16 +20,15 @@ use serde_json::{Value, json};
 use crate::config::ManagedCluster;
 
 use super::alertmanager::{self, AlertStatus, Notification};
+use super::applier::{RecordError, Recorded};
 use super::auth::Authenticator;
+use super::cluster::{ClusterKey, cluster_api, read_intent, read_journal};
 use super::controller::Triggers;
-use super::engine::{ClusterKey, Engine, PAUSE_ANNOTATION, cluster_api, read_intent, read_journal};
-use super::intent::{INTENT_ANNOTATION, Intent};
+use super::engine::Engine;
+use super::intent::Intent;
 use super::journal::Phase;
 use super::plan;
 use super::routing::{self, ProtectedStorage};
-
-/// Conflicts retried while recording one cluster's intent.
-const MAX_CONFLICTS: usize = 8;
 
 /// What the webhook handler needs.
 #[derive(Debug)]
@@ -145,17 +144,6 @@ impl ClusterCache {
         let resource = self.resource.clone()?;
         store.get(&ObjectRef::new_with(&key.name, resource).within(&key.namespace))
     }
-}
-
-/// Why an intent could not be recorded (answered with 503, so Alertmanager retries).
-#[derive(Debug, thiserror::Error)]
-pub enum RecordError {
-    /// Reading or writing the cluster failed.
-    #[error("Kubernetes request failed: {0}")]
-    Kube(#[from] kube::Error),
-    /// The cluster kept changing between our read and our write.
-    #[error("cluster {0} kept changing while its intent was recorded")]
-    Conflicts(ClusterKey),
 }
 
 /// One observation of an alert episode for a cluster.
@@ -332,9 +320,6 @@ impl Webhook {
             }
             changed
         };
-        if self.engine.dry_run() {
-            return Ok(self.engine.dry_run_intent(key, merge));
-        }
         // A repeat (the common case: repeat_interval, HA Alertmanagers, several replicas)
         // changes nothing; the cached copy proves it without a request. The cache only learns
         // of episodes from writes that happened, so it can lag but never claim too much.
@@ -345,7 +330,7 @@ impl Webhook {
         {
             return Ok(false);
         }
-        match record_intent(self.engine.client(), key, merge).await? {
+        match self.engine.record_intent(key, merge).await? {
             Recorded::Changed => Ok(true),
             Recorded::Paused => {
                 tracing::info!(cluster = %key, "paused; intent not recorded");
@@ -354,67 +339,6 @@ impl Webhook {
             Recorded::Unchanged | Recorded::Missing => Ok(false),
         }
     }
-}
-
-/// What [`record_intent`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recorded {
-    /// The intent changed and was written.
-    Changed,
-    /// The merge changed nothing; nothing was written.
-    Unchanged,
-    /// The cluster does not exist.
-    Missing,
-    /// The cluster carries the kill switch; nothing was written.
-    Paused,
-}
-
-/// Merges into the intent recorded on cluster `key` with a merge patch under the
-/// resourceVersion it read, re-reading on 409: the one way intents are written (by the
-/// webhook and by `backstop failover|revert`).
-///
-/// # Errors
-///
-/// [`RecordError`] when a request fails or the cluster keeps changing.
-pub async fn record_intent(
-    client: &kube::Client,
-    key: &ClusterKey,
-    merge: impl Fn(&mut Intent) -> bool,
-) -> Result<Recorded, RecordError> {
-    let api = cluster_api(client, &key.namespace);
-    for _ in 0..MAX_CONFLICTS {
-        let Some(object) = api.get_opt(&key.name).await? else {
-            return Ok(Recorded::Missing);
-        };
-        if object
-            .annotations()
-            .get(PAUSE_ANNOTATION)
-            .map(String::as_str)
-            == Some("true")
-        {
-            return Ok(Recorded::Paused);
-        }
-        let mut intent = read_intent(&object);
-        if !merge(&mut intent) {
-            return Ok(Recorded::Unchanged);
-        }
-        let patch = json!({"metadata": {
-            "resourceVersion": object.resource_version(),
-            "annotations": {INTENT_ANNOTATION: intent.render()},
-        }});
-        match api
-            .patch(&key.name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(cluster = %key, wants_failover = intent.wants_failover(), "intent recorded");
-                return Ok(Recorded::Changed);
-            }
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(RecordError::Conflicts(key.clone()))
 }
 
 /// The storages an alert about the cluster may name: the ones a failover protects, with their
@@ -467,6 +391,7 @@ fn bad_request(message: String) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::responder::intent::INTENT_ANNOTATION;
 
     fn cluster(intent: &str) -> Arc<DynamicObject> {
         Arc::new(

@@ -4,17 +4,28 @@
 //! each affected PerconaXtraDBCluster ([`intent`]) and answers at once; the [`controller`]
 //! (leader only) runs the [`engine`], which moves each managed cluster one idempotent step at
 //! a time towards its intent, keeping a [`journal`] of every field it changed in the same
-//! write as the change. [`plan`] and [`routing`] are the pure parts, tested exhaustively.
+//! write as the change.
+//!
+//! Deciding and doing are apart: the [`playbook`]s turn what was observed into a plan of
+//! [`effect`]s, and the [`applier`] alone carries plans out, or records them in a dry run.
+//! [`cluster`] is how the cluster object is read and written, [`memory`] what a replica
+//! remembers between steps. [`plan`] (the exact `spec.backup` edits), [`routing`] and the
+//! playbooks' planning are pure, tested without a server.
 
 pub mod alertmanager;
+pub mod applier;
 pub mod auth;
+pub mod cluster;
 pub mod controller;
+pub mod effect;
 pub mod engine;
 pub mod intent;
 pub mod journal;
 pub mod manual;
+pub mod memory;
 pub mod metrics;
 pub mod plan;
+pub mod playbook;
 pub mod routing;
 pub mod verify;
 pub mod webhook;
@@ -29,7 +40,8 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::leader::{self, Election};
 
-pub use engine::{ClusterKey, Engine};
+pub use cluster::ClusterKey;
+pub use engine::Engine;
 pub use metrics::ResponderMetrics;
 pub use webhook::Webhook;
 

@@ -5,13 +5,13 @@
 //! either; [`ApiServer::simulator`] is the way to the simulator's extras, and a test that needs
 //! them is a simulator-only test by construction.
 //!
-//! [`kube`]: crate::sandbox::kube
-//! [`apiserver`]: crate::sandbox::apiserver
+//! [`kube`]: crate::kube
+//! [`apiserver`]: crate::apiserver
 
 use std::path::Path;
 
-use crate::sandbox::apiserver::{ApiServerError, RealApiServer};
-use crate::sandbox::kube::{KubeSim, SimError, SimOptions};
+use crate::apiserver::{ApiServerError, RealApiServer};
+use crate::kube::{KubeSim, SimError, SimOptions};
 
 /// How long the controller manager may take to make a new namespace's ServiceAccount token.
 const NAMESPACE_READY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -134,7 +134,7 @@ impl ApiServer {
 
     /// Every request RBAC refused so far: the simulator's record, or the real server's audit
     /// log.
-    pub fn denials(&self) -> Vec<crate::sandbox::kube::Denial> {
+    pub fn denials(&self) -> Vec<crate::kube::Denial> {
         match self {
             Self::Simulator(sim) => sim.denials(),
             Self::Real(real) => real.denials(),

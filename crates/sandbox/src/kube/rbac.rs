@@ -124,7 +124,7 @@ fn grants(role: &Value, attrs: &Attributes<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::kube::store::{ObjectKey, set_rv};
+    use crate::kube::store::{ObjectKey, set_rv};
     use serde_json::json;
 
     fn put(store: &Store, resource: &str, ns: &str, object: Value) {

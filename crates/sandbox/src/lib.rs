@@ -3,7 +3,10 @@
 //! [`world`] starts an embedded S3 with two regions ([`s3`]), a Kubernetes API simulator
 //! ([`kube`]) with the operator's CRDs ([`crds`]), a sample cluster with backup history and a
 //! simulated Percona operator ([`operator`]); [`run`] adds Backstop itself and a fault control
-//! endpoint ([`control`]). Production builds leave all of it out (`--no-default-features`).
+//! endpoint ([`control`]).
+//!
+//! A crate of its own: the production build (`backstop` without its default `sandbox`
+//! feature) does not depend on it, so it contains none of this by construction.
 
 pub mod apiserver;
 pub mod backend;
@@ -19,8 +22,7 @@ pub mod world;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::Error;
-use crate::app::App;
+use backstop::app::App;
 use control::Control;
 use world::{World, WorldOptions};
 
@@ -33,6 +35,9 @@ pub enum SandboxError {
     /// The control endpoint or the sandbox's files failed.
     #[error("sandbox: {0}")]
     Io(#[from] std::io::Error),
+    /// Backstop itself, run against the world, failed.
+    #[error(transparent)]
+    Backstop(#[from] backstop::Error),
 }
 
 /// Runs the whole sandbox until `shutdown`: the world on the API server `backend`, Backstop
@@ -42,7 +47,7 @@ pub async fn run(
     listen: &str,
     backend: backend::Backend,
     shutdown: CancellationToken,
-) -> Result<(), Error> {
+) -> Result<(), SandboxError> {
     let world = World::start(WorldOptions {
         backend,
         ..WorldOptions::default()
@@ -52,11 +57,13 @@ pub async fn run(
     let webhook_token = uuid::Uuid::new_v4().simple().to_string();
     let token_path = world.dir().join("webhook-token");
     std::fs::write(&token_path, &webhook_token).map_err(SandboxError::from)?;
-    let config = world.backstop_config(listen, &token_path)?;
+    let config = world
+        .backstop_config(listen, &token_path)
+        .map_err(backstop::Error::from)?;
     let app = App::bind_with(
         config.clone(),
         Some(world.client.clone()),
-        std::sync::Arc::new(crate::clock::SystemClock),
+        std::sync::Arc::new(backstop::clock::SystemClock),
     )
     .await?;
     let addr = app.local_addr()?;
@@ -112,5 +119,5 @@ pub async fn run(
     let result = app.serve(shutdown).await;
     control.stop().await;
     world.shutdown().await;
-    result
+    Ok(result?)
 }

@@ -14,14 +14,14 @@ use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{Clock, SystemClock};
-use crate::config::{self, Config};
-use crate::pxc::{self, PerconaXtraDBCluster, PerconaXtraDBClusterBackup, labels};
-use crate::s3client::{self, Endpoint, StaticCredentials};
-use crate::sandbox::backend::{ApiServer, Backend, BackendError};
-use crate::sandbox::crds::{CrdError, install_crd_file, install_pxc_crds};
-use crate::sandbox::operator::{OperatorOptions, SimOperator, ancestor};
-use crate::sandbox::s3::{self, RegionConfig, S3Config, S3Server};
+use crate::backend::{ApiServer, Backend, BackendError};
+use crate::crds::{CrdError, install_crd_file, install_pxc_crds};
+use crate::operator::{OperatorOptions, SimOperator, ancestor};
+use crate::s3::{self, RegionConfig, S3Config, S3Server};
+use backstop::clock::{Clock, SystemClock};
+use backstop::config::{self, Config};
+use backstop::pxc::{self, PerconaXtraDBCluster, PerconaXtraDBClusterBackup, labels};
+use backstop::s3client::{self, Endpoint, StaticCredentials};
 
 /// Namespace of the sample cluster.
 pub const NAMESPACE: &str = "percona";
@@ -79,7 +79,7 @@ pub struct WorldOptions {
     /// The PXC CRDs to install: the sandbox's own subset (`None`), or a CRD file such as the
     /// operator's real `crd.yaml`, derived for the server's version ([`crds::derive_for`]).
     ///
-    /// [`crds::derive_for`]: crate::sandbox::crds::derive_for
+    /// [`crds::derive_for`]: crate::crds::derive_for
     pub crd_file: Option<PathBuf>,
 }
 

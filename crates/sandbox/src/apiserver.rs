@@ -24,8 +24,8 @@ use kube::api::PostParams;
 use rcgen::KeyPair;
 use tokio::process::{Child, Command};
 
-use crate::sandbox::certs::{CertError, SandboxPki};
-use crate::sandbox::kube::Denial;
+use crate::certs::{CertError, SandboxPki};
+use crate::kube::Denial;
 
 /// The Kubernetes version `scripts/kube-apiserver.sh` builds.
 pub const KUBERNETES_VERSION: &str = "1.20.2";
@@ -70,7 +70,7 @@ pub enum ApiServerError {
     Client(#[from] kube::Error),
     /// The generated kubeconfig did not give a client.
     #[error(transparent)]
-    Kubeconfig(#[from] crate::sandbox::kube::SimError),
+    Kubeconfig(#[from] crate::kube::SimError),
 }
 
 /// Where the real server's binaries are.
@@ -164,7 +164,7 @@ impl RealApiServer {
     }
 
     async fn start_once(binaries: &KubeBinaries) -> Result<Self, ApiServerError> {
-        crate::install_crypto_provider();
+        backstop::install_crypto_provider();
         let dir = tempfile::Builder::new()
             .prefix("backstop-apiserver-")
             .tempdir()?;
@@ -325,18 +325,18 @@ impl RealApiServer {
 
     /// A kubeconfig document for this server and `token`.
     pub fn kubeconfig_yaml(&self, token: &str) -> String {
-        crate::sandbox::kube::kubeconfig_yaml(&self.url, &self.ca_pem, token)
+        crate::kube::kubeconfig_yaml(&self.url, &self.ca_pem, token)
     }
 
     /// Writes the kubeconfig for `token` to `path` (readable only by the owner).
     pub fn write_kubeconfig(&self, path: &Path, token: &str) -> Result<(), ApiServerError> {
-        crate::sandbox::kube::write_private(path, &self.kubeconfig_yaml(token))?;
+        crate::kube::write_private(path, &self.kubeconfig_yaml(token))?;
         Ok(())
     }
 
     /// A kube-rs client for `token`, built from the kubeconfig as a user's would be.
     pub async fn client_for(&self, token: &str) -> Result<kube::Client, ApiServerError> {
-        Ok(crate::sandbox::kube::client_from_kubeconfig(&self.kubeconfig_yaml(token)).await?)
+        Ok(crate::kube::client_from_kubeconfig(&self.kubeconfig_yaml(token)).await?)
     }
 
     /// A kube-rs client authenticated as the administrator.
@@ -442,8 +442,8 @@ impl Files {
 
         std::fs::write(dir.join("ca.crt"), &pki.ca_pem)?;
         std::fs::write(dir.join("serving.crt"), &pki.server_cert_pem)?;
-        crate::sandbox::kube::write_private(&dir.join("serving.key"), &pki.server_key_pem)?;
-        crate::sandbox::kube::write_private(&dir.join("sa.key"), &sa_key.serialize_pem())?;
+        crate::kube::write_private(&dir.join("serving.key"), &pki.server_key_pem)?;
+        crate::kube::write_private(&dir.join("sa.key"), &sa_key.serialize_pem())?;
         std::fs::write(dir.join("sa.pub"), sa_key.public_key_pem())?;
         std::fs::write(
             dir.join("audit-policy.yaml"),
@@ -451,7 +451,7 @@ impl Files {
              rules:\n- level: Metadata\n",
         )?;
         // token,user,uid,"group,..."
-        crate::sandbox::kube::write_private(
+        crate::kube::write_private(
             &dir.join("tokens.csv"),
             &format!("{admin_token},backstop-admin,backstop-admin,\"system:masters\"\n"),
         )?;

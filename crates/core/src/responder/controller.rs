@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pxc::{PerconaXtraDBCluster, PerconaXtraDBClusterBackup};
 
-use super::engine::{ClusterKey, Engine, EngineError, RUN_LABEL};
+use super::cluster::ClusterKey;
+use super::effect::RUN_LABEL;
+use super::engine::{Engine, EngineError};
 
 /// How long after a failed step it is retried.
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);

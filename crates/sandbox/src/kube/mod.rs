@@ -61,7 +61,7 @@ pub enum SimError {
     Client(#[from] kube::Error),
     /// The sandbox certificates could not be made.
     #[error(transparent)]
-    Certs(#[from] crate::sandbox::certs::CertError),
+    Certs(#[from] crate::certs::CertError),
 }
 
 /// Simulator settings.
@@ -181,8 +181,8 @@ impl KubeSim {
     /// Starts a simulator on 127.0.0.1 with a free port, seeded with the namespaces every
     /// cluster has (`default`, `kube-system`, `kube-public`).
     pub async fn start(options: SimOptions) -> Result<Self, SimError> {
-        crate::install_crypto_provider();
-        let pki = crate::sandbox::certs::SandboxPki::generate()?;
+        backstop::install_crypto_provider();
+        let pki = crate::certs::SandboxPki::generate()?;
         let tls = pki.server_config()?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -224,7 +224,7 @@ impl KubeSim {
         let token = shutdown.clone();
         // HTTPS like a real API server: client-go (kubectl) never sends a bearer token over
         // plain HTTP.
-        let task = tokio::spawn(crate::https::serve(listener, router, tls, token));
+        let task = tokio::spawn(backstop::https::serve(listener, router, tls, token));
         Ok(Self {
             sim,
             addr,

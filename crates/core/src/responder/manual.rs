@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::ResourceExt as _;
 use serde::Serialize;
 use serde_json::json;
 
@@ -16,11 +15,12 @@ use crate::clock::Clock;
 use crate::config::Config;
 
 use super::alertmanager::AlertStatus;
-use super::engine::{ClusterKey, Engine, EngineError, cluster_api, read_intent, read_journal};
+use super::applier::{RecordError, Recorded};
+use super::cluster::{ClusterKey, cluster_api, is_paused, read_intent, read_journal};
+use super::engine::{Engine, EngineError};
 use super::intent::{Intent, MANUAL_KEY};
 use super::journal::Phase;
 use super::metrics::ResponderMetrics;
-use super::webhook::{Recorded, record_intent};
 
 /// Which playbook to run by hand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +45,7 @@ pub enum ManualError {
     Engine(#[from] EngineError),
     /// Recording the intent failed.
     #[error("recording the intent: {0}")]
-    Record(#[from] super::webhook::RecordError),
+    Record(#[from] RecordError),
     /// Reading the cluster failed.
     #[error("reading the cluster: {0}")]
     Kube(#[from] kube::Error),
@@ -79,23 +79,19 @@ pub async fn run(
         Manual::Failover => intent.observe(MANUAL_KEY, "manual", now, AlertStatus::Firing, now),
         Manual::Revert => intent.resolve_all(now),
     };
-    if engine.dry_run() {
-        engine.dry_run_intent(key, update);
-        say("dry run: the intent is kept in memory; nothing will be written");
-    } else {
-        match record_intent(&client, key, update).await? {
-            Recorded::Missing => return Err(ManualError::NotFound(key.clone())),
-            Recorded::Paused => {
-                say("paused by the kill switch annotation; nothing recorded");
-                return Ok(None);
-            }
-            Recorded::Changed | Recorded::Unchanged => {}
+    match engine.record_intent(key, update).await? {
+        Recorded::Missing => return Err(ManualError::NotFound(key.clone())),
+        Recorded::Paused => {
+            say("paused by the kill switch annotation; nothing recorded");
+            return Ok(None);
         }
-        say(match which {
-            Manual::Failover => "recorded a manual failover in the cluster's intent",
-            Manual::Revert => "marked every alert episode resolved in the cluster's intent",
-        });
+        Recorded::Changed | Recorded::Unchanged => {}
     }
+    say(match (which, engine.applier().dry_run()) {
+        (_, true) => "dry run: the intent is kept in memory; nothing will be written",
+        (Manual::Failover, false) => "recorded a manual failover in the cluster's intent",
+        (Manual::Revert, false) => "marked every alert episode resolved in the cluster's intent",
+    });
     loop {
         let outcome = engine.reconcile(key).await?;
         say(&outcome.note);
@@ -171,10 +167,7 @@ pub async fn status(
                 cluster: managed.name.clone(),
                 found: true,
                 wants_failover: read_intent(&object).wants_failover(),
-                paused: object
-                    .annotations()
-                    .get(super::engine::PAUSE_ANNOTATION)
-                    .is_some_and(|v| v == "true"),
+                paused: is_paused(&object),
                 journal: match read_journal(&object) {
                     Ok(j) => j.and_then(|j| serde_json::to_value(j).ok()),
                     Err(problem) => Some(json!({"error": problem})),

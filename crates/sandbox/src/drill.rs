@@ -15,12 +15,12 @@ use ::kube::Api;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
-use crate::clock::{ManualClock, SystemClock};
-use crate::config::{HumanDuration, Strategy};
-use crate::pxc::{PerconaXtraDBClusterBackup, state};
-use crate::responder::engine::{cluster_api, read_journal};
-use crate::responder::journal::{Journal, Phase, TargetKind};
+use backstop::app::App;
+use backstop::clock::{ManualClock, SystemClock};
+use backstop::config::{HumanDuration, Strategy};
+use backstop::pxc::{PerconaXtraDBClusterBackup, state};
+use backstop::responder::cluster::{cluster_api, read_journal};
+use backstop::responder::journal::{Journal, Phase, TargetKind};
 
 use super::s3::{self, Fault, Rule};
 use super::world::{self, World, WorldOptions};
@@ -39,11 +39,11 @@ pub struct DrillOptions {
     /// Break the secondary too, so the failover goes to the PVC buffer.
     pub break_secondary: bool,
     /// The sandbox's S3 keys; `None` makes random ones.
-    pub credentials: Option<crate::s3client::StaticCredentials>,
+    pub credentials: Option<backstop::s3client::StaticCredentials>,
     /// The webhook's bearer token; `None` makes a random one.
     pub webhook_token: Option<String>,
     /// The API server the drill's world runs on.
-    pub backend: crate::sandbox::backend::Backend,
+    pub backend: crate::backend::Backend,
 }
 
 /// Why the drill failed.
@@ -143,7 +143,7 @@ fn primary_up(metrics: &str) -> Option<bool> {
 
 fn payload(status: &str, starts_at: jiff::Timestamp) -> Value {
     let labels = json!({
-        "alertname": crate::config::DEFAULT_FAILOVER_ALERT,
+        "alertname": backstop::config::DEFAULT_FAILOVER_ALERT,
         "bucket": world::PRIMARY_BUCKET,
         "namespace": world::NAMESPACE,
         "cluster": world::CLUSTER,
@@ -162,7 +162,7 @@ fn payload(status: &str, starts_at: jiff::Timestamp) -> Value {
         "receiver": "backstop",
         "groupKey": "{}:{alertname=\"S3BackupTargetUnavailable\"}",
         "truncatedAlerts": 0,
-        "groupLabels": {"alertname": crate::config::DEFAULT_FAILOVER_ALERT},
+        "groupLabels": {"alertname": backstop::config::DEFAULT_FAILOVER_ALERT},
         "commonLabels": labels,
         "commonAnnotations": {},
         "externalURL": "http://127.0.0.1/drill",
@@ -365,7 +365,7 @@ async fn script(
     }
     t.mark(format!(
         "failover: backups now go to {} (strategy {}), run {}",
-        crate::responder::plan::describe_target(
+        backstop::responder::plan::describe_target(
             journal.target_kind,
             &journal.strategy,
             &journal.target_storage,

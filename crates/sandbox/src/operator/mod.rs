@@ -27,14 +27,14 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
-use crate::pxc::{
+use crate::kube::api::POD_LOG_ANNOTATION;
+use backstop::clock::Clock;
+use backstop::pxc::{
     self, BackupCrSpec, BackupStatus, PerconaXtraDBCluster, PerconaXtraDBClusterBackup, Schedule,
     Storage, labels, state,
 };
-use crate::s3client::{self, Endpoint, Timeouts};
-use crate::sandbox::kube::api::POD_LOG_ANNOTATION;
-use crate::schedule::CronSchedule;
+use backstop::s3client::{self, Endpoint, Timeouts};
+use backstop::schedule::CronSchedule;
 use xbcloud::UploadFailure;
 
 /// Why a step failed (per-backup failures are recorded on the backup, not here).

@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::sandbox::s3::{Fault, Faults, Rule};
+use crate::s3::{Fault, Faults, Rule};
 
 /// The fault names the endpoint accepts.
 pub const FAULT_NAMES: &[&str] = &[

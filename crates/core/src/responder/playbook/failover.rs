@@ -1,0 +1,226 @@
+//! Failover: switch backups to the secondary, verified healthy just now, else to the PVC
+//! buffer; within the per-cluster cool-down and the global limit; refused, with an Event,
+//! when the cluster has nothing to protect or nowhere to go.
+
+use std::time::Duration;
+
+use kube::api::DynamicObject;
+use serde_json::Value;
+
+use crate::events::EventType;
+
+use super::super::cluster::backup_spec;
+use super::super::effect::{Effect, Note, Plan, Playbook, RunResult, Stage};
+use super::super::engine::{Engine, EngineError};
+use super::super::journal::{JOURNAL_VERSION, Journal, Phase, TargetKind};
+use super::super::plan::{self, FailoverPlan, PlanError};
+use super::Context;
+
+const PLAYBOOK: Playbook = Playbook::Failover;
+
+/// What a failover is planned from.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// The cluster's `spec.backup`.
+    pub backup: Value,
+    /// The journal of the previous run, if any.
+    pub previous: Option<Journal>,
+    /// Managed clusters that failed over within the global window (0 when the cool-down
+    /// already holds the run back: not counted then).
+    pub recent_failovers: u32,
+    /// The failover to the secondary, as planned.
+    pub secondary: Result<FailoverPlan, PlanError>,
+    /// The fresh check of the secondary (`None`: not checked, because there is nothing to
+    /// check or a rate limit holds the run back).
+    pub secondary_check: Option<Result<(), String>>,
+    /// The id the run gets if it happens.
+    pub run_id: String,
+}
+
+/// Reads what a failover needs: the other clusters' journals (for the global limit) and a
+/// fresh check of the secondary; neither when a rate limit holds the run back anyway.
+///
+/// # Errors
+///
+/// [`EngineError`] when reading a cluster fails.
+pub async fn observe(
+    engine: &Engine,
+    ctx: &Context<'_>,
+    object: &DynamicObject,
+    previous: Option<Journal>,
+) -> Result<Observed, EngineError> {
+    let backup = backup_spec(object);
+    let secondary = plan::plan_failover(&backup, &ctx.managed.failover, TargetKind::Secondary);
+    let mut observed = Observed {
+        backup,
+        previous,
+        recent_failovers: 0,
+        secondary,
+        secondary_check: None,
+        run_id: uuid::Uuid::new_v4().to_string(),
+    };
+    if ctx.cooldown_left(observed.previous.as_ref()).is_some() {
+        return Ok(observed);
+    }
+    observed.recent_failovers = engine.recent_failovers(ctx.now).await?;
+    if observed.recent_failovers >= ctx.config.responder.rate_limits.global_max_failovers {
+        return Ok(observed);
+    }
+    if let Ok(target) = &observed.secondary {
+        let definition = target.verify.clone().unwrap_or(Value::Null);
+        observed.secondary_check = Some(
+            engine
+                .verify(
+                    PLAYBOOK,
+                    Stage::VerifySecondary,
+                    ctx.key,
+                    &target.target_storage,
+                    &definition,
+                )
+                .await,
+        );
+    }
+    Ok(observed)
+}
+
+/// Plans the failover.
+pub fn plan(ctx: &Context<'_>, observed: Observed) -> Plan {
+    let Observed {
+        backup,
+        previous,
+        recent_failovers,
+        secondary,
+        secondary_check,
+        run_id,
+    } = observed;
+    let phase = previous.as_ref().map(|j| j.phase);
+    if let Some(left) = ctx.cooldown_left(previous.as_ref()) {
+        return Plan::report(phase, Some(left), "rate limited (per-cluster cool-down)").with([
+            Effect::CountRun(PLAYBOOK, RunResult::RateLimited),
+            Effect::Notice(Note::new(
+                EventType::Warning,
+                "FailoverRateLimited",
+                "Failover",
+                format!(
+                    "failover wanted but the per-cluster cool-down has {}s left",
+                    left.as_secs()
+                ),
+            )),
+        ]);
+    }
+    let retry = Some(ctx.probe_interval());
+    let limits = &ctx.config.responder.rate_limits;
+    if recent_failovers >= limits.global_max_failovers {
+        return Plan::report(phase, retry, "rate limited (global)").with([
+            Effect::CountRun(PLAYBOOK, RunResult::RateLimited),
+            Effect::Notice(Note::new(
+                EventType::Warning,
+                "FailoverRateLimited",
+                "Failover",
+                format!(
+                    "failover wanted but {recent_failovers} clusters failed over within {}; the global limit is {}",
+                    limits.global_window, limits.global_max_failovers
+                ),
+            )),
+        ]);
+    }
+
+    let mut reasons = Vec::new();
+    let mut chosen = None;
+    match (secondary, secondary_check) {
+        (Ok(target), Some(Ok(()))) => chosen = Some(target),
+        (Ok(_), Some(Err(problem))) => reasons.push(format!("secondary unhealthy: {problem}")),
+        (Ok(_), None) => reasons.push("the secondary was not checked".to_owned()),
+        (Err(e @ (PlanError::NothingProtected(_) | PlanError::NoBackupSpec)), _) => {
+            return Plan::report(phase, None, e.to_string()).with([
+                Effect::CountRun(PLAYBOOK, RunResult::NoViableTarget),
+                Effect::Notice(Note::new(
+                    EventType::Warning,
+                    "FailoverRefused",
+                    "Failover",
+                    format!("nothing changed: {e}"),
+                )),
+            ]);
+        }
+        (Err(e), _) => reasons.push(e.to_string()),
+    }
+    if chosen.is_none() {
+        match plan::plan_failover(&backup, &ctx.managed.failover, TargetKind::Buffer) {
+            Ok(target) => chosen = Some(target),
+            Err(e) => reasons.push(e.to_string()),
+        }
+    }
+    let Some(target) = chosen else {
+        let reasons = reasons.join("; ");
+        return Plan::report(phase, retry, format!("no viable target: {reasons}")).with([
+            Effect::CountRun(PLAYBOOK, RunResult::NoViableTarget),
+            Effect::Notice(Note::new(
+                EventType::Warning,
+                "FailoverRefused",
+                "Failover",
+                format!("no viable failover target, nothing changed: {reasons}"),
+            )),
+        ]);
+    };
+
+    let journal = Journal {
+        version: JOURNAL_VERSION,
+        run_id,
+        phase: Phase::FailedOver,
+        strategy: target.strategy.to_owned(),
+        target_kind: target.target_kind,
+        target_storage: target.target_storage.clone(),
+        protected: target.protected.clone(),
+        changes: target.changes.clone(),
+        failed_over_at: ctx.now,
+        cover_backup: None,
+        moved_to_buffer_at: None,
+        reverted_at: None,
+        test_backup: None,
+        finished_at: None,
+        kept_edits: Vec::new(),
+        message: (!reasons.is_empty()).then(|| reasons.join("; ")),
+    };
+    let summary = format!(
+        "backups of {} now go to {} (strategy {}); run {}{}",
+        target.protected.join(", "),
+        target.target(),
+        target.strategy,
+        journal.run_id,
+        if reasons.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", reasons.join("; "))
+        }
+    );
+    let mut changed = backup;
+    plan::apply(&mut changed, &target.changes);
+    let mut effects = vec![
+        Effect::WriteCluster {
+            playbook: PLAYBOOK,
+            backup: Some(changed),
+            journal,
+        },
+        Effect::CountRun(PLAYBOOK, RunResult::Succeeded),
+        Effect::Event(
+            Note::new(EventType::Normal, "FailedOver", "Failover", summary.clone())
+                .in_dry_run(format!("would fail over: {summary}")),
+        ),
+    ];
+    if target.target_kind == TargetKind::Buffer && !reasons.is_empty() {
+        effects.push(Effect::Event(Note::new(
+            EventType::Warning,
+            "FailoverToBuffer",
+            "Failover",
+            format!("fell back to the PVC buffer: {}", reasons.join("; ")),
+        )));
+    }
+    // The cover backup follows in the next step.
+    Plan::report(
+        Some(Phase::FailedOver),
+        Some(Duration::ZERO),
+        format!("failed over: {summary}"),
+    )
+    .with(effects)
+    .in_dry_run(format!("would fail over: {summary}"))
+}
