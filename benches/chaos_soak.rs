@@ -3,7 +3,7 @@
 //! violation. Under `cargo test` (no `--bench`) it runs a 200-event smoke so the harness
 //! cannot rot. `cargo bench --bench chaos_soak`.
 
-#[path = "../tests/soak/mod.rs"]
+#[path = "../tests/it/soak/mod.rs"]
 mod soak;
 
 fn env(name: &str) -> Option<u64> {

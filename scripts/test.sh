@@ -40,7 +40,7 @@ fi
 BACKSTOP_KUBE_BIN_DIR=$(bash scripts/kube-apiserver.sh)
 export BACKSTOP_KUBE_BIN_DIR
 
-cargo test --locked --all-targets --no-fail-fast "$@"
+cargo test --locked --workspace --all-targets --no-fail-fast "$@"
 
 # Then each cargo-fuzz target runs for a bounded time (BACKSTOP_FUZZ_SECONDS, default 20),
 # seeded from the kept corpus, on an unoptimised instrumented build: about 5.5 minutes to

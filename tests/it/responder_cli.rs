@@ -3,7 +3,6 @@
 //! backends. The kubeconfig is the `backstop` ServiceAccount's under the shipped RBAC, so the
 //! manual commands are shown to need nothing more; they run without `POD_NAME` (as from a
 //! workstation) and with it (as `kubectl exec` into the pod), and leave Events either way.
-#![cfg(feature = "sandbox")]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +16,7 @@ use k8s_openapi::api::core::v1::Event;
 use kube::Api;
 use serde_json::Value;
 
-mod common;
+use crate::common;
 use common::{Backend, on_both_backends};
 
 /// `POD_NAME` of the failover command.

@@ -2,7 +2,6 @@
 //! storages and the failover policy, failures visible in metrics, a hanging target not
 //! delaying another, discovery following cluster changes, `backstop check`, and ambient
 //! credentials asked for once per cycle, outside the timed requests.
-#![cfg(feature = "sandbox")]
 
 use std::process::Command;
 use std::sync::Arc;
@@ -18,7 +17,7 @@ use backstop_sandbox::world::{self, World, WorldOptions};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-mod common;
+use crate::common;
 
 use common::sandbox::{self, Running, sample};
 use common::{Backend, on_both_backends};

@@ -1,6 +1,5 @@
 //! The real binary as a process: `backstop run` against a Kubernetes API (the simulator, through
 //! a kubeconfig) serves, becomes ready, and SIGTERM stops it cleanly.
-#![cfg(feature = "sandbox")]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

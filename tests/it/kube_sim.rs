@@ -1,6 +1,5 @@
 //! The Kubernetes API simulator, driven by the unmodified kube-rs client: each test checks one
 //! semantic of the real API server.
-#![cfg(feature = "sandbox")]
 
 use std::time::Duration;
 

@@ -1,13 +1,11 @@
 //! The sandbox's PXC CRDs must agree with the operator's real CRD on every field path they
 //! type: same type, same enum, same minimum, same required fields, same int-or-string. The
 //! real CRD is read from `../shared/fixtures/pxc/crd.yaml` (kept outside the repository).
-#![cfg(feature = "sandbox")]
 
 use serde_json::Value;
 
 fn real_crds() -> Vec<Value> {
-    let text = std::fs::read_to_string("../shared/fixtures/pxc/crd.yaml")
-        .expect("the operator's CRD fixture at ../shared/fixtures/pxc/crd.yaml");
+    let text = crate::common::fixtures::text("pxc/crd.yaml");
     serde_yaml_ng::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect()
@@ -182,7 +180,7 @@ fn the_simulator_serves_the_operators_real_crd_and_its_example_cluster() {
             let crd: CustomResourceDefinition = serde_json::from_value(crd).unwrap();
             crds.create(&PostParams::default(), &crd).await.unwrap();
         }
-        let text = std::fs::read_to_string("../shared/fixtures/pxc/cr.yaml").unwrap();
+        let text = crate::common::fixtures::text("pxc/cr.yaml");
         let mut cr: Value = serde_yaml_ng::from_str(&text).unwrap();
         cr["metadata"]["namespace"] = "default".into();
         let rt = ApiResource::from_gvk_with_plural(

@@ -1,18 +1,13 @@
 //! Test harness shared by the integration tests that run Backstop in the sandbox world.
-#![allow(dead_code, unused_macros, unused_imports)] // each test crate uses a different part
 
 pub mod deploy;
+pub mod fixtures;
 pub mod monitoring;
 pub mod sandbox;
 
 pub use backstop_sandbox::backend::Backend;
 
-/// The operator's real CRD (`../shared/fixtures/pxc/crd.yaml`), which the worlds of the
-/// two-backend tests install (derived for the server's version: see
-/// `backstop_sandbox::crds::derive_for`).
-pub fn operator_crd() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/pxc/crd.yaml")
-}
+pub use fixtures::operator_crd;
 
 /// Declares the tests `NAME::simulator` and `NAME::real`, each calling the async function
 /// `NAME(backend: Backend)` with its backend, under `#[tokio::test(ARGS)]`:

@@ -1,7 +1,6 @@
 //! The simulated Percona operator against the API simulator: schedules become backups with
 //! the operator's names and labels, backups run as Job + Pod with a log, and retention keeps
 //! the newest N successful backups per schedule. Time is a manual clock.
-#![cfg(feature = "sandbox")]
 
 use std::sync::Arc;
 

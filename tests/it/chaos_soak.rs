@@ -3,9 +3,8 @@
 //!
 //! `BACKSTOP_SOAK_EVENTS=10000` (and `BACKSTOP_SOAK_SEED`) size the soak; `cargo bench --bench
 //! chaos_soak` runs the long mode. See docs/reliability.md.
-#![cfg(feature = "sandbox")]
 
-mod soak;
+use crate::soak;
 
 use backstop::responder::alertmanager::AlertStatus;
 use backstop::responder::journal::Phase;

@@ -10,7 +10,6 @@
 //! Where the two differ on purpose, the difference is named in [`KNOWN_DIFFERENCES`] (and
 //! listed in docs/testing.md): the normalisation removes exactly those fields, and nothing
 //! else is excused. Requests are raw HTTP, so what is compared is what the servers sent.
-#![cfg(feature = "sandbox")]
 
 use std::time::Duration;
 
@@ -745,4 +744,22 @@ fn urlencode(text: &str) -> String {
             other => format!("%{other:02X}"),
         })
         .collect()
+}
+
+#[test]
+fn every_known_difference_is_in_the_testing_guide() {
+    let guide =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/testing.md")).unwrap();
+    let section = guide
+        .split("### What the simulator still does differently")
+        .nth(1)
+        .and_then(|rest| rest.split("\nAnd what").next())
+        .expect("the section on known differences in docs/testing.md");
+    let bullets = section.lines().filter(|l| l.starts_with("- **")).count();
+    assert_eq!(
+        bullets,
+        KNOWN_DIFFERENCES.len(),
+        "docs/testing.md lists {bullets} known differences, tests/it/conformance.rs {}",
+        KNOWN_DIFFERENCES.len()
+    );
 }

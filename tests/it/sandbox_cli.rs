@@ -2,7 +2,6 @@
 //! kubectl from its kubeconfig, takes faults on its control endpoint and stops cleanly on
 //! SIGINT, removing its files; on the API simulator and on a real kube-apiserver
 //! (`--api-server real`, whose etcd, API server and controller manager it stops too).
-#![cfg(feature = "sandbox")]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

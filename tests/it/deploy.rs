@@ -6,7 +6,6 @@
 //! the all-namespaces base (`deploy/`), the per-namespace variant (`deploy/namespaced/`) and
 //! the Secrets-by-name component. Kinds the simulator does not serve (prometheus-operator's,
 //! PodDisruptionBudget) are skipped, and the test names them. Needs `kubectl`.
-#![cfg(feature = "sandbox")]
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
@@ -26,7 +25,7 @@ use kube::api::{
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-mod common;
+use crate::common;
 use common::{Backend, on_both_backends};
 
 use common::deploy::{apply, deploy_dir, id, kustomize};

@@ -6,7 +6,6 @@
 //! its series exist on this branch, return data. The rules must evaluate without error, and
 //! S3BackupTargetUnavailable must go pending for the refused primary with its routing labels.
 //! Needs `prometheus` (Debian package `prometheus`; `scripts/test.sh` installs it).
-#![cfg(feature = "sandbox")]
 
 use std::collections::BTreeSet;
 
@@ -19,7 +18,7 @@ use backstop_sandbox::world::{self, WorldOptions};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
-mod common;
+use crate::common;
 use common::{Backend, on_both_backends};
 
 use common::monitoring::{Prometheus, listening_address, root};
@@ -252,7 +251,7 @@ async fn every_dashboard_and_rule_expression_evaluates_against_backstop_in_prome
 
     // Alertmanager's notification for the refused primary (the real payload): the responder
     // fails the cluster over, so its webhook, playbook and failover series exist.
-    let firing = std::fs::read("../shared/fixtures/alertmanager/webhook-firing.json").unwrap();
+    let firing = common::fixtures::text("alertmanager/webhook-firing.json").into_bytes();
     let answer = reqwest::Client::new()
         .post(format!("{}/alertmanager", r.base))
         .header("content-type", "application/json")

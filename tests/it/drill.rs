@@ -1,7 +1,6 @@
 //! `backstop sandbox --drill` as a user runs it: each variant prints every step of the
 //! outage and exits 0, on the API simulator and on a real kube-apiserver
 //! (`--api-server real`).
-#![cfg(feature = "sandbox")]
 
 use std::process::Command;
 

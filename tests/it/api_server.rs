@@ -6,7 +6,6 @@
 //! everything happens in a fresh namespace that is deleted at the end, and the test plays the
 //! operator's part (marking the test backup Succeeded), so no Percona operator is needed. S3
 //! is the embedded one on 127.0.0.1: only Backstop talks to it, never the API server.
-#![cfg(feature = "sandbox")]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +26,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
-mod common;
+use crate::common;
 use common::{Backend, on_both_backends};
 
 const KEY: &str = "apiserveraccesskey";

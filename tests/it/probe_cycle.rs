@@ -3,7 +3,6 @@
 //! the probe classifies it, canary clean-up, the incremental listing (checked with the
 //! server's request counts), and the metrics a cycle leaves in the registry.
 //! Every endpoint listens on 127.0.0.1 with an ephemeral port and is stopped by its test.
-#![cfg(feature = "sandbox")]
 
 use std::time::Duration;
 

@@ -1,6 +1,5 @@
 //! `kubectl` (the real binary) against the simulator: discovery, short names and the PXC
 //! custom resources all work through a kubeconfig the simulator writes.
-#![cfg(feature = "sandbox")]
 
 use backstop_sandbox::crds::install_pxc_crds;
 use backstop_sandbox::kube::{KubeSim, SimOptions};

@@ -2,7 +2,6 @@
 //! the cluster, failover and revert with both strategies and the buffer, refusals, dry-run,
 //! duplicates and reordering, a concurrent human edit, restarts between steps, and two
 //! replicas.
-#![cfg(feature = "sandbox")]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +20,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
-mod common;
+use crate::common;
 
 use common::sandbox::{self, DEADLINE, Running, sample};
 use common::{Backend, on_both_backends};
@@ -57,26 +56,7 @@ async fn start(backend: Backend, tune: impl FnOnce(&mut Config)) -> Running {
     .await
 }
 
-fn fixture(name: &str) -> Value {
-    let path = format!("../shared/fixtures/alertmanager/{name}");
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
-/// The real firing payload, with its episode's startsAt and fingerprint.
-fn firing(fingerprint: &str, starts_at: &str) -> Value {
-    let mut body = fixture("webhook-firing.json");
-    body["alerts"][0]["fingerprint"] = json!(fingerprint);
-    body["alerts"][0]["startsAt"] = json!(starts_at);
-    body
-}
-
-/// The real resolved payload for the same episode.
-fn resolved(fingerprint: &str, starts_at: &str) -> Value {
-    let mut body = fixture("webhook-resolved.json");
-    body["alerts"][0]["fingerprint"] = json!(fingerprint);
-    body["alerts"][0]["startsAt"] = json!(starts_at);
-    body
-}
+use common::fixtures::{alertmanager as fixture, firing, resolved};
 
 async fn post(base: &str, auth: Option<&str>, content_type: &str, body: Vec<u8>) -> (u16, Value) {
     let mut request = reqwest::Client::new()

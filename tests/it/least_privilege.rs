@@ -11,7 +11,6 @@
 //!
 //! A permission granted with no entry in [`NEEDS`], or an entry no longer granted, fails the
 //! test: a new rule needs a feature that proves it.
-#![cfg(feature = "sandbox")]
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -34,7 +33,7 @@ use kube::ResourceExt as _;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-mod common;
+use crate::common;
 
 use common::deploy::{deploy_dir, kustomize};
 use common::sandbox::{self, DEADLINE, Running, sample};
@@ -564,8 +563,7 @@ impl Case {
     }
 
     async fn notify(&self, fixture: &str) -> (u16, Value) {
-        let path = format!("../shared/fixtures/alertmanager/{fixture}");
-        let body = std::fs::read_to_string(&path).unwrap();
+        let body = common::fixtures::text(&format!("alertmanager/{fixture}"));
         let response = reqwest::Client::new()
             .post(format!("{}/alertmanager", self.r.base))
             .header("content-type", "application/json")

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-#[path = "../fuzz/checks.rs"]
+#[path = "../../fuzz/checks.rs"]
 mod checks;
 
 /// Runs `check` on every file of the target's corpus; how many were accepted and refused.

@@ -4,7 +4,6 @@
 //! bearer auth; Backstop fails the cluster over and, once S3 is repaired and the alert
 //! resolves, reverts and proves it with a test backup. Backstop runs as the `deploy/`
 //! manifests' ServiceAccount under their RBAC, so a missing permission fails this test.
-#![cfg(feature = "sandbox")]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +16,7 @@ use backstop_sandbox::s3::{self, Fault, Rule};
 use backstop_sandbox::world::{self, WorldOptions};
 use serde_json::Value;
 
-mod common;
+use crate::common;
 use common::{Backend, on_both_backends};
 
 use common::monitoring::{Alertmanager, Prometheus, root};

@@ -1,6 +1,5 @@
 //! The backup watcher end to end: Backstop watching the sandbox world exports the backups'
 //! state, ages that follow the clock, the SLO ratio, and recovers from dropped watches and 410.
-#![cfg(feature = "sandbox")]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +11,7 @@ use backstop_sandbox::world::{self, WorldOptions};
 use jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams};
 
-mod common;
+use crate::common;
 
 use common::sandbox::{self, DEADLINE, Running};
 use common::{Backend, on_both_backends};

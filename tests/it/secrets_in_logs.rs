@@ -1,7 +1,6 @@
 //! Secrets never reach the logs: a full failover and revert drill runs with every log at
 //! debug level, and neither the S3 secret access key, nor the access key id, nor the webhook
 //! token appears in anything the process wrote (plain or base64, as Secrets carry them).
-#![cfg(feature = "sandbox")]
 
 use std::process::Command;
 

@@ -1,7 +1,6 @@
 //! The sandbox's embedded S3, driven by the unmodified AWS SDK: the normal protocol
 //! (SigV4, path-style put/get/list/delete), and every injected fault as the SDK sees it.
 //! Every endpoint listens on 127.0.0.1 with an ephemeral port and is stopped by its test.
-#![cfg(feature = "sandbox")]
 
 use std::time::{Duration, Instant};
 

@@ -6,7 +6,6 @@
 //!
 //! The hostile notifications are built to *route*: if one were accepted, the cluster would get
 //! an intent annotation and be failed over, so "nothing changed" really tests the refusal.
-#![cfg(feature = "sandbox")]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-mod common;
+use crate::common;
 
 use common::sandbox::{self, DEADLINE, Running};
 

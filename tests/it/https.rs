@@ -1,6 +1,5 @@
 //! HTTPS serving (`server.tls`): the endpoints over TLS, client certificates required when a
 //! client CA is configured, and clear errors for unusable files.
-#![cfg(feature = "sandbox")]
 
 use backstop::app::App;
 use backstop::config::{self, Config, TlsConfig};

@@ -3,7 +3,6 @@
 //! (refused as a TLS failure), `verifyTLS: false` (accepted), and `caBundle` naming the
 //! right CA (accepted), a wrong CA, or a Secret that is not there (refused, said why); and
 //! the same bundle configured for a static target and for a failover secondary.
-#![cfg(feature = "sandbox")]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,0 +1,40 @@
+//! The integration tests, as one binary: linking kube, the AWS SDK, axum and the sandbox
+//! once rather than once per file is most of what a cold CI run on 2 cores spends.
+//!
+//! Each file is a module named for what it tests; [`common`] holds the helpers they share
+//! (the sandbox harness, fixtures, the two-backend macro), [`soak`] the chaos soak's world
+//! (also run by `benches/chaos_soak.rs`). Run one area with `cargo test --test it responder::`,
+//! only the real API server's half with `cargo test --test it ::real`.
+
+mod common;
+mod soak;
+
+mod alerts;
+mod api_server;
+mod chaos_soak;
+mod cli;
+mod config;
+mod conformance;
+mod dashboard_queries;
+mod deploy;
+mod drill;
+mod end_to_end;
+mod fuzz_corpus;
+mod hostile_input;
+mod http;
+mod https;
+mod kube_sim;
+mod kubectl;
+mod least_privilege;
+mod probe_cycle;
+mod prober;
+mod prober_tls;
+mod process;
+mod pxc_crd_agreement;
+mod responder;
+mod responder_cli;
+mod sandbox_cli;
+mod sandbox_operator;
+mod sandbox_s3;
+mod secrets_in_logs;
+mod watch;
