@@ -278,6 +278,34 @@ fn widget_crd() -> Value {
     })
 }
 
+/// A 422's causes in one order: the real server lists a custom resource's invalid fields in
+/// Go's map order, which changes from run to run, so the causes are sorted by field and the
+/// message, which lists them too, is rebuilt from the sorted causes. What each says is still
+/// compared.
+fn order_causes(status: &mut serde_json::Map<String, Value>) {
+    let Some(Value::Array(causes)) = status.get_mut("details").and_then(|d| d.get_mut("causes"))
+    else {
+        return;
+    };
+    causes.sort_by_key(|c| (c["field"].to_string(), c["message"].to_string()));
+    let listed: Vec<String> = causes
+        .iter()
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c["field"].as_str().unwrap_or_default(),
+                c["message"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    if let Some(Value::String(message)) = status.get_mut("message")
+        && let Some(open) = message.find(" is invalid: [")
+        && message.ends_with(']')
+    {
+        *message = format!("{} is invalid: [{}]", &message[..open], listed.join(", "));
+    }
+}
+
 /// Drops or masks what may differ between the servers for reasons [`KNOWN_DIFFERENCES`]
 /// gives, or that differ in any two runs of one server (UIDs, times, generated suffixes,
 /// continue tokens).
@@ -321,6 +349,7 @@ fn normalise(value: &mut Value) {
                     map.insert(key.into(), Value::String(format!("<{key}>")));
                 }
             }
+            order_causes(map);
             map.values_mut().for_each(normalise);
         }
         Value::Array(items) => items.iter_mut().for_each(normalise),

@@ -1223,3 +1223,42 @@ async fn rate_limits_refuse_and_say_so(backend: Backend) {
     .await;
     r.stop().await;
 }
+
+/// One watch per kind: the index, the webhook's cache and the reconciler read clusters and
+/// backups through the same informers. Before they were shared, a responder opened three
+/// watches on clusters (the index, the webhook's cache, the reconciler) and two on backups
+/// (the index, the reconciler); docs/architecture.md has the count.
+#[tokio::test]
+async fn each_kind_is_watched_once_however_many_parts_read_it() {
+    let r = start(Backend::Simulator, |_| {}).await;
+    // A whole failover, so every reader has run: the webhook routed through its cache, the
+    // reconciler woke on the intent and on its cover backup.
+    break_region(&r, s3::PRIMARY_REGION).await;
+    notify(&r.base, &firing("f-watches", "2026-11-24T03:10:30Z")).await;
+    wait_phase(&r, Phase::FailedOver).await;
+    wait_event(&r, "CoverBackup").await;
+    let sim = r
+        .world
+        .kube
+        .simulator()
+        .expect("the simulator records requests");
+    let watches = |resource: &str| {
+        sim.requests()
+            .iter()
+            .filter(|q| q.method == "GET" && q.path.ends_with(resource))
+            .filter(|q| {
+                q.query
+                    .split('&')
+                    .any(|p| p == "watch=true" || p == "watch=1")
+            })
+            .count()
+    };
+    assert_eq!(watches("/perconaxtradbclusters"), 1, "watches of clusters");
+    assert_eq!(
+        watches("/perconaxtradbclusterbackups"),
+        1,
+        "watches of backups"
+    );
+    assert_eq!(watches("/jobs"), 1, "watches of backup Jobs");
+    r.stop().await;
+}

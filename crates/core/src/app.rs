@@ -79,7 +79,8 @@ impl App {
                 client.clone(),
                 CompletionMetrics::register(metrics.registry_mut()),
             );
-            tasks = crate::watch::runtime::spawn(
+            let informers;
+            (informers, tasks) = crate::watch::runtime::spawn(
                 &client,
                 &config.kubernetes.namespaces,
                 &index,
@@ -98,6 +99,7 @@ impl App {
             if config.responder.enabled {
                 let started = crate::responder::start(
                     client,
+                    &informers,
                     shared,
                     metrics.registry_mut(),
                     clock,

@@ -13,6 +13,7 @@ pub mod config;
 pub mod events;
 pub mod https;
 pub mod identity;
+pub mod k8s;
 pub mod leader;
 pub mod metrics;
 pub mod probe;

@@ -6,6 +6,7 @@
 //! values are the documented defaults. Unknown keys are errors everywhere
 //! (`deny_unknown_fields`): a typo must never silently turn a safety setting off.
 
+mod cluster;
 mod duration;
 mod load;
 mod validate;
@@ -15,6 +16,9 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use cluster::{
+    BufferPolicy, FailoverPolicy, ManagedCluster, PitrOnBuffer, SecondaryTarget, Strategy,
+};
 pub use duration::{DURATION_PATTERN, HumanDuration};
 pub use load::{ConfigError, FieldError, json_schema, load_file, load_str};
 
@@ -455,137 +459,6 @@ impl Default for RevertSettings {
             test_backup_timeout: HumanDuration::from_secs(7200),
         }
     }
-}
-
-/// A cluster Backstop may change.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ManagedCluster {
-    /// Namespace of the PerconaXtraDBCluster.
-    pub namespace: String,
-    /// Name of the PerconaXtraDBCluster.
-    pub name: String,
-    /// What to do when its S3 storage fails.
-    pub failover: FailoverPolicy,
-}
-
-/// How failover changes the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum Strategy {
-    /// Point schedules (and PITR) at another storage entry; the failing entry is untouched.
-    #[default]
-    Repoint,
-    /// Rewrite the failing storage's bucket/region/endpoint in place (the runbook's step 2).
-    InPlace,
-}
-
-impl Strategy {
-    /// `repoint` or `in-place`, as the configuration spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Repoint => "repoint",
-            Self::InPlace => "in-place",
-        }
-    }
-}
-
-/// What happens to PITR when backups move to the filesystem buffer, which PITR cannot use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum PitrOnBuffer {
-    /// Disable PITR while on the buffer; the revert re-enables it exactly as it was.
-    #[default]
-    Disable,
-    /// Leave PITR on its S3 storage (it keeps failing until S3 returns).
-    Keep,
-}
-
-/// The failover policy of one cluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FailoverPolicy {
-    /// `repoint` (default) or `in-place`.
-    #[serde(default)]
-    pub strategy: Strategy,
-    /// The storage entry to protect. Default: every S3 storage the schedules use.
-    #[serde(default)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub storage: Option<String>,
-    /// The verified-healthy S3 target to fail over to.
-    #[serde(default)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secondary: Option<SecondaryTarget>,
-    /// The local PVC buffer used when the secondary is unhealthy or absent.
-    #[serde(default)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub buffer: Option<BufferPolicy>,
-    /// PITR while on the buffer: `disable` (default) or `keep`.
-    #[serde(default)]
-    pub pitr_on_buffer: PitrOnBuffer,
-}
-
-/// The secondary bucket/region.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SecondaryTarget {
-    /// Name of the storage entry (created if missing with `repoint`).
-    /// Default `backstop-secondary`.
-    #[serde(default = "default_secondary_storage")]
-    pub storage_name: String,
-    /// Bucket, optionally `bucket/prefix`.
-    pub bucket: String,
-    /// AWS region.
-    pub region: String,
-    /// S3-compatible endpoint; empty means AWS.
-    #[serde(default)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub endpoint_url: Option<String>,
-    /// Name of the Secret (in the cluster's namespace) with the backup Job's credentials.
-    pub credentials_secret: String,
-    /// Path-style addressing. Default `false`.
-    #[serde(default)]
-    pub force_path_style: bool,
-    /// Verify the endpoint's TLS certificate. Default `true`.
-    #[serde(default = "default_true")]
-    pub verify_tls: bool,
-    /// PEM CA bundle the secondary's certificate is checked against (`name`, `key` of a
-    /// Secret in the cluster's namespace), written to the storage's `s3.caBundle` on
-    /// failover so the backup Job trusts the same CA. Absent: the system roots.
-    #[serde(default)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ca_bundle: Option<CaBundleSecret>,
-}
-
-fn default_secondary_storage() -> String {
-    "backstop-secondary".to_owned()
-}
-
-/// The filesystem storage used as a buffer. Its PVC is a template: the operator creates
-/// one PVC per backup from it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BufferPolicy {
-    /// Name of the storage entry. Default `backstop-buffer`.
-    #[serde(default = "default_buffer_storage")]
-    pub storage_name: String,
-    /// StorageClass of the PVCs (e.g. an EBS class such as `gp3`). Default: the cluster's.
-    #[serde(default)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub storage_class_name: Option<String>,
-    /// Size of each backup PVC, as a Kubernetes quantity (e.g. `100Gi`).
-    pub size: String,
-    /// Access modes. Default `[ReadWriteOnce]`.
-    #[serde(default = "default_access_modes")]
-    pub access_modes: Vec<String>,
-}
-
-fn default_buffer_storage() -> String {
-    "backstop-buffer".to_owned()
-}
-
-fn default_access_modes() -> Vec<String> {
-    vec!["ReadWriteOnce".to_owned()]
 }
 
 impl Config {

@@ -1,22 +1,24 @@
-//! The reconciler: a kube-runtime Controller over the managed clusters' namespaces that calls
-//! the [`Engine`] whenever a cluster changes (the webhook's intent annotation is such a
+//! The reconciler: a kube-runtime Controller over the clusters' informers (shared with the
+//! index and the webhook: no watch of its own) that calls the [`Engine`] whenever a cluster
+//! changes (the webhook's intent annotation is such a
 //! change), a backup a playbook created changes, the webhook pokes it (dry-run), or a step
 //! asked to be looked at again. It runs only while this replica holds the leader Lease.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::{FutureExt as _, StreamExt as _};
-use kube::Api;
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::k8s::informer::Informer;
 use crate::pxc::{PerconaXtraDBCluster, PerconaXtraDBClusterBackup};
+use crate::watch::runtime::Informers;
 
 use super::cluster::ClusterKey;
 use super::effect::RUN_LABEL;
@@ -25,36 +27,67 @@ use super::engine::{Engine, EngineError};
 /// How long after a failed step it is retried.
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
 
+/// An informer's scope: a namespace, or `None` for all of them.
+type Scope = Option<String>;
+
+/// Where the pokes for one scope's controller go.
+type Poker = mpsc::UnboundedSender<ObjectRef<DynamicObject>>;
+
 /// Pokes the running controller about a cluster; a no-op while this replica does not lead
 /// (the next leader reconciles every cluster when it starts).
 #[derive(Debug, Clone, Default)]
 pub struct Triggers {
-    senders: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<ObjectRef<PerconaXtraDBCluster>>>>>,
+    senders: Arc<Mutex<HashMap<Scope, Poker>>>,
 }
 
 impl Triggers {
     /// Asks for `key` to be reconciled soon.
     pub fn poke(&self, key: &ClusterKey) {
         let senders = self.senders.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(tx) = senders.get(&key.namespace) {
-            let _ = tx.unbounded_send(ObjectRef::new(&key.name).within(&key.namespace));
+        // The scope of the cluster's namespace, or all namespaces.
+        let sender = senders
+            .get(&Some(key.namespace.clone()))
+            .or_else(|| senders.get(&None));
+        if let Some(tx) = sender {
+            let _ = tx.unbounded_send(cluster_ref(key));
         }
     }
+}
+
+/// The controller's name for a cluster.
+fn cluster_ref(key: &ClusterKey) -> ObjectRef<DynamicObject> {
+    ObjectRef::new_with(&key.name, ApiResource::erase::<PerconaXtraDBCluster>(&()))
+        .within(&key.namespace)
 }
 
 /// Runs the controllers while `leader` says so, until `shutdown`.
 pub fn spawn(
     engine: Arc<Engine>,
+    informers: Informers,
     mut leader: watch::Receiver<bool>,
     triggers: Triggers,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let namespaces: BTreeSet<String> = engine
+        // One controller per informer scope that holds a managed cluster.
+        let managed: Vec<ClusterKey> = engine
             .config()
             .clusters
             .iter()
-            .map(|c| c.namespace.clone())
+            .map(|c| ClusterKey {
+                namespace: c.namespace.clone(),
+                name: c.name.clone(),
+            })
+            .collect();
+        let scopes: Vec<(
+            Informer<DynamicObject>,
+            Informer<PerconaXtraDBClusterBackup>,
+        )> = informers
+            .clusters
+            .iter()
+            .zip(&informers.backups)
+            .filter(|(clusters, _)| managed.iter().any(|k| clusters.covers(&k.namespace)))
+            .map(|(c, b)| (c.clone(), b.clone()))
             .collect();
         loop {
             // Wait to lead.
@@ -70,16 +103,22 @@ pub fn spawn(
             tracing::info!("leading: running playbooks");
             let term = shutdown.child_token();
             let mut runs = Vec::new();
-            for ns in &namespaces {
+            for (clusters, backups) in &scopes {
                 let (tx, rx) = mpsc::unbounded();
+                // A new leader looks at every managed cluster once: the informers were
+                // listed long ago, so nothing else would wake it.
+                for key in managed.iter().filter(|k| clusters.covers(&k.namespace)) {
+                    let _ = tx.unbounded_send(cluster_ref(key));
+                }
                 triggers
                     .senders
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .insert(ns.clone(), tx);
-                runs.push(tokio::spawn(run_namespace(
+                    .insert(clusters.scope().map(str::to_owned), tx);
+                runs.push(tokio::spawn(run_scope(
                     engine.clone(),
-                    ns.clone(),
+                    clusters.clone(),
+                    backups.clone(),
                     rx,
                     term.clone(),
                 )));
@@ -111,25 +150,34 @@ pub fn spawn(
     })
 }
 
-async fn run_namespace(
+async fn run_scope(
     engine: Arc<Engine>,
-    namespace: String,
-    pokes: mpsc::UnboundedReceiver<ObjectRef<PerconaXtraDBCluster>>,
+    clusters: Informer<DynamicObject>,
+    backups: Informer<PerconaXtraDBClusterBackup>,
+    pokes: mpsc::UnboundedReceiver<ObjectRef<DynamicObject>>,
     term: CancellationToken,
 ) {
-    let client = engine.client().clone();
-    let clusters: Api<PerconaXtraDBCluster> = Api::namespaced(client.clone(), &namespace);
-    let backups: Api<PerconaXtraDBClusterBackup> = Api::namespaced(client, &namespace);
+    let Some(store) = clusters.store().cloned() else {
+        tracing::error!("the clusters' informer keeps no cache; the reconciler cannot run");
+        return;
+    };
     let stop = term.clone();
-    let controller = Controller::new(clusters, watcher::Config::default());
-    let store = controller.store();
-    let run = controller
-        .watches(
-            backups,
-            watcher::Config::default().labels(RUN_LABEL),
-            |backup: PerconaXtraDBClusterBackup| {
-                let ns = backup.metadata.namespace.clone()?;
-                Some(ObjectRef::new(&backup.spec.pxc_cluster).within(&ns))
+    let resource = ApiResource::erase::<PerconaXtraDBCluster>(&());
+    let run = Controller::for_shared_stream_with(clusters.subscribe(), store.clone(), resource)
+        .watches_shared_stream(
+            backups.subscribe(),
+            |backup: Arc<PerconaXtraDBClusterBackup>| {
+                // Only the backups a playbook created wake the reconciler.
+                let ours = backup
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key(RUN_LABEL));
+                let ns = backup.metadata.namespace.as_deref().filter(|_| ours)?;
+                Some(cluster_ref(&ClusterKey {
+                    namespace: ns.to_owned(),
+                    name: backup.spec.pxc_cluster.clone(),
+                }))
             },
         )
         .reconcile_on(pokes)
@@ -154,13 +202,10 @@ async fn run_namespace(
 }
 
 async fn reconcile(
-    cluster: Arc<PerconaXtraDBCluster>,
+    cluster: Arc<DynamicObject>,
     engine: Arc<Engine>,
 ) -> Result<Action, EngineError> {
-    let key = ClusterKey {
-        namespace: cluster.metadata.namespace.clone().unwrap_or_default(),
-        name: cluster.metadata.name.clone().unwrap_or_default(),
-    };
+    let key = ClusterKey::of(&cluster);
     if engine.managed(&key).is_none() {
         return Ok(Action::await_change());
     }
@@ -172,11 +217,7 @@ async fn reconcile(
     })
 }
 
-fn error_policy(
-    cluster: Arc<PerconaXtraDBCluster>,
-    error: &EngineError,
-    _engine: Arc<Engine>,
-) -> Action {
+fn error_policy(cluster: Arc<DynamicObject>, error: &EngineError, _engine: Arc<Engine>) -> Action {
     tracing::warn!(
         cluster = %cluster.metadata.name.as_deref().unwrap_or_default(),
         error = %error,

@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::leader::{self, Election};
+use crate::watch::runtime::Informers;
 
 pub use cluster::ClusterKey;
 pub use engine::Engine;
@@ -63,14 +64,15 @@ pub struct Started {
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Starts the responder: loads the webhook credentials, registers the metrics, and starts
-/// leader election and the controller.
+/// Starts the responder on the watches' `informers`: loads the webhook credentials, registers
+/// the metrics, and starts leader election and the controller.
 ///
 /// # Errors
 ///
 /// [`ResponderError`] when the webhook credentials cannot be loaded.
 pub fn start(
     client: kube::Client,
+    informers: &Informers,
     config: Arc<Config>,
     registry: &mut Registry,
     clock: Arc<dyn Clock>,
@@ -118,18 +120,12 @@ pub fn start(
     };
     tasks.push(controller::spawn(
         engine.clone(),
+        informers.clone(),
         leading,
         triggers.clone(),
         shutdown.clone(),
     ));
-    let namespaces: std::collections::BTreeSet<String> = config
-        .clusters
-        .iter()
-        .map(|c| c.namespace.clone())
-        .collect();
-    let (cache, cache_tasks) =
-        webhook::ClusterCache::start(&engine.client().clone(), namespaces, shutdown);
-    tasks.extend(cache_tasks);
+    let cache = webhook::ClusterCache::new(&informers.clusters);
     let webhook = Arc::new(Webhook::new(auth, engine.clone(), triggers, cache));
     Ok(Started {
         webhook,

@@ -11,8 +11,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kube::ResourceExt as _;
 use kube::api::DynamicObject;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::ObjectRef;
+
+use crate::k8s::informer::Informer;
 
 use crate::pxc::PerconaXtraDBCluster;
 use serde_json::{Value, json};
@@ -79,69 +80,37 @@ impl DerivedMemo {
     }
 }
 
-/// The managed clusters as a watch last saw them, on every replica: routing and the check
-/// for repeats read it instead of asking the API server on every notification.
+/// The clusters as the informers last saw them, on every replica: routing and the check for
+/// repeats read them instead of asking the API server on every notification.
 #[derive(Clone, Default)]
 pub struct ClusterCache {
-    stores: BTreeMap<String, Store<DynamicObject>>,
-    resource: Option<kube::api::ApiResource>,
+    informers: Vec<Informer<DynamicObject>>,
 }
 
 impl std::fmt::Debug for ClusterCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterCache")
-            .field("namespaces", &self.stores.keys().collect::<Vec<_>>())
+            .field("informers", &self.informers)
             .finish()
     }
 }
 
 impl ClusterCache {
-    /// Starts a reflector on PerconaXtraDBClusters in each namespace; they stop at `shutdown`.
-    pub fn start(
-        client: &kube::Client,
-        namespaces: impl IntoIterator<Item = String>,
-        shutdown: &tokio_util::sync::CancellationToken,
-    ) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
-        use futures::StreamExt as _;
-        use kube::runtime::WatchStreamExt as _;
-        let mut stores = BTreeMap::new();
-        let mut tasks = Vec::new();
-        // Raw JSON, as the engine reads clusters: no conversion on the request path.
-        let resource = kube::api::ApiResource::erase::<PerconaXtraDBCluster>(&());
-        for ns in namespaces {
-            let writer = reflector::store::Writer::new(resource.clone());
-            let reader = writer.as_reader();
-            let api: kube::Api<DynamicObject> =
-                kube::Api::namespaced_with(client.clone(), &ns, &resource);
-            let stream =
-                reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()))
-                    .default_backoff()
-                    .applied_objects();
-            let stop = shutdown.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut stream = std::pin::pin!(stream);
-                loop {
-                    tokio::select! {
-                        item = stream.next() => if item.is_none() { return },
-                        () = stop.cancelled() => return,
-                    }
-                }
-            }));
-            stores.insert(ns, reader);
+    /// Reads the clusters' informers (shared with the index and the reconciler).
+    pub fn new(informers: &[Informer<DynamicObject>]) -> Self {
+        Self {
+            informers: informers.to_vec(),
         }
-        (
-            Self {
-                stores,
-                resource: Some(resource),
-            },
-            tasks,
-        )
     }
 
-    /// The cached cluster as raw JSON, once the namespace's first list is in.
+    /// The cached cluster as raw JSON, once its scope's first list is in.
     fn get(&self, key: &ClusterKey) -> Option<Arc<DynamicObject>> {
-        let store = self.stores.get(&key.namespace)?;
-        let resource = self.resource.clone()?;
+        let store = self
+            .informers
+            .iter()
+            .find(|i| i.covers(&key.namespace))?
+            .store()?;
+        let resource = kube::api::ApiResource::erase::<PerconaXtraDBCluster>(&());
         store.get(&ObjectRef::new_with(&key.name, resource).within(&key.namespace))
     }
 }

@@ -1,14 +1,13 @@
-//! The watch tasks: kube-runtime watchers on PerconaXtraDBClusters, their backups and the
-//! operator's backup Jobs (`percona.com/backup-type=xtrabackup`) feed the index. A (re)list replaces everything the index holds for that watch's scope, so objects
+//! The watches: [informers](crate::k8s::informer) on PerconaXtraDBClusters, their backups and
+//! the operator's backup Jobs (`percona.com/backup-type=xtrabackup`) feed the index, and are
+//! handed on to the responder ([`Informers`]), so no kind is watched twice. A (re)list replaces everything the index holds for that watch's scope, so objects
 //! deleted while a watch was down disappear; the readiness gate of each watch opens after its
 //! first complete list.
 
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use futures::StreamExt as _;
-use kube::api::Api;
-use kube::runtime::WatchStreamExt as _;
+use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::watcher::{self, Event};
 use kube::{Resource, ResourceExt as _};
 use serde::de::DeserializeOwned;
@@ -18,6 +17,7 @@ use crate::pxc::{PerconaXtraDBCluster, PerconaXtraDBClusterBackup};
 use crate::readiness::{Gate, Readiness};
 use k8s_openapi::api::batch::v1::Job;
 
+use crate::k8s::informer::{Informer, Setup};
 use crate::watch::collector::SharedIndex;
 use crate::watch::completions::CompletionRecorder;
 use crate::watch::index::{BackupIndex, Epoch};
@@ -80,6 +80,16 @@ impl Indexed for Job {
     }
 }
 
+/// The informers the watches run on, for the other readers of the same kinds (the webhook's
+/// cache and the reconciler): one per kind and scope.
+#[derive(Debug, Clone, Default)]
+pub struct Informers {
+    /// PerconaXtraDBClusters, raw (as the responder reads and writes them), with a cache.
+    pub clusters: Vec<Informer<DynamicObject>>,
+    /// PerconaXtraDBClusterBackups, without a cache (the index keeps what it needs).
+    pub backups: Vec<Informer<PerconaXtraDBClusterBackup>>,
+}
+
 /// Starts the watches for `namespaces` (all namespaces when empty); each registers a closed
 /// readiness gate and opens it once its first list is in the index.
 pub fn spawn(
@@ -89,45 +99,64 @@ pub fn spawn(
     recorder: Option<Arc<CompletionRecorder>>,
     readiness: &Readiness,
     shutdown: &CancellationToken,
-) -> Vec<tokio::task::JoinHandle<()>> {
+) -> (Informers, Vec<tokio::task::JoinHandle<()>>) {
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
     } else {
         namespaces.iter().cloned().map(Some).collect()
     };
+    let mut informers = Informers::default();
     let mut tasks = Vec::new();
+    let resource = ApiResource::erase::<PerconaXtraDBCluster>(&());
     for scope in scopes {
-        tasks.push(watch::<PerconaXtraDBCluster>(
-            client,
-            scope.clone(),
-            index,
-            None,
-            readiness,
+        // Clusters are watched raw, so the responder sees every field exactly; the index
+        // reads them typed, converted once per change (clusters change rarely).
+        let api: Api<DynamicObject> = match &scope {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        let mut apply = indexer::<PerconaXtraDBCluster>(index, None, readiness, scope.as_deref());
+        let (informer, task) = Informer::spawn(
+            Setup {
+                api,
+                scope: scope.clone(),
+                config: watcher::Config::default(),
+                cache: Some(resource.clone()),
+                hook: Box::new(move |event| {
+                    if let Some(event) = typed_event(event) {
+                        apply(&event);
+                    }
+                }),
+            },
             shutdown,
-        ));
-        tasks.push(watch::<PerconaXtraDBClusterBackup>(
+        );
+        informers.clusters.push(informer);
+        tasks.push(task);
+        let (informer, task) = spawn_typed::<PerconaXtraDBClusterBackup>(
             client,
             scope.clone(),
             index,
             recorder.clone(),
             readiness,
             shutdown,
-        ));
-        tasks.push(watch::<Job>(
-            client, scope, index, None, readiness, shutdown,
-        ));
+        );
+        informers.backups.push(informer);
+        tasks.push(task);
+        let (_, task) = spawn_typed::<Job>(client, scope, index, None, readiness, shutdown);
+        tasks.push(task);
     }
-    tasks
+    (informers, tasks)
 }
 
-fn watch<K>(
+/// The informer of a typed kind, feeding the index.
+fn spawn_typed<K>(
     client: &kube::Client,
     scope: Option<String>,
     index: &SharedIndex,
     recorder: Option<Arc<CompletionRecorder>>,
     readiness: &Readiness,
     shutdown: &CancellationToken,
-) -> tokio::task::JoinHandle<()>
+) -> (Informer<K>, tokio::task::JoinHandle<()>)
 where
     K: Indexed + Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
 {
@@ -135,36 +164,60 @@ where
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let gate = readiness.gate(&format!(
-        "watch:{}:{}",
-        scope.as_deref().unwrap_or("*"),
-        K::WHAT
-    ));
+    let mut config = watcher::Config::default();
+    if let Some(selector) = K::SELECTOR {
+        config = config.labels(selector);
+    }
+    let apply = indexer::<K>(index, recorder, readiness, scope.as_deref());
+    Informer::spawn(
+        Setup {
+            api,
+            scope,
+            config,
+            cache: None,
+            hook: Box::new(apply),
+        },
+        shutdown,
+    )
+}
+
+/// The index's side of a watch: applies each event, and opens the watch's readiness gate
+/// after its first complete list.
+fn indexer<K: Indexed>(
+    index: &SharedIndex,
+    recorder: Option<Arc<CompletionRecorder>>,
+    readiness: &Readiness,
+    scope: Option<&str>,
+) -> impl FnMut(&Event<K>) + Send + 'static {
+    let gate = readiness.gate(&format!("watch:{}:{}", scope.unwrap_or("*"), K::WHAT));
     let index = index.clone();
-    let shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        let mut config = watcher::Config::default();
-        if let Some(selector) = K::SELECTOR {
-            config = config.labels(selector);
+    let scope = scope.map(str::to_owned);
+    let mut epoch = Epoch::default();
+    move |event| {
+        if let Event::Apply(object) | Event::InitApply(object) = event {
+            K::seen(object, recorder.as_ref());
         }
-        let mut events = watcher::watcher(api, config).default_backoff().boxed();
-        let mut epoch = Epoch::default();
-        loop {
-            let event = tokio::select! {
-                event = events.next() => event,
-                () = shutdown.cancelled() => return,
-            };
-            match event {
-                None => return,
-                Some(Err(e)) => tracing::warn!(what = K::WHAT, error = %e, "watch error; retrying"),
-                Some(Ok(event)) => {
-                    if let Event::Apply(object) | Event::InitApply(object) = &event {
-                        K::seen(object, recorder.as_ref());
-                    }
-                    apply(&index, &gate, scope.as_deref(), &mut epoch, event);
-                }
-            }
-        }
+        apply(&index, &gate, scope.as_deref(), &mut epoch, event);
+    }
+}
+
+/// A raw cluster's event as the index reads it. An object that does not parse as a cluster
+/// is left out (and logged): the index cannot use it, and the watch goes on.
+fn typed_event(event: &Event<DynamicObject>) -> Option<Event<PerconaXtraDBCluster>> {
+    let typed = |object: &DynamicObject| -> Option<PerconaXtraDBCluster> {
+        serde_json::to_value(object)
+            .and_then(serde_json::from_value)
+            .map_err(|e| {
+                tracing::warn!(cluster = %object.name_any(), error = %e, "cluster not indexed: it does not parse");
+            })
+            .ok()
+    };
+    Some(match event {
+        Event::Init => Event::Init,
+        Event::InitDone => Event::InitDone,
+        Event::InitApply(object) => Event::InitApply(typed(object)?),
+        Event::Apply(object) => Event::Apply(typed(object)?),
+        Event::Delete(object) => Event::Delete(typed(object)?),
     })
 }
 
@@ -173,7 +226,7 @@ fn apply<K: Indexed>(
     gate: &Gate,
     scope: Option<&str>,
     epoch: &mut Epoch,
-    event: Event<K>,
+    event: &Event<K>,
 ) {
     let mut index = index
         .write()
@@ -182,7 +235,7 @@ fn apply<K: Indexed>(
         // Objects are applied as they arrive and tagged with the list's epoch; buffering
         // them (or even their names) until InitDone would hold the whole list in memory.
         Event::Init => *epoch = epoch.next(),
-        Event::InitApply(object) | Event::Apply(object) => K::upsert(&mut index, &object, *epoch),
+        Event::InitApply(object) | Event::Apply(object) => K::upsert(&mut index, object, *epoch),
         Event::InitDone => {
             K::sweep(&mut index, scope, *epoch);
             gate.open();
