@@ -14,8 +14,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use backstop::clock::{Clock, SystemClock};
-use backstop::metrics::{Format, Metrics};
 use backstop::pxc::{PerconaXtraDBCluster, PerconaXtraDBClusterBackup};
+use backstop::runtime::metrics::{Format, Metrics};
 use backstop::watch::collector::BackupCollector;
 use backstop::watch::index::{BackupIndex, Epoch};
 use serde_json::json;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use backstop::config::ProbeConfig;
 use backstop::probe::cycle::{CycleOptions, TargetState, run_cycle};
 use backstop::probe::target::Target;
-use backstop::s3client::{self, StaticCredentials, Timeouts};
+use backstop::s3::client::{self as s3client, StaticCredentials, Timeouts};
 use backstop_sandbox::s3::{self, RegionConfig, S3Config};
 use futures::StreamExt as _;
 

@@ -12,7 +12,7 @@ use backstop::config::{CanaryConfig, ListConfig};
 use backstop::probe::cycle::{CycleOptions, Operation, TargetState, run_cycle};
 use backstop::probe::target::Target;
 use backstop::pxc::{S3Storage, Storage};
-use backstop::s3client::{self, Endpoint, StaticCredentials, Timeouts};
+use backstop::s3::client::{self as s3client, Endpoint, StaticCredentials, Timeouts};
 use backstop_sandbox::s3::{self, Fault, RegionConfig, Rule, S3Config};
 
 fn median(mut samples: Vec<Duration>) -> Duration {

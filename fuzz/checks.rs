@@ -1,5 +1,5 @@
 //! The invariants each fuzz target checks, in one place: the targets in `fuzz_targets/` call
-//! them on libFuzzer's inputs, and `tests/fuzz_corpus.rs` calls them on every file of
+//! them on libFuzzer's inputs, and `tests/it/fuzz_corpus.rs` calls them on every file of
 //! `fuzz/corpus/` under `cargo test`. A violated invariant panics (that is what libFuzzer
 //! reports as a crash); an input that is refused must be refused with an error, never a panic.
 //! Each returns whether the input was accepted, so the corpus test can check that its seeds

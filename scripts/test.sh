@@ -40,12 +40,16 @@ fi
 BACKSTOP_KUBE_BIN_DIR=$(bash scripts/kube-apiserver.sh)
 export BACKSTOP_KUBE_BIN_DIR
 
+# The layout rules of docs/architecture.md (file sizes, dry runs only in the applier, no
+# sandbox in the production build).
+bash scripts/layout.sh
+
 cargo test --locked --workspace --all-targets --no-fail-fast "$@"
 
 # Then each cargo-fuzz target runs for a bounded time (BACKSTOP_FUZZ_SECONDS, default 20),
 # seeded from the kept corpus, on an unoptimised instrumented build: about 5.5 minutes to
 # build cold on 2 cores, one minute to run. Only for the whole suite: a run narrowed by
-# arguments (`scripts/test.sh --test watch`) skips it. tests/fuzz_corpus.rs replays the
+# arguments (`scripts/test.sh --test it watch::`) skips it. tests/it/fuzz_corpus.rs replays the
 # corpus through the same checks in every run.
 if [ $# -eq 0 ]; then
   FUZZ_PROFILE=dev bash scripts/fuzz.sh "${BACKSTOP_FUZZ_SECONDS:-20}"

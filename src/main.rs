@@ -4,17 +4,17 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use backstop::app::App;
 use backstop::cli::{Cli, Command, EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE};
 use backstop::config::{self, ConfigError};
 use backstop::responder::journal::Phase;
 use backstop::responder::manual::{self, Manual};
+use backstop::runtime::app::App;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = backstop::telemetry::init(cli.log_format, &cli.log_filter) {
+    if let Err(e) = backstop::runtime::telemetry::init(cli.log_format, &cli.log_filter) {
         eprintln!("backstop: {e}");
         return ExitCode::from(EXIT_USAGE);
     }
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
             };
             run_async(async move {
                 let shutdown = CancellationToken::new();
-                backstop::shutdown::cancel_on_signal(shutdown.clone());
+                backstop::runtime::shutdown::cancel_on_signal(shutdown.clone());
                 // KUBECONFIG / ~/.kube/config, else the in-cluster service account.
                 let client = kube::Client::try_default()
                     .await
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "sandbox")]
         Command::Sandbox(args) if args.drill => {
             let credentials = match (&args.s3_access_key_id, &args.s3_secret_access_key) {
-                (Some(id), Some(secret)) => Some(backstop::s3client::StaticCredentials {
+                (Some(id), Some(secret)) => Some(backstop::s3::client::StaticCredentials {
                     access_key_id: id.clone(),
                     secret_access_key: secret.clone(),
                 }),
@@ -89,7 +89,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "sandbox")]
         Command::Sandbox(args) => run_async(async move {
             let shutdown = CancellationToken::new();
-            backstop::shutdown::cancel_on_signal(shutdown.clone());
+            backstop::runtime::shutdown::cancel_on_signal(shutdown.clone());
             backstop_sandbox::run(&args.listen, sandbox_backend(args.api_server), shutdown).await?;
             Ok(())
         }),

@@ -665,7 +665,7 @@ async fn backstops_requests(
         )
         .await;
     if let Ok(created) = &event {
-        // Every Event is a new object: Backstop never patches one (tests/least_privilege.rs).
+        // Every Event is a new object: Backstop never patches one (tests/it/least_privilege.rs).
         let name = created.metadata.name.clone().unwrap();
         m.forbidden(
             "patch an Event",

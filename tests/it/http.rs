@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
-use backstop::app::App;
 use backstop::config::{self, Config};
-use backstop::readiness::Readiness;
+use backstop::runtime::app::App;
+use backstop::runtime::readiness::Readiness;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -301,7 +301,7 @@ async fn shutdown_is_bounded_when_a_request_never_finishes() {
     assert!(
         matches!(
             err,
-            backstop::Error::Server(backstop::server::ServerError::ShutdownTimedOut(_))
+            backstop::Error::Server(backstop::runtime::server::ServerError::ShutdownTimedOut(_))
         ),
         "{err:?}"
     );

@@ -1,8 +1,8 @@
 //! HTTPS serving (`server.tls`): the endpoints over TLS, client certificates required when a
 //! client CA is configured, and clear errors for unusable files.
 
-use backstop::app::App;
 use backstop::config::{self, Config, TlsConfig};
+use backstop::runtime::app::App;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tokio_util::sync::CancellationToken;
 

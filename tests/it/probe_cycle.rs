@@ -1,5 +1,5 @@
 //! The prober's core against the embedded S3, through the real aws-sdk-s3 client that
-//! `backstop::s3client` builds: a healthy target, every fault the sandbox can inject as
+//! `backstop::s3::client` builds: a healthy target, every fault the sandbox can inject as
 //! the probe classifies it, canary clean-up, the incremental listing (checked with the
 //! server's request counts), and the metrics a cycle leaves in the registry.
 //! Every endpoint listens on 127.0.0.1 with an ephemeral port and is stopped by its test.
@@ -13,7 +13,7 @@ use backstop::probe::{
     CanaryRun, CycleOptions, CycleResult, ErrorClass, Operation, ProbeMetrics, Target, TargetState,
     run_cycle,
 };
-use backstop::s3client::{self, StaticCredentials, Timeouts};
+use backstop::s3::client::{self as s3client, StaticCredentials, Timeouts};
 use backstop_sandbox::s3::{self, Fault, PRIMARY_REGION, RegionConfig, Rule, S3Config, S3Server};
 use futures::StreamExt as _;
 
@@ -540,7 +540,7 @@ async fn a_healthy_target_runs_the_canary_on_its_interval_and_every_cycle_once_a
     let world = start().await;
     let target = target(&world);
     let client = client(&target);
-    let mut registry = backstop::metrics::Metrics::new();
+    let mut registry = backstop::runtime::metrics::Metrics::new();
     let metrics = ProbeMetrics::register(registry.registry_mut());
     let t = format!("target=\"{}\"", target.id());
     let success = |text: &str, op: &str| {
@@ -682,7 +682,7 @@ async fn a_healthy_target_runs_the_canary_on_its_interval_and_every_cycle_once_a
     world.server.shutdown().await;
 }
 
-fn render(metrics: &mut backstop::metrics::Metrics) -> String {
+fn render(metrics: &mut backstop::runtime::metrics::Metrics) -> String {
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, metrics.registry_mut()).unwrap();
     out
@@ -699,7 +699,7 @@ fn value(text: &str, name: &str, labels: &str) -> Option<f64> {
 #[tokio::test]
 async fn cycles_become_metrics_and_forget_removes_every_series_of_a_target() {
     let world = start().await;
-    let mut registry = backstop::metrics::Metrics::new();
+    let mut registry = backstop::runtime::metrics::Metrics::new();
     let metrics = ProbeMetrics::register(registry.registry_mut());
 
     let mut target = target(&world);

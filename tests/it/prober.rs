@@ -11,7 +11,7 @@ use std::time::Duration;
 use backstop::clock::SystemClock;
 use backstop::config::StaticTarget;
 use backstop::pxc::PerconaXtraDBCluster;
-use backstop::s3client::StaticCredentials;
+use backstop::s3::client::StaticCredentials;
 use backstop_sandbox::s3::{self, Fault, Rule};
 use backstop_sandbox::world::{self, World, WorldOptions};
 use kube::api::{Api, Patch, PatchParams};

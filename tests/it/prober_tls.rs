@@ -18,7 +18,7 @@ use backstop::probe::discovery::secondary_storage;
 use backstop::probe::scheduler::probe_once;
 use backstop::probe::target::Target;
 use backstop::pxc::Storage;
-use backstop::s3client::Timeouts;
+use backstop::s3::client::Timeouts;
 use backstop_sandbox::certs::SandboxPki;
 use backstop_sandbox::s3;
 use backstop_sandbox::world::{self, World, WorldOptions};

@@ -1097,10 +1097,13 @@ async fn two_replicas_one_acts(backend: Backend) {
     config.kubernetes.leader_election.lease_duration = HumanDuration(Duration::from_secs(3));
     config.kubernetes.leader_election.renew_interval = HumanDuration(Duration::from_millis(200));
     config.responder.failover.on_demand_backup = false;
-    let app =
-        backstop::app::App::bind_with(config, Some(r.world.client.clone()), Arc::new(SystemClock))
-            .await
-            .unwrap();
+    let app = backstop::runtime::app::App::bind_with(
+        config,
+        Some(r.world.client.clone()),
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
     let second = format!("http://{}", app.local_addr().unwrap());
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(app.serve(stop.clone()));

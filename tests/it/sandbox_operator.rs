@@ -269,13 +269,13 @@ mod with_s3 {
     }
 
     fn sdk(sw: &S3World) -> aws_sdk_s3::Client {
-        backstop::s3client::client(
-            &backstop::s3client::Endpoint {
+        backstop::s3::client::client(
+            &backstop::s3::client::Endpoint {
                 region: s3::PRIMARY_REGION.into(),
                 endpoint_url: sw.s3.endpoint(s3::PRIMARY_REGION),
                 force_path_style: true,
             },
-            &backstop::s3client::StaticCredentials {
+            &backstop::s3::client::StaticCredentials {
                 access_key_id: KEY.into(),
                 secret_access_key: SECRET.into(),
             },

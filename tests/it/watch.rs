@@ -233,7 +233,7 @@ async fn completions_are_counted_once_and_failures_by_cause_with_an_event(backen
     // nothing old, and a new completion is counted by exactly one of the two.
     let token = r.world.dir().join("token");
     let config = r.world.backstop_config("127.0.0.1:0", &token).unwrap();
-    let second = backstop::app::App::bind_with(
+    let second = backstop::runtime::app::App::bind_with(
         config,
         Some(r.world.client.clone()),
         Arc::new(w.clock.clone()),

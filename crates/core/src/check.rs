@@ -18,7 +18,7 @@ use crate::probe::cycle::{CycleOptions, Outcome, TargetState};
 use crate::probe::discovery::desired_targets;
 use crate::probe::scheduler::probe_once;
 use crate::pxc::{PerconaXtraDBCluster, PerconaXtraDBClusterBackup};
-use crate::s3client::Timeouts;
+use crate::s3::client::Timeouts;
 use crate::watch::index::{BackupIndex, Epoch};
 
 /// Why a check could not run (as opposed to finding something unhealthy).

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::telemetry::LogFormat;
+use crate::runtime::telemetry::LogFormat;
 
 /// Exit code: success, or everything healthy.
 pub const EXIT_OK: u8 = 0;

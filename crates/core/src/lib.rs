@@ -1,32 +1,33 @@
 //! Backstop keeps Percona XtraDB Cluster backups landing when their S3 target fails.
 //!
-//! The crate is laid out by job: [`config`] (the file and its schema), [`server`] (HTTP),
-//! [`metrics`] (the registry), [`probe`] (the S3 prober's core), [`readiness`], [`shutdown`] and [`telemetry`] (process
-//! lifecycle), [`app`] (wiring), [`cli`] (the command line) and, behind the `sandbox` feature,
-//! [`sandbox`] (the embedded world that tests and new users run against).
+//! The library is laid out by what each part owns (docs/architecture.md has the picture):
+//!
+//! - [`config`]: the configuration file, its schema and its checks;
+//! - [`k8s`]: Kubernetes access beyond plain requests: the shared informers, Events, the
+//!   process identity and leader election; [`pxc`]: the operator's custom resources;
+//! - [`s3`]: S3 clients built the way the operator's backup Job reaches a bucket;
+//! - [`watch`]: the backup index fed by the informers, exported as metrics;
+//! - [`probe`]: the S3 prober (targets, cycles, classification, scheduling);
+//! - [`responder`]: the Alertmanager webhook, the intents, the reconciler and its playbooks;
+//! - [`runtime`]: the process: wiring ([`runtime::app`]), HTTP, TLS, readiness, metrics
+//!   registry, logging and shutdown;
+//! - [`cli`] and [`check`]: the command line and `backstop check`;
+//! - [`clock`] and [`schedule`]: time and cron, shared by all of the above.
+//!
+//! The sandbox (an embedded S3, a Kubernetes API simulator and a simulated operator) is the
+//! `backstop-sandbox` crate; nothing here depends on it.
 
-pub mod app;
 pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod events;
-pub mod https;
-pub mod identity;
 pub mod k8s;
-pub mod leader;
-pub mod metrics;
 pub mod probe;
 pub mod pxc;
-pub mod readiness;
 pub mod responder;
-pub mod s3client;
-pub mod s3tls;
+pub mod runtime;
+pub mod s3;
 pub mod schedule;
-pub mod server;
-pub mod shutdown;
-pub mod telemetry;
-pub mod tls;
 pub mod watch;
 
 use std::net::SocketAddr;
@@ -48,13 +49,13 @@ pub enum Error {
     },
     /// The HTTP server failed or did not drain in time.
     #[error(transparent)]
-    Server(#[from] server::ServerError),
+    Server(#[from] runtime::server::ServerError),
     /// Logging could not be set up.
     #[error(transparent)]
-    Telemetry(#[from] telemetry::TelemetryError),
+    Telemetry(#[from] runtime::telemetry::TelemetryError),
     /// The HTTPS configuration could not be loaded.
     #[error(transparent)]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] runtime::tls::TlsError),
     /// The responder could not start.
     #[error(transparent)]
     Responder(#[from] responder::ResponderError),

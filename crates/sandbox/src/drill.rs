@@ -15,12 +15,12 @@ use ::kube::Api;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use backstop::app::App;
 use backstop::clock::{ManualClock, SystemClock};
 use backstop::config::{HumanDuration, Strategy};
 use backstop::pxc::{PerconaXtraDBClusterBackup, state};
 use backstop::responder::cluster::{cluster_api, read_journal};
 use backstop::responder::journal::{Journal, Phase, TargetKind};
+use backstop::runtime::app::App;
 
 use super::s3::{self, Fault, Rule};
 use super::world::{self, World, WorldOptions};
@@ -39,7 +39,7 @@ pub struct DrillOptions {
     /// Break the secondary too, so the failover goes to the PVC buffer.
     pub break_secondary: bool,
     /// The sandbox's S3 keys; `None` makes random ones.
-    pub credentials: Option<backstop::s3client::StaticCredentials>,
+    pub credentials: Option<backstop::s3::client::StaticCredentials>,
     /// The webhook's bearer token; `None` makes a random one.
     pub webhook_token: Option<String>,
     /// The API server the drill's world runs on.

@@ -22,7 +22,7 @@ pub mod world;
 
 use tokio_util::sync::CancellationToken;
 
-use backstop::app::App;
+use backstop::runtime::app::App;
 use control::Control;
 use world::{World, WorldOptions};
 

@@ -21,7 +21,7 @@ use crate::s3::{self, RegionConfig, S3Config, S3Server};
 use backstop::clock::{Clock, SystemClock};
 use backstop::config::{self, Config};
 use backstop::pxc::{self, PerconaXtraDBCluster, PerconaXtraDBClusterBackup, labels};
-use backstop::s3client::{self, Endpoint, StaticCredentials};
+use backstop::s3::client::{self as s3client, Endpoint, StaticCredentials};
 
 /// Namespace of the sample cluster.
 pub const NAMESPACE: &str = "percona";

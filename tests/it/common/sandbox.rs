@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backstop::app::App;
 use backstop::clock::Clock;
 use backstop::config::Config;
+use backstop::runtime::app::App;
 use backstop_sandbox::world::{World, WorldOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -59,7 +59,7 @@ pub async fn start_with_deployed_rbac(
 }
 
 /// Like [`start_in`], with Backstop running as the `backstop` ServiceAccount under the RBAC of
-/// `objects` (rendered manifests, perhaps edited: tests/least_privilege.rs removes one
+/// `objects` (rendered manifests, perhaps edited: tests/it/least_privilege.rs removes one
 /// permission at a time). `objects` must include the `backstop` Namespace.
 pub async fn start_as_service_account(
     world: World,

@@ -1,4 +1,4 @@
-//! The chaos soak's machinery, shared by `tests/chaos_soak.rs` (CI size, crash points) and
+//! The chaos soak's machinery, shared by `tests/it/chaos_soak.rs` (CI size, crash points) and
 //! `benches/chaos_soak.rs` (the long run).
 //!
 //! The soak drives Backstop's responder at the level where it decides things: two
@@ -1197,7 +1197,7 @@ struct AppProcess {
 }
 
 async fn start_app(world: &World, config: &Config) -> AppProcess {
-    let app = backstop::app::App::bind_with(
+    let app = backstop::runtime::app::App::bind_with(
         config.clone(),
         Some(world.client.clone()),
         Arc::new(backstop::clock::SystemClock),

@@ -30,7 +30,7 @@ use std::fmt::Write as _;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
-use crate::s3client::AmbientCredentialsError;
+use crate::s3::client::AmbientCredentialsError;
 
 /// Messages longer than this are cut: they go to logs and check reports, and an error
 /// chain with a debug dump in it can be kilobytes long.

@@ -5,7 +5,7 @@
 //! written, read back byte for byte, and cleaned up?), then the listing (what is the newest
 //! backup object?). Each is one [`OperationResult`], so a dashboard shows *which* step of a
 //! backup would fail and why, rather than one opaque "down". The client does the timing
-//! out: [`crate::s3client`] builds it with a per-operation timeout and no retries, so each
+//! out: [`crate::s3::client`] builds it with a per-operation timeout and no retries, so each
 //! call here is bounded and each failure is seen once. Streaming the canary's body back is
 //! bounded by the same timeout, because the SDK's operation timeout ends when the response
 //! headers arrive.
@@ -359,7 +359,7 @@ pub fn canary_prefix(target: &Target, canary: &CanaryConfig) -> String {
 }
 
 /// Runs one cycle of `target` with `client` (built for the target by
-/// [`crate::s3client::client`]), updating `state`.
+/// [`crate::s3::client::client`]), updating `state`.
 pub async fn run_cycle(
     client: &Client,
     target: &Target,

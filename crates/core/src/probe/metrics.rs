@@ -96,7 +96,7 @@ pub struct ProbeMetrics {
 
 impl ProbeMetrics {
     /// Registers the prober's families in `registry` (see
-    /// [`crate::metrics::Metrics::registry_mut`]). Call once per registry.
+    /// [`crate::runtime::metrics::Metrics::registry_mut`]). Call once per registry.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
             duration: DurationFamily::new_with_constructor(duration_histogram),

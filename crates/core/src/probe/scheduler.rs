@@ -27,8 +27,8 @@ use crate::probe::cycle::{
 use crate::probe::discovery::desired_targets;
 use crate::probe::metrics::ProbeMetrics;
 use crate::probe::target::{CredentialSource, Target};
-use crate::s3client::{self, Timeouts};
-use crate::s3tls::{self, Trust};
+use crate::s3::client::{self as s3client, Timeouts};
+use crate::s3::tls::{self as s3tls, Trust};
 use crate::watch::collector::SharedIndex;
 
 /// How often the reconcile loop compares the index with the running tasks. The comparison is

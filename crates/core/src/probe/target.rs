@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 
 use crate::config::StaticTarget;
 use crate::pxc::{S3Storage, Storage};
-use crate::s3client::Endpoint;
+use crate::s3::client::Endpoint;
 
 /// The region assumed when a storage names none. xbcloud, the operator's uploader, falls
 /// back to `us-east-1` as well, so the probe signs exactly as the backup Job would.
@@ -289,7 +289,7 @@ impl Target {
         self.key.endpoint_url.as_deref()
     }
 
-    /// Where the bucket is reached, for [`crate::s3client::client`].
+    /// Where the bucket is reached, for [`crate::s3::client::client`].
     pub fn endpoint(&self) -> Endpoint {
         Endpoint {
             region: self.key.region.clone(),

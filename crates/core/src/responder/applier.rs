@@ -18,7 +18,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use crate::clock::Clock;
-use crate::events::{EventSpec, EventType};
+use crate::k8s::events::{EventSpec, EventType};
 use crate::pxc::{PerconaXtraDBClusterBackup, state};
 
 use super::cluster::{
@@ -337,7 +337,7 @@ impl Applier {
         }
         let mut outcome = plan.outcome;
         if self.dry_run() {
-            if let Some(note) = plan.dry_run_note {
+            if let Some(note) = plan.recorded_note {
                 outcome.note = format!("dry run: {note}");
             }
             // A recorded write wakes no watch, so the step that would follow it is asked for.
@@ -414,7 +414,7 @@ impl Applier {
     /// Emits an Event about the cluster (and logs it); a failure to emit is logged, never
     /// fatal.
     async fn event(&self, object: &DynamicObject, note: Note) {
-        let message = match (&self.mode, note.dry_run_message) {
+        let message = match (&self.mode, note.recorded_message) {
             (Mode::Live, _) => note.message,
             (Mode::DryRun(_), Some(dry)) => format!("[dry-run] {dry}"),
             (Mode::DryRun(_), None) => format!("[dry-run] {}", note.message),
@@ -431,7 +431,7 @@ impl Applier {
             message,
         };
         if let Err(e) =
-            crate::events::emit_about(&self.client, cluster::reference(object), spec).await
+            crate::k8s::events::emit_about(&self.client, cluster::reference(object), spec).await
         {
             tracing::warn!(cluster = %object.name_any(), error = %e, "could not emit an Event");
         }

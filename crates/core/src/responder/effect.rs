@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::events::EventType;
+use crate::k8s::events::EventType;
 
 use super::journal::{Journal, Phase};
 
@@ -112,7 +112,7 @@ pub struct Note {
     /// The message when the plan is carried out.
     pub message: String,
     /// The message when the plan is only recorded (a dry run), where it differs.
-    pub dry_run_message: Option<String>,
+    pub recorded_message: Option<String>,
 }
 
 impl Note {
@@ -128,14 +128,14 @@ impl Note {
             reason,
             action,
             message,
-            dry_run_message: None,
+            recorded_message: None,
         }
     }
 
     /// The same note, saying `message` in a dry run.
     #[must_use]
-    pub fn in_dry_run(mut self, message: String) -> Self {
-        self.dry_run_message = Some(message);
+    pub fn when_recorded(mut self, message: String) -> Self {
+        self.recorded_message = Some(message);
         self
     }
 }
@@ -199,7 +199,7 @@ pub struct Plan {
     /// The report once every effect is carried out.
     pub outcome: Outcome,
     /// The report's note in a dry run, where it differs.
-    pub dry_run_note: Option<String>,
+    pub recorded_note: Option<String>,
 }
 
 impl Plan {
@@ -216,7 +216,7 @@ impl Plan {
                 requeue,
                 note: note.into(),
             },
-            dry_run_note: None,
+            recorded_note: None,
         }
     }
 
@@ -229,8 +229,8 @@ impl Plan {
 
     /// The same plan, reporting `note` in a dry run.
     #[must_use]
-    pub fn in_dry_run(mut self, note: String) -> Self {
-        self.dry_run_note = Some(note);
+    pub fn when_recorded(mut self, note: String) -> Self {
+        self.recorded_note = Some(note);
         self
     }
 

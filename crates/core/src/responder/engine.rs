@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::clock::Clock;
 use crate::config::{Config, ManagedCluster};
-use crate::events::EventType;
+use crate::k8s::events::EventType;
 use crate::probe::cycle::TargetState;
 
 use super::applier::{Applied, Applier, ApplyError, RecordError, Recorded};

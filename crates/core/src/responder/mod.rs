@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::leader::{self, Election};
+use crate::k8s::leader::{self, Election};
 use crate::watch::runtime::Informers;
 
 pub use cluster::ClusterKey;

@@ -9,7 +9,7 @@ use crate::probe::cycle::{CycleOptions, Outcome, TargetState};
 use crate::probe::scheduler::probe_once;
 use crate::probe::target::Target;
 use crate::pxc::Storage;
-use crate::s3client::Timeouts;
+use crate::s3::client::Timeouts;
 
 /// Probes the storage `storage_name` (raw definition `storage`) of `namespace/cluster` once,
 /// canary included.

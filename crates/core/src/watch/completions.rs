@@ -27,7 +27,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
-use crate::events::{EventSpec, EventType};
+use crate::k8s::events::{EventSpec, EventType};
 use crate::pxc::{PerconaXtraDBClusterBackup, labels, state};
 use crate::watch::cause::{self, FailureCause};
 
@@ -287,7 +287,7 @@ impl CompletionRecorder {
         error: Option<&str>,
         tail: &str,
     ) -> Result<(), kube::Error> {
-        crate::events::emit(
+        crate::k8s::events::emit(
             &self.client,
             backup,
             EventSpec {

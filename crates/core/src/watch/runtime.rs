@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::pxc::{PerconaXtraDBCluster, PerconaXtraDBClusterBackup};
-use crate::readiness::{Gate, Readiness};
+use crate::runtime::readiness::{Gate, Readiness};
 use k8s_openapi::api::batch::v1::Job;
 
 use crate::k8s::informer::{Informer, Setup};

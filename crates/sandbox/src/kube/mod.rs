@@ -227,7 +227,9 @@ impl KubeSim {
         let token = shutdown.clone();
         // HTTPS like a real API server: client-go (kubectl) never sends a bearer token over
         // plain HTTP.
-        let task = tokio::spawn(backstop::https::serve(listener, router, tls, token));
+        let task = tokio::spawn(backstop::runtime::https::serve(
+            listener, router, tls, token,
+        ));
         Ok(Self {
             sim,
             addr,

@@ -34,7 +34,7 @@ use backstop::pxc::{
     self, BackupCrSpec, BackupStatus, PerconaXtraDBCluster, PerconaXtraDBClusterBackup, Schedule,
     Storage, labels, state,
 };
-use backstop::s3client::{self, Endpoint, Timeouts};
+use backstop::s3::client::{self as s3client, Endpoint, Timeouts};
 use backstop::schedule::CronSchedule;
 use xbcloud::UploadFailure;
 

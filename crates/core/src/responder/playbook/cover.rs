@@ -2,7 +2,7 @@
 //! on-demand backup on the storage backups now go to, so the backups missed during the
 //! outage are covered without waiting for the next schedule.
 
-use crate::events::EventType;
+use crate::k8s::events::EventType;
 
 use super::super::effect::{Effect, Note, Plan, Playbook, RunBackup, Stage, run_backup_name};
 use super::super::journal::{Journal, Phase};
@@ -54,10 +54,10 @@ pub fn plan(ctx: &Context<'_>, journal: Option<Journal>) -> Plan {
                     "started on-demand backup {name} on storage {storage:?} to cover the backups missed during the outage"
                 ),
             )
-            .in_dry_run(format!(
+            .when_recorded(format!(
                 "would start backup {name} on storage that backups failed over to"
             )),
         ),
     ])
-    .in_dry_run(format!("would start cover backup {name}"))
+    .when_recorded(format!("would start cover backup {name}"))
 }

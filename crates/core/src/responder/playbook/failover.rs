@@ -7,7 +7,7 @@ use std::time::Duration;
 use kube::api::DynamicObject;
 use serde_json::Value;
 
-use crate::events::EventType;
+use crate::k8s::events::EventType;
 
 use super::super::cluster::backup_spec;
 use super::super::effect::{Effect, Note, Plan, Playbook, RunResult, Stage};
@@ -204,7 +204,7 @@ pub fn plan(ctx: &Context<'_>, observed: Observed) -> Plan {
         Effect::CountRun(PLAYBOOK, RunResult::Succeeded),
         Effect::Event(
             Note::new(EventType::Normal, "FailedOver", "Failover", summary.clone())
-                .in_dry_run(format!("would fail over: {summary}")),
+                .when_recorded(format!("would fail over: {summary}")),
         ),
     ];
     if target.target_kind == TargetKind::Buffer && !reasons.is_empty() {
@@ -222,5 +222,5 @@ pub fn plan(ctx: &Context<'_>, observed: Observed) -> Plan {
         format!("failed over: {summary}"),
     )
     .with(effects)
-    .in_dry_run(format!("would fail over: {summary}"))
+    .when_recorded(format!("would fail over: {summary}"))
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use kube::api::DynamicObject;
 use serde_json::Value;
 
-use crate::events::EventType;
+use crate::k8s::events::EventType;
 use crate::probe::cycle::TargetState;
 
 use super::super::cluster::backup_spec;
@@ -208,10 +208,10 @@ pub fn plan(ctx: &Context<'_>, observed: Observed) -> Plan {
                     "Failover",
                     summary.clone(),
                 )
-                .in_dry_run(format!("would move: {summary}")),
+                .when_recorded(format!("would move: {summary}")),
             ),
         ])
-        .in_dry_run(format!("would move: {summary}"))
+        .when_recorded(format!("would move: {summary}"))
 }
 
 /// A plan that leaves the cluster failed over.

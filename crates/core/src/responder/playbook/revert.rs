@@ -8,7 +8,7 @@ use std::time::Duration;
 use kube::api::DynamicObject;
 use serde_json::Value;
 
-use crate::events::EventType;
+use crate::k8s::events::EventType;
 
 use super::super::cluster::backup_spec;
 use super::super::effect::{Effect, Note, Plan, Playbook, RunResult, Stage, run_backup_name};
@@ -180,7 +180,7 @@ pub fn plan(ctx: &Context<'_>, observed: Observed) -> Plan {
         },
         Effect::Event(
             Note::new(EventType::Normal, "Reverted", "Revert", summary.clone())
-                .in_dry_run(format!("would have {summary}")),
+                .when_recorded(format!("would have {summary}")),
         ),
     ];
     if !revert.kept.is_empty() {
@@ -199,5 +199,5 @@ pub fn plan(ctx: &Context<'_>, observed: Observed) -> Plan {
     }
     Plan::report(phase, test.then_some(Duration::ZERO), summary.clone())
         .with(effects)
-        .in_dry_run(format!("would have {summary}"))
+        .when_recorded(format!("would have {summary}"))
 }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::config::{Config, HumanDuration, ManagedCluster};
-use crate::events::EventType;
+use crate::k8s::events::EventType;
 use crate::responder::effect::{Effect, Playbook, RunResult, run_backup_name};
 use crate::responder::journal::{Phase, TargetKind, test_journal};
 use crate::responder::plan::{self, PlanError};
@@ -185,7 +185,7 @@ fn a_healthy_secondary_is_written_with_its_journal_in_one_write() {
     assert_eq!(plan.outcome.phase, Some(Phase::FailedOver));
     assert_eq!(plan.outcome.requeue, Some(Duration::ZERO));
     assert!(
-        plan.dry_run_note
+        plan.recorded_note
             .as_deref()
             .unwrap()
             .starts_with("would fail over")

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::events::EventType;
+use crate::k8s::events::EventType;
 use crate::pxc::{PerconaXtraDBClusterBackup, state};
 
 use super::super::effect::{

@@ -92,7 +92,7 @@ pub async fn emit_about(
         message: Some(truncate(&event.message, 1024)),
         reporting_component: Some("backstop".into()),
         // Required by the API server on every Event with an eventTime; also outside a pod.
-        reporting_instance: Some(crate::identity::instance().to_owned()),
+        reporting_instance: Some(crate::k8s::identity::instance().to_owned()),
         first_timestamp: Some(Time(now)),
         last_timestamp: Some(Time(now)),
         event_time: Some(MicroTime(now)),

@@ -28,10 +28,10 @@ pub struct Election {
     pub renew_interval: Duration,
 }
 
-/// The identity of this process ([`crate::identity::instance`]): the same one its Events
+/// The identity of this process ([`crate::k8s::identity::instance`]): the same one its Events
 /// carry as `reportingInstance`.
 pub fn default_identity() -> String {
-    crate::identity::instance().to_owned()
+    crate::k8s::identity::instance().to_owned()
 }
 
 struct Observed {

@@ -12,11 +12,11 @@ use tokio_util::sync::CancellationToken;
 use crate::Error;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::metrics::Metrics;
 use crate::probe::ProbeMetrics;
-use crate::readiness::Readiness;
 use crate::responder::{Engine, Webhook};
-use crate::server::{self, AppState};
+use crate::runtime::metrics::Metrics;
+use crate::runtime::readiness::Readiness;
+use crate::runtime::server::{self, AppState};
 use crate::watch::collector::BackupCollector;
 use crate::watch::completions::{CompletionMetrics, CompletionRecorder};
 use crate::watch::index::BackupIndex;
@@ -55,7 +55,7 @@ impl App {
             .server
             .tls
             .as_ref()
-            .map(crate::tls::server_config)
+            .map(crate::runtime::tls::server_config)
             .transpose()?;
         let listener = TcpListener::bind(addr)
             .await

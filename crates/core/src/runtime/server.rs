@@ -19,9 +19,9 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::config::ServerConfig;
-use crate::metrics::{Format, Metrics};
-use crate::readiness::Readiness;
 use crate::responder::Webhook;
+use crate::runtime::metrics::{Format, Metrics};
+use crate::runtime::readiness::Readiness;
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +91,7 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     // The accept loop stops at `stop` and then drains; the drain is bounded here.
     let stop = CancellationToken::new();
-    let server = crate::https::serve_plain(listener, router, header_timeout, stop.clone());
+    let server = crate::runtime::https::serve_plain(listener, router, header_timeout, stop.clone());
     tokio::pin!(server);
     tokio::select! {
         () = &mut server => return Ok(()),
@@ -112,7 +112,7 @@ pub async fn serve_tls(
 ) -> Result<(), ServerError> {
     // The accept loop stops at `stop` and then drains; the drain is bounded here.
     let stop = CancellationToken::new();
-    let server = crate::https::serve(listener, router, tls, stop.clone());
+    let server = crate::runtime::https::serve(listener, router, tls, stop.clone());
     tokio::pin!(server);
     tokio::select! {
         () = &mut server => return Ok(()),

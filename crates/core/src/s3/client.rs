@@ -99,12 +99,12 @@ pub fn client(
 
 /// A client for `endpoint` signing with `credentials` (a Secret's, or what the ambient chain
 /// gave this cycle, see [`resolve_ambient`]), reaching the endpoint through `http`, built for
-/// the storage's TLS settings (see [`crate::s3tls`]).
+/// the storage's TLS settings (see [`crate::s3::tls`]).
 pub fn client_with(
     endpoint: &Endpoint,
     credentials: Credentials,
     timeouts: Timeouts,
-    http: crate::s3tls::TlsClient,
+    http: crate::s3::tls::TlsClient,
 ) -> aws_sdk_s3::Client {
     finish(
         builder(endpoint, credentials),
@@ -173,7 +173,7 @@ fn finish(
     builder: aws_sdk_s3::config::Builder,
     endpoint: &Endpoint,
     timeouts: Timeouts,
-    http: Option<crate::s3tls::TlsClient>,
+    http: Option<crate::s3::tls::TlsClient>,
 ) -> aws_sdk_s3::Client {
     let mut builder = builder
         .force_path_style(endpoint.force_path_style)
@@ -210,7 +210,7 @@ pub fn sts_client(
     endpoint_url: Option<&str>,
     credentials: Credentials,
     timeouts: Timeouts,
-    http: crate::s3tls::TlsClient,
+    http: crate::s3::tls::TlsClient,
 ) -> aws_sdk_sts::Client {
     let mut builder = aws_sdk_sts::config::Builder::new()
         .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
