@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 # command the tests run -> Debian package that provides it
 declare -A package_for=(
   [kill]=procps
+  [curl]=curl
   [promtool]=prometheus
   [prometheus]=prometheus
   [prometheus-alertmanager]=prometheus-alertmanager

@@ -235,9 +235,24 @@ fn run_status(args: &backstop::cli::StatusArgs) -> ExitCode {
 
 /// `backstop check`: 0 healthy, 1 unhealthy, 2 when the check cannot run at all.
 fn run_check(config: config::Config, output: backstop::cli::OutputFormat) -> ExitCode {
-    with_cluster(|client| async move {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&anyhow::Error::from(e)),
+    };
+    runtime.block_on(async move {
         let clock = std::sync::Arc::new(backstop::clock::SystemClock);
-        match backstop::check::run(&config, &client, clock).await {
+        // Static targets need no cluster: without one the check still runs, and says so.
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| format!("KUBECONFIG or in-cluster: {e}"));
+        let cluster = match &client {
+            Ok(client) => backstop::check::Cluster::Reachable(client),
+            Err(why) => backstop::check::Cluster::Unreachable(why),
+        };
+        match backstop::check::run(&config, cluster, clock).await {
             Ok(report) => {
                 match output {
                     backstop::cli::OutputFormat::Table => {

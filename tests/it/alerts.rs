@@ -15,7 +15,9 @@ const RULES: &str = "alerts/backstop.rules.yaml";
 const PROMETHEUS_RULE: &str = "alerts/prometheusrule.yaml";
 const DEPLOY_PROMETHEUS_RULE: &str = "deploy/base/prometheusrule.yaml";
 const RUNBOOK: &str = "docs/runbook.md";
-const RUNBOOK_URL: &str = "https://github.com/backstop-dev/backstop/blob/main/docs/runbook.md#";
+/// The placeholder the shipped rules link to until `scripts/runbook-base.sh` points them at
+/// the user's copy of docs/runbook.md.
+const RUNBOOK_URL: &str = "https://runbooks.example.com/backstop/runbook.md#";
 
 /// The labels the responder routes S3BackupTargetUnavailable on.
 const ROUTING_LABELS: [&str; 5] = ["namespace", "cluster", "storage", "bucket", "region"];
@@ -369,4 +371,76 @@ fn alertmanager_config_routes_the_failover_alert_with_resolutions() {
         webhook["httpConfig"]["authorization"]["credentials"],
         json!({"name": "backstop-webhook", "key": "token"})
     );
+}
+
+/// `scripts/runbook-base.sh URL` points every link at the user's runbook, keeps each anchor,
+/// and leaves files promtool still accepts, tests and all; a URL it cannot use changes
+/// nothing.
+#[test]
+fn the_runbook_base_is_one_setting() {
+    let copy = tempfile::tempdir().unwrap();
+    for dir in ["alerts/tests", "deploy/base", "dashboards"] {
+        std::fs::create_dir_all(copy.path().join(dir)).unwrap();
+    }
+    let files = [
+        RULES,
+        PROMETHEUS_RULE,
+        DEPLOY_PROMETHEUS_RULE,
+        "alerts/tests/backups.yaml",
+        "alerts/tests/responder.yaml",
+        "alerts/tests/s3.yaml",
+        "alerts/tests/self.yaml",
+        "dashboards/backstop.json",
+    ];
+    for file in files {
+        std::fs::copy(root().join(file), copy.path().join(file)).unwrap();
+    }
+    let script = root().join("scripts/runbook-base.sh");
+    let base = "https://git.example.org/ops/backstop/-/blob/main/docs/runbook.md";
+    let rewrite = |url: &str| {
+        Command::new("bash")
+            .arg(&script)
+            .arg(url)
+            .arg(copy.path())
+            .output()
+            .unwrap()
+    };
+    let refused = rewrite("not a url");
+    assert_eq!(refused.status.code(), Some(2));
+    assert_eq!(
+        std::fs::read_to_string(copy.path().join(RULES)).unwrap(),
+        read(RULES),
+        "a refused URL changes nothing"
+    );
+    let done = rewrite(base);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    for file in files {
+        let text = std::fs::read_to_string(copy.path().join(file)).unwrap();
+        assert!(
+            !text.contains(RUNBOOK_URL.trim_end_matches('#')),
+            "{file} still links to the placeholder"
+        );
+        assert_eq!(
+            text.matches(base).count(),
+            read(file)
+                .matches(RUNBOOK_URL.trim_end_matches('#'))
+                .count(),
+            "{file}: every link moved, no other text"
+        );
+    }
+    // The anchors are the alerts' sections, as before.
+    let rules = std::fs::read_to_string(copy.path().join(RULES)).unwrap();
+    assert!(rules.contains(&format!("{base}#s3backuptargetunavailable")));
+    // promtool still passes the rewritten rules and their rewritten tests.
+    let tests: Vec<String> = files[3..7]
+        .iter()
+        .map(|f| copy.path().join(f).display().to_string())
+        .collect();
+    let mut args = vec!["test", "rules"];
+    args.extend(tests.iter().map(String::as_str));
+    run("promtool", &args);
 }

@@ -27,7 +27,7 @@ const CANARY_PREFIX: &str = "prod/.backstop-canary/";
 /// A running embedded S3 and the directory holding its data.
 struct World {
     server: S3Server,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 async fn start() -> World {
@@ -43,7 +43,7 @@ async fn start() -> World {
     })
     .await
     .unwrap();
-    World { server, _dir: dir }
+    World { server, dir }
 }
 
 /// The target of a cluster storage `<bucket>/prod` on the sandbox's primary region.
@@ -101,6 +101,7 @@ fn options(canary: bool, page_size: u32, max_pages: u32) -> CycleOptions {
             enabled: true,
             page_size,
             max_pages,
+            full_every: 0,
         },
         ..CycleOptions::default()
     }
@@ -817,5 +818,68 @@ async fn cycles_become_metrics_and_forget_removes_every_series_of_a_target() {
     );
     assert!(text.contains("cluster=\"cluster3\""), "{text}");
     assert!(text.contains("backstop_build_info"), "{text}");
+    world.server.shutdown().await;
+}
+
+/// Sets the modification time, which the store serves as LastModified, of `key` in the
+/// primary region's `BUCKET`: so a test orders objects in time without waiting.
+fn set_last_modified(world: &World, key: &str, at: std::time::SystemTime) {
+    let path = world.dir.path().join(PRIMARY_REGION).join(BUCKET).join(key);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .set_modified(at)
+        .unwrap();
+}
+
+/// The incremental listing never looks behind its resume point again, so an object
+/// rewritten under an old key stays unseen; `probe.list.full_every` lists from the start
+/// every so many listings, and the rewritten object becomes the newest.
+#[tokio::test]
+async fn a_full_listing_now_and_then_sees_an_object_rewritten_behind_the_resume_point() {
+    let world = start().await;
+    let target = target(&world);
+    let client = client(&target);
+    let older = format!("{PREFIX}cluster1-2026-11-01-00:00:00-full/xtrabackup_info");
+    let newer = format!("{PREFIX}cluster1-2026-11-02-00:00:00-full/xtrabackup_info");
+    let now = std::time::SystemTime::now();
+    let day = Duration::from_secs(86_400);
+    for (key, age) in [(&older, 2 * day), (&newer, day)] {
+        put(&client, BUCKET, key).await;
+        set_last_modified(&world, key, now - age);
+    }
+    let newest = |result: &backstop::probe::cycle::CycleResult| {
+        result.newest_object.clone().map(|(key, _)| key)
+    };
+    let mut opts = options(false, 1000, 2);
+    let mut state = TargetState::default();
+    let first = run_cycle(&client, &target, &opts, &mut state).await;
+    assert_eq!(newest(&first).as_ref(), Some(&newer));
+
+    // The older backup is written again: it is now the newest object in the bucket.
+    put(&client, BUCKET, &older).await;
+    set_last_modified(&world, &older, now + Duration::from_secs(3_600));
+    for _ in 0..3 {
+        let incremental = run_cycle(&client, &target, &opts, &mut state).await;
+        assert!(incremental.up);
+        assert_eq!(
+            newest(&incremental).as_ref(),
+            Some(&newer),
+            "without full listings the rewrite is never seen"
+        );
+    }
+    opts.list.full_every = 2;
+    let mut seen = None;
+    for _ in 0..2 {
+        let result = run_cycle(&client, &target, &opts, &mut state).await;
+        assert!(result.up);
+        seen = newest(&result);
+    }
+    assert_eq!(
+        seen.as_ref(),
+        Some(&older),
+        "a full listing finds the rewrite"
+    );
     world.server.shutdown().await;
 }

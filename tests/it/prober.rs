@@ -544,3 +544,216 @@ async fn ambient_credentials_are_resolved_once_per_cycle_before_the_timed_reques
     endpoint.stop().await;
     world.shutdown().await;
 }
+
+/// `backstop check` on a workstation with no cluster: the static targets are still checked
+/// (with the ambient credentials), the report says discovery was skipped and why, a target
+/// whose credentials are in a Secret says it cannot be read; and a canary the credentials may
+/// write but not delete is reported by its key. With nothing to check at all it exits 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backstop_check_runs_without_a_cluster_and_reports_leftover_canaries() {
+    let world = World::start(WorldOptions {
+        operator_interval: None,
+        history: 1,
+        ..WorldOptions::default()
+    })
+    .await
+    .unwrap();
+    let dir = world.dir().to_owned();
+    let mut config = world
+        .backstop_config("127.0.0.1:0", &dir.join("token"))
+        .unwrap();
+    let target = |name: &str, credentials_secret| StaticTarget {
+        name: name.into(),
+        bucket: world::PRIMARY_BUCKET.into(),
+        region: s3::PRIMARY_REGION.into(),
+        endpoint_url: Some(world.endpoint(s3::PRIMARY_REGION)),
+        force_path_style: true,
+        verify_tls: true,
+        credentials_secret,
+        ca_bundle: None,
+    };
+    config.targets.push(target("ambient", None));
+    config.targets.push(target(
+        "from-secret",
+        Some(backstop::config::SecretRef {
+            namespace: world::NAMESPACE.into(),
+            name: world::CREDENTIALS_SECRET.into(),
+        }),
+    ));
+    let config_path = dir.join("static.yaml");
+    std::fs::write(&config_path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
+    let check = |path: &std::path::Path| {
+        let output = Command::new(env!("CARGO_BIN_EXE_backstop"))
+            .args(["check", "--output", "json", "--config"])
+            .arg(path)
+            .env_clear()
+            .env("KUBECONFIG", dir.join("no-kubeconfig"))
+            .env("HOME", &dir)
+            .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                dir.join("no-aws-credentials"),
+            )
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ACCESS_KEY_ID", &world.credentials.access_key_id)
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                &world.credentials.secret_access_key,
+            )
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    let (code, stdout, stderr) = tokio::task::block_in_place(|| check(&config_path));
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let ambient = static_target(&report, "ambient");
+    assert_eq!(ambient["up"], true, "{report:#}");
+    let notes = report["notes"].as_array().unwrap();
+    assert!(
+        notes.iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .contains("no Kubernetes cluster reachable")),
+        "{report:#}"
+    );
+    let from_secret = static_target(&report, "from-secret");
+    assert_eq!(from_secret["up"], false, "{report:#}");
+    assert!(
+        from_secret["operations"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no Kubernetes cluster is reachable to read it"),
+        "{report:#}"
+    );
+    assert_eq!(code, Some(1), "one target is down: {report:#}");
+
+    // Credentials that may put but not delete: the canary stays behind, and the check says
+    // where.
+    config.targets.truncate(1);
+    std::fs::write(&config_path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
+    world
+        .s3
+        .faults()
+        .set(
+            Rule::new(Fault::AccessDenied)
+                .in_region(s3::PRIMARY_REGION)
+                .on_operation("DeleteObject"),
+        )
+        .await
+        .unwrap();
+    let (code, stdout, stderr) = tokio::task::block_in_place(|| check(&config_path));
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    assert_eq!(code, Some(1), "{report:#}");
+    let ambient = static_target(&report, "ambient");
+    let leftovers = ambient["leftover_canaries"].as_array().unwrap();
+    assert_eq!(leftovers.len(), 1, "{report:#}");
+    let key = leftovers[0].as_str().unwrap();
+    // The key names an object that is really there.
+    let client = backstop::s3::client::client(
+        &backstop::s3::client::Endpoint {
+            region: s3::PRIMARY_REGION.into(),
+            endpoint_url: Some(world.endpoint(s3::PRIMARY_REGION)),
+            force_path_style: true,
+        },
+        &world.credentials,
+        backstop::s3::client::Timeouts::default(),
+    );
+    let bucket = world::PRIMARY_BUCKET.split('/').next().unwrap();
+    client
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("the reported canary {key:?} is not in {bucket}: {e:?}"));
+
+    // A store that never answers costs the cycle one budget: STS, run after S3, is not
+    // attempted once S3 used it up, and the report says which call did.
+    world.s3.faults().clear_all().await.unwrap();
+    world
+        .s3
+        .faults()
+        .set(Rule::new(Fault::Hang).in_region(s3::PRIMARY_REGION))
+        .await
+        .unwrap();
+    config.probe.timeout = backstop::config::HumanDuration(Duration::from_secs(1));
+    std::fs::write(&config_path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
+    let (code, stdout, stderr) = tokio::task::block_in_place(|| check(&config_path));
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    assert_eq!(code, Some(1), "{report:#}");
+    let operations = static_target(&report, "ambient")["operations"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let head = operations
+        .iter()
+        .find(|o| o["operation"] == "head_bucket")
+        .unwrap();
+    assert_eq!(head["class"], "timeout", "{report:#}");
+    let sts = operations
+        .iter()
+        .find(|o| o["operation"] == "get_caller_identity")
+        .unwrap();
+    assert_eq!(sts["seconds"], 0.0, "{report:#}");
+    let message = sts["message"].as_str().unwrap();
+    assert!(
+        message.contains("not attempted") && message.contains("head_bucket"),
+        "{message}"
+    );
+    world.s3.faults().clear_all().await.unwrap();
+
+    // No cluster and nothing static: nothing to check, a usage error.
+    config.targets.clear();
+    std::fs::write(&config_path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
+    let (code, _, stderr) = tokio::task::block_in_place(|| check(&config_path));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("nothing to check"), "{stderr}");
+    world.shutdown().await;
+}
+
+/// The service counts the canaries it could not delete (the credentials may put but not
+/// delete), per target, and a later cycle deletes them once deletion works again.
+#[tokio::test]
+async fn leftover_canaries_are_counted_and_deleted_once_deletion_works() {
+    let r = start(Backend::Simulator).await;
+    let text = r
+        .wait_until("the primary target is probed", |t| {
+            t.contains("backstop_s3_target_info{") && t.contains(&primary())
+        })
+        .await;
+    let target = target_of(&text, &primary());
+    let leftovers = |t: &str| {
+        sample(
+            t,
+            "backstop_s3_canary_leftover_objects{",
+            &[&format!("target=\"{target}\"")],
+        )
+    };
+    let rule = r
+        .world
+        .s3
+        .faults()
+        .set(
+            Rule::new(Fault::AccessDenied)
+                .in_region(s3::PRIMARY_REGION)
+                .on_operation("DeleteObject"),
+        )
+        .await
+        .unwrap();
+    r.wait_until("a canary is left behind", |t| {
+        leftovers(t).is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    r.world.s3.faults().clear(rule).await.unwrap();
+    r.wait_until("the leftovers are deleted", |t| leftovers(t) == Some(0.0))
+        .await;
+    r.stop().await;
+}

@@ -15,7 +15,7 @@ use backstop::config::{
 use backstop::probe::classify::ErrorClass;
 use backstop::probe::cycle::{CanaryRun, CycleOptions, CycleResult, Outcome, TargetState};
 use backstop::probe::discovery::secondary_storage;
-use backstop::probe::scheduler::probe_once;
+use backstop::probe::once::probe_once;
 use backstop::probe::target::Target;
 use backstop::pxc::Storage;
 use backstop::s3::client::Timeouts;
@@ -105,7 +105,7 @@ async fn probe_target(world: &World, target: &Target) -> CycleResult {
     options.sts = false;
     probe_once(
         target,
-        &world.client,
+        Some(&world.client),
         &options,
         Timeouts::default(),
         &mut TargetState::default(),
@@ -291,7 +291,7 @@ async fn verify_tls_and_ca_bundle_decide_whom_the_probe_trusts() {
                 pitr_on_buffer: PitrOnBuffer::Disable,
             },
         };
-        secondary_storage(&managed).unwrap().1
+        secondary_storage(&managed.failover).unwrap().1
     };
     let result = probe(&world, &secondary("ca.crt")).await;
     assert!(all_ok(&result), "{result:?}");
@@ -332,7 +332,7 @@ async fn a_cycle_without_its_ca_bundle_makes_the_canary_due_again() {
     let mut cycle = async || {
         probe_once(
             &target,
-            &world.client,
+            Some(&world.client),
             &options,
             Timeouts::default(),
             &mut state,

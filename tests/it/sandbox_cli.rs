@@ -79,7 +79,31 @@ fn sandbox_session(api_server: &str) {
         );
     }
 
+    // Backstop runs as the shipped ServiceAccount, under the shipped ClusterRole.
+    assert_eq!(
+        field(&lines, "runs as:"),
+        "system:serviceaccount:backstop:backstop"
+    );
     let kubeconfig = field(&lines, "kubeconfig:");
+    let binding = Command::new("kubectl")
+        .args([
+            "--kubeconfig",
+            &kubeconfig,
+            "get",
+            "clusterrolebinding",
+            "backstop",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        binding.status.success(),
+        "{}",
+        String::from_utf8_lossy(&binding.stderr)
+    );
+    let binding: serde_json::Value = serde_json::from_slice(&binding.stdout).unwrap();
+    assert_eq!(binding["subjects"][0]["name"], "backstop", "{binding}");
     let out = Command::new("kubectl")
         .args([
             "--kubeconfig",
@@ -155,6 +179,10 @@ fn sandbox_session(api_server: &str) {
         assert_eq!(cleared.status(), 204);
     });
 
+    if api_server == "simulator" {
+        quickstart_commands_run(&control, &kubeconfig);
+    }
+
     let dir = std::path::Path::new(&kubeconfig)
         .parent()
         .unwrap()
@@ -182,6 +210,71 @@ fn sandbox_session(api_server: &str) {
         assert!(
             !std::path::Path::new(&format!("/proc/{pid}")).exists(),
             "{program} ({pid}) was stopped with the sandbox"
+        );
+    }
+}
+
+/// Every command the README's Quickstart shows, checked as a user would run it: the
+/// `curl` and `kubectl` lines against this running sandbox (its port and kubeconfig put in),
+/// `cargo run -- ARGS` as this build's binary with ARGS (asking it for `--help`, since the
+/// sandbox itself is the one running), `bash scripts/...` parsed by bash. A command of any
+/// other kind fails the test, so a new one cannot slip in unchecked.
+fn quickstart_commands_run(control: &str, kubeconfig: &str) {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let quickstart = readme
+        .split("\n## Quickstart\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a Quickstart section in README.md");
+    let mut commands = Vec::new();
+    let mut in_block = false;
+    for line in quickstart.lines() {
+        if line.starts_with("```") {
+            in_block = line == "```sh" && !in_block;
+            continue;
+        }
+        if in_block {
+            // A trailing comment explains the command; it is not part of it.
+            let command = line.split("  #").next().unwrap_or_default().trim();
+            if !command.is_empty() && !command.starts_with('#') {
+                commands.push(command.to_owned());
+            }
+        }
+    }
+    assert!(
+        commands.len() >= 7,
+        "the Quickstart's commands: {commands:?}"
+    );
+    let port = control.rsplit(':').next().unwrap();
+    for command in &commands {
+        let output = if let Some(args) = command.strip_prefix("cargo run -- ") {
+            Command::new(env!("CARGO_BIN_EXE_backstop"))
+                .args(args.split_whitespace())
+                .arg("--help")
+                .output()
+                .unwrap()
+        } else if let Some(script) = command.strip_prefix("bash ") {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(script.trim());
+            Command::new("bash").arg("-n").arg(&path).output().unwrap()
+        } else if command.starts_with("curl ") {
+            let line = command.replace("PORT", port);
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("{line} --fail --silent --show-error"))
+                .output()
+                .unwrap()
+        } else if command.starts_with("kubectl ") {
+            let line = command.replace("--kubeconfig PATH", &format!("--kubeconfig {kubeconfig}"));
+            Command::new("sh").arg("-c").arg(line).output().unwrap()
+        } else {
+            panic!("the README's Quickstart shows {command:?}, which this test cannot check");
+        };
+        assert!(
+            output.status.success(),
+            "README command {command:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
         );
     }
 }

@@ -1,7 +1,12 @@
 //! `backstop check`: the runbook's first step ("identify S3 service failure") in one command.
 //! It lists the clusters once, probes every target once with the same cycle as the service
-//! (credentials read as the backup Job reads them), and reports each target's operations
-//! and each storage's newest successful backup. Healthy means every target is up.
+//! (credentials read as the backup Job reads them), and reports each target's operations,
+//! any canary object it could not delete, and each storage's newest successful backup.
+//! Healthy means every target is up.
+//!
+//! Without a reachable Kubernetes cluster (a workstation, say) it still checks the static
+//! targets (`targets:`), and says that discovery was skipped and why; a target whose
+//! credentials are in a Secret is reported as such.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -16,7 +21,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::probe::cycle::{CycleOptions, Outcome, TargetState};
 use crate::probe::discovery::desired_targets;
-use crate::probe::scheduler::probe_once;
+use crate::probe::once::probe_once;
 use crate::pxc::{PerconaXtraDBCluster, PerconaXtraDBClusterBackup};
 use crate::s3::client::Timeouts;
 use crate::watch::index::{BackupIndex, Epoch};
@@ -27,6 +32,11 @@ pub enum CheckError {
     /// Listing clusters or backups failed.
     #[error("reading the cluster: {0}")]
     Kube(#[from] kube::Error),
+    /// No cluster could be reached and no static target is configured.
+    #[error(
+        "no Kubernetes cluster reachable ({0}) and no static targets configured: nothing to check"
+    )]
+    NothingToCheck(String),
 }
 
 /// One operation of one target.
@@ -55,6 +65,10 @@ pub struct TargetReport {
     pub up: bool,
     /// Each operation.
     pub operations: Vec<OperationReport>,
+    /// Canary objects the cycle wrote and could not delete (the credentials may put but not
+    /// delete, or the delete timed out): keys in the target's bucket, to remove by hand. The
+    /// service deletes them on a later cycle once deletion works.
+    pub leftover_canaries: Vec<String>,
 }
 
 /// The newest successful backup of one storage.
@@ -75,42 +89,60 @@ pub struct CheckReport {
     pub targets: Vec<TargetReport>,
     /// Every storage with a successful backup.
     pub backups: Vec<StorageReport>,
+    /// What limited the check (no cluster reachable, so no discovery).
+    pub notes: Vec<String>,
     /// Whether every target is up.
     pub healthy: bool,
 }
 
+/// Where the check reads clusters from.
+#[derive(Clone, Copy)]
+pub enum Cluster<'a> {
+    /// A reachable Kubernetes API.
+    Reachable(&'a kube::Client),
+    /// None could be reached; why (shown in the report).
+    Unreachable(&'a str),
+}
+
+impl std::fmt::Debug for Cluster<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Reachable(_) => f.write_str("Reachable"),
+            Self::Unreachable(why) => f.debug_tuple("Unreachable").field(why).finish(),
+        }
+    }
+}
+
 /// Probes everything once.
+///
+/// # Errors
+///
+/// [`CheckError`] when a cluster was reachable but listing from it failed, or when there is
+/// nothing to check at all (no cluster and no static targets).
 pub async fn run(
     config: &Config,
-    client: &kube::Client,
+    cluster: Cluster<'_>,
     clock: Arc<dyn Clock>,
 ) -> Result<CheckReport, CheckError> {
     let mut index = BackupIndex::new();
-    let scopes: Vec<Option<&str>> = if config.kubernetes.namespaces.is_empty() {
-        vec![None]
-    } else {
-        config
-            .kubernetes
-            .namespaces
-            .iter()
-            .map(|n| Some(n.as_str()))
-            .collect()
+    let mut notes = Vec::new();
+    let client = match cluster {
+        Cluster::Reachable(client) => Some(client),
+        Cluster::Unreachable(why) => {
+            if config.targets.is_empty() {
+                return Err(CheckError::NothingToCheck(why.to_owned()));
+            }
+            if config.probe.discover {
+                notes.push(format!(
+                    "no Kubernetes cluster reachable ({why}): targets were not discovered from clusters; only the {} static target(s) were checked",
+                    config.targets.len()
+                ));
+            }
+            None
+        }
     };
-    for scope in scopes {
-        let clusters: Api<PerconaXtraDBCluster> = match scope {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
-        for cluster in clusters.list(&ListParams::default()).await?.items {
-            index.upsert_cluster(&cluster, Epoch::default());
-        }
-        let backups: Api<PerconaXtraDBClusterBackup> = match scope {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
-        for backup in backups.list(&ListParams::default()).await?.items {
-            index.upsert_backup(&backup, Epoch::default());
-        }
+    if let Some(client) = client {
+        list_into(&mut index, config, client).await?;
     }
 
     let (targets, problems) = desired_targets(index.storages(), config);
@@ -131,6 +163,7 @@ pub async fn run(
             async move {
                 let mut state = TargetState::default();
                 let result = probe_once(&target, client, &options, timeouts, &mut state).await;
+                let leftover_canaries = state.leftover_canaries().to_vec();
                 TargetReport {
                     target: target.id(),
                     used_by: target
@@ -161,6 +194,7 @@ pub async fn run(
                             }
                         })
                         .collect(),
+                    leftover_canaries,
                 }
             }
         })
@@ -183,8 +217,45 @@ pub async fn run(
     Ok(CheckReport {
         targets: reports,
         backups,
+        notes,
         healthy,
     })
+}
+
+/// Lists the clusters and backups of the configured namespaces into `index`.
+async fn list_into(
+    index: &mut BackupIndex,
+    config: &Config,
+    client: &kube::Client,
+) -> Result<(), CheckError> {
+    let scopes: Vec<Option<&str>> = if config.kubernetes.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config
+            .kubernetes
+            .namespaces
+            .iter()
+            .map(|n| Some(n.as_str()))
+            .collect()
+    };
+    for scope in scopes {
+        let clusters: Api<PerconaXtraDBCluster> = match scope {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        for cluster in clusters.list(&ListParams::default()).await?.items {
+            index.upsert_cluster(&cluster, Epoch::default());
+        }
+        let backups: Api<PerconaXtraDBClusterBackup> = match scope {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        for backup in backups.list(&ListParams::default()).await?.items {
+            index.upsert_backup(&backup, Epoch::default());
+        }
+    }
+
+    Ok(())
 }
 
 /// The report as aligned text.
@@ -237,6 +308,18 @@ pub fn render_table(report: &CheckReport) -> String {
             if *up { "UP  " } else { "DOWN" },
             users.join(", ")
         );
+    }
+    for t in &report.targets {
+        for key in &t.leftover_canaries {
+            let _ = writeln!(
+                out,
+                "LEFTOVER canary object {key:?} in {} could not be deleted (may the credentials delete?); remove it by hand",
+                t.target
+            );
+        }
+    }
+    for note in &report.notes {
+        let _ = writeln!(out, "NOTE {note}");
     }
     if !report.backups.is_empty() {
         let _ = writeln!(out);

@@ -15,6 +15,7 @@ pub mod control;
 pub mod crds;
 pub mod drill;
 pub mod kube;
+pub mod manifests;
 pub mod operator;
 pub mod s3;
 pub mod sts;
@@ -38,6 +39,27 @@ pub enum SandboxError {
     /// Backstop itself, run against the world, failed.
     #[error(transparent)]
     Backstop(#[from] backstop::Error),
+    /// The shipped RBAC could not be applied.
+    #[error("applying the shipped RBAC: {0}")]
+    Manifests(#[from] manifests::ManifestError),
+    /// The ServiceAccount's token or client could not be had.
+    #[error("running as the shipped ServiceAccount: {0}")]
+    ServiceAccount(#[from] backend::BackendError),
+}
+
+/// A client for the world's API server as the shipped `backstop` ServiceAccount, under the
+/// shipped RBAC (applied first): what Backstop runs as in a cluster.
+///
+/// # Errors
+///
+/// [`SandboxError`] when the manifests cannot be applied or the token cannot be had.
+pub async fn shipped_service_account(world: &World) -> Result<::kube::Client, SandboxError> {
+    manifests::apply(&world.client, &manifests::shipped_rbac()?).await?;
+    let token = world
+        .kube
+        .service_account_token(manifests::NAMESPACE, manifests::SERVICE_ACCOUNT)
+        .await?;
+    Ok(world.kube.client_for(&token).await?)
 }
 
 /// Runs the whole sandbox until `shutdown`: the world on the API server `backend`, Backstop
@@ -60,9 +82,12 @@ pub async fn run(
     let config = world
         .backstop_config(listen, &token_path)
         .map_err(backstop::Error::from)?;
+    // As in a cluster: the shipped ServiceAccount under the shipped RBAC, not an
+    // administrator, so the sandbox proves the manifests grant enough.
+    let client = shipped_service_account(&world).await?;
     let app = App::bind_with(
         config.clone(),
-        Some(world.client.clone()),
+        Some(client),
         std::sync::Arc::new(backstop::clock::SystemClock),
     )
     .await?;
@@ -82,6 +107,11 @@ pub async fn run(
         config.server.webhook_path
     );
     println!("  kubernetes:     {}", world.kube.url());
+    println!(
+        "  runs as:        system:serviceaccount:{}:{} (deploy/rbac.yaml)",
+        manifests::NAMESPACE,
+        manifests::SERVICE_ACCOUNT
+    );
     println!("  kubeconfig:     {}", kubeconfig.display());
     println!(
         "                  kubectl --kubeconfig {} get pxc,pxc-backup -A",

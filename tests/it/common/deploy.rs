@@ -43,36 +43,10 @@ pub fn id(object: &Value) -> String {
     )
 }
 
-/// Applies `objects` through the API as the administrator `client` (either backend), in the
-/// order given (kustomize puts Namespaces first); returns the ones whose kind the server does
-/// not serve (say, a ServiceMonitor without the Prometheus operator's CRDs).
+/// Applies `objects` through the API as the administrator `client` (either backend): see
+/// `backstop_sandbox::manifests::apply`; returns the kinds the server does not serve.
 pub async fn apply(client: &kube::Client, objects: &[Value]) -> BTreeSet<String> {
-    use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
-    use kube::discovery::{Discovery, Scope};
-    let discovery = Discovery::new(client.clone()).run().await.unwrap();
-    let mut skipped = BTreeSet::new();
-    for object in objects {
-        let api_version = object["apiVersion"].as_str().unwrap();
-        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        let gvk = GroupVersionKind::gvk(group, version, object["kind"].as_str().unwrap());
-        let Some((resource, capabilities)) = discovery.resolve_gvk(&gvk) else {
-            skipped.insert(id(object));
-            continue;
-        };
-        let api: Api<DynamicObject> = match capabilities.scope {
-            Scope::Namespaced => Api::namespaced_with(
-                client.clone(),
-                object["metadata"]["namespace"]
-                    .as_str()
-                    .unwrap_or("default"),
-                &resource,
-            ),
-            Scope::Cluster => Api::all_with(client.clone(), &resource),
-        };
-        let dynamic: DynamicObject = serde_json::from_value(object.clone()).unwrap();
-        if let Err(e) = api.create(&PostParams::default(), &dynamic).await {
-            panic!("applying {}: {e}", id(object));
-        }
-    }
-    skipped
+    backstop_sandbox::manifests::apply(client, objects)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }

@@ -221,6 +221,11 @@ pub struct ListConfig {
     /// Default 2.
     #[schemars(range(min = 1, max = 100))]
     pub max_pages: u32,
+    /// After this many listings that caught up, list the prefix from the start again, one
+    /// extra page per cycle until done, so an object rewritten under a key the listing
+    /// already passed is seen. 0 never does. Default 20 (10 minutes at the default
+    /// interval).
+    pub full_every: u32,
 }
 
 impl Default for ListConfig {
@@ -229,6 +234,7 @@ impl Default for ListConfig {
             enabled: true,
             page_size: 1000,
             max_pages: 2,
+            full_every: 20,
         }
     }
 }

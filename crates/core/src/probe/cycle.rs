@@ -57,7 +57,9 @@ use super::target::Target;
 use crate::config::{CanaryConfig, ListConfig, ProbeConfig};
 
 mod canary;
+mod listing;
 use canary::{canary, delete_leftovers};
+use listing::list;
 
 /// Canary keys that failed to be deleted and are retried in later cycles, at most. Beyond
 /// this the oldest are forgotten: a bucket that refuses deletes for that long needs a
@@ -214,7 +216,7 @@ pub struct CycleOptions {
     pub canary: CanaryConfig,
     /// The incremental listing.
     pub list: ListConfig,
-    /// STS GetCallerIdentity (run by [`crate::probe::scheduler::probe_once`], which has the
+    /// STS GetCallerIdentity (run by [`crate::probe::once::probe_once`], which has the
     /// credentials).
     pub sts: bool,
     /// The STS endpoint for S3-compatible targets.
@@ -262,6 +264,11 @@ pub struct NewestObject {
 pub struct TargetState {
     newest: Option<NewestObject>,
     resume_after: Option<String>,
+    /// Listings since the last full one (see `probe.list.full_every`).
+    listings_since_full: u32,
+    /// While a full listing is under way, the key it has read up to (`Some(None)`: it starts
+    /// at the beginning next).
+    rescan: Option<Option<String>>,
     leftover_canaries: Vec<String>,
     /// When the last canary that succeeded started, if every cycle since was `up`.
     canary_verified_at: Option<Instant>,
@@ -466,72 +473,6 @@ where
                 None,
             )
         }
-    }
-}
-
-/// Reads at most `max_pages` pages of the storage prefix after the resume point.
-async fn list(
-    client: &Client,
-    target: &Target,
-    options: &CycleOptions,
-    state: &mut TargetState,
-) -> OperationResult {
-    let started = Instant::now();
-    let ignored = if options.canary.key_prefix.is_empty() {
-        String::new()
-    } else {
-        canary_prefix(target, &options.canary)
-    };
-    let page_size = i32::try_from(options.list.page_size).unwrap_or(1000).max(1);
-    let mut token: Option<String> = None;
-    let mut outcome = Outcome::Ok;
-    for page in 0..options.list.max_pages.max(1) {
-        let mut request = client
-            .list_objects_v2()
-            .bucket(target.bucket())
-            .max_keys(page_size);
-        if !target.prefix().is_empty() {
-            request = request.prefix(target.prefix());
-        }
-        // The first page resumes where the last cycle stopped; later pages follow the
-        // continuation token, which S3 gives precedence anyway.
-        request = match (&token, page) {
-            (Some(token), _) => request.continuation_token(token),
-            (None, 0) => request.set_start_after(state.resume_after.clone()),
-            (None, _) => request,
-        };
-        let (result, output) = measure(Operation::ListObjects, request.send()).await;
-        let Some(output) = output else {
-            outcome = result.outcome;
-            break;
-        };
-        for object in output.contents() {
-            let Some(key) = object.key() else { continue };
-            let last_modified = object.last_modified().and_then(|t| {
-                let nanos = i32::try_from(t.subsec_nanos()).ok()?;
-                jiff::Timestamp::new(t.secs(), nanos).ok()
-            });
-            state.observe(key, last_modified, &ignored);
-        }
-        match (output.is_truncated(), output.next_continuation_token()) {
-            (Some(true), Some(next)) => token = Some(next.to_owned()),
-            // Not truncated: the listing caught up.
-            (Some(false) | None, _) => break,
-            (Some(true), None) => {
-                outcome = Outcome::Err {
-                    class: ErrorClass::Other,
-                    message: "ListObjectsV2 said the page was truncated but gave no \
-                              continuation token"
-                        .to_owned(),
-                };
-                break;
-            }
-        }
-    }
-    OperationResult {
-        operation: Operation::ListObjects,
-        duration: started.elapsed(),
-        outcome,
     }
 }
 

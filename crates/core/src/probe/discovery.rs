@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{CaBundleSecret, Config, ManagedCluster};
+use crate::config::{CaBundleSecret, Config, FailoverPolicy};
 use crate::probe::target::{Target, TargetError, dedupe};
 use crate::pxc::{S3Storage, Storage};
 
@@ -28,7 +28,7 @@ pub fn desired_targets(
         }
     }
     for managed in &config.clusters {
-        if let Some((name, storage)) = secondary_storage(managed) {
+        if let Some((name, storage)) = secondary_storage(&managed.failover) {
             match Target::from_storage(&managed.namespace, &managed.name, &name, &storage) {
                 Ok(t) => targets.push(t),
                 Err(e) => problems.push(e),
@@ -44,10 +44,10 @@ pub fn desired_targets(
     (dedupe(targets), problems)
 }
 
-/// The storage entry a managed cluster's secondary becomes on failover, as the operator will
+/// The storage entry a failover policy's secondary becomes on failover, as the operator will
 /// see it (so the probe uses exactly the settings and credentials the backup Job will).
-pub fn secondary_storage(managed: &ManagedCluster) -> Option<(String, Storage)> {
-    let secondary = managed.failover.secondary.as_ref()?;
+pub fn secondary_storage(policy: &FailoverPolicy) -> Option<(String, Storage)> {
+    let secondary = policy.secondary.as_ref()?;
     let storage = Storage {
         kind: Some(crate::pxc::STORAGE_S3.to_owned()),
         s3: Some(S3Storage {

@@ -89,6 +89,7 @@ pub struct ProbeMetrics {
     credentials_valid: Family<TargetLabels, Gauge>,
     newest_object: Family<TargetLabels, Gauge<f64, AtomicU64>>,
     canary_success: Family<TargetLabels, Gauge<f64, AtomicU64>>,
+    canary_leftovers: Family<TargetLabels, Gauge>,
     info: Family<InfoLabels, Gauge>,
     /// The `target_info` series set per target id, to remove exactly those.
     info_series: Arc<Mutex<HashMap<String, Vec<InfoLabels>>>>,
@@ -106,6 +107,7 @@ impl ProbeMetrics {
             credentials_valid: Family::default(),
             newest_object: Family::default(),
             canary_success: Family::default(),
+            canary_leftovers: Family::default(),
             info: Family::default(),
             info_series: Arc::default(),
         };
@@ -148,11 +150,26 @@ impl ProbeMetrics {
             metrics.canary_success.clone(),
         );
         registry.register(
+            "backstop_s3_canary_leftover_objects",
+            "Canary objects Backstop wrote to the target and could not delete yet (the \
+             credentials may put but not delete, or the delete timed out); later cycles retry",
+            metrics.canary_leftovers.clone(),
+        );
+        registry.register(
             "backstop_s3_target_info",
             "A probed S3 target and one cluster storage that uses it; always 1",
             metrics.info.clone(),
         );
         metrics
+    }
+
+    /// Sets how many canary objects of `target` are waiting to be deleted.
+    pub fn record_leftovers(&self, target: &Target, leftovers: usize) {
+        self.canary_leftovers
+            .get_or_create(&TargetLabels {
+                target: target.id(),
+            })
+            .set(i64::try_from(leftovers).unwrap_or(i64::MAX));
     }
 
     /// Records one cycle of `target`.
@@ -273,6 +290,7 @@ impl ProbeMetrics {
         self.credentials_valid.remove(&target_labels);
         self.newest_object.remove(&target_labels);
         self.canary_success.remove(&target_labels);
+        self.canary_leftovers.remove(&target_labels);
         let mut series = self
             .info_series
             .lock()

@@ -12,6 +12,7 @@ pub mod classify;
 pub mod cycle;
 pub mod discovery;
 pub mod metrics;
+pub mod once;
 pub mod scheduler;
 pub mod target;
 

@@ -12,23 +12,17 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
 use tokio::sync::Semaphore;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ProbeConfig};
-use crate::probe::classify::{ErrorClass, classify_ambient};
-use crate::probe::cycle::{
-    CanaryRun, CycleOptions, CycleResult, Operation, OperationResult, Outcome, TargetState,
-    measure_call, run_cycle,
-};
+use crate::probe::cycle::{CycleOptions, TargetState};
 use crate::probe::discovery::desired_targets;
 use crate::probe::metrics::ProbeMetrics;
-use crate::probe::target::{CredentialSource, Target};
-use crate::s3::client::{self as s3client, Timeouts};
-use crate::s3::tls::{self as s3tls, Trust};
+use crate::probe::once::probe_once;
+use crate::probe::target::Target;
+use crate::s3::client::Timeouts;
 use crate::watch::collector::SharedIndex;
 
 /// How often the reconcile loop compares the index with the running tasks. The comparison is
@@ -243,161 +237,11 @@ async fn run_target(
             return;
         };
         let result = tokio::select! {
-            result = probe_once(&target, &client, &options, timeouts, &mut state) => result,
+            result = probe_once(&target, Some(&client), &options, timeouts, &mut state) => result,
             () = cancel.cancelled() => return,
         };
         metrics.record(&target, &result);
-    }
-}
-
-/// One cycle with the credentials the backup Job would use right now.
-pub async fn probe_once(
-    target: &Target,
-    client: &kube::Client,
-    options: &CycleOptions,
-    timeouts: Timeouts,
-    state: &mut TargetState,
-) -> CycleResult {
-    let result = probe_with_current_credentials(target, client, options, timeouts, state).await;
-    if !result.up {
-        // Also when the cycle never reached S3 (no credentials, no CA bundle): whatever
-        // broke, the canary must run again as soon as it is mended.
-        state.forget_canary_success();
-    }
-    result
-}
-
-async fn probe_with_current_credentials(
-    target: &Target,
-    client: &kube::Client,
-    options: &CycleOptions,
-    timeouts: Timeouts,
-    state: &mut TargetState,
-) -> CycleResult {
-    let endpoint = target.endpoint();
-    let credentials = match &target.key.credentials {
-        CredentialSource::Secret { namespace, name } => {
-            let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-            match secrets.get_opt(name).await {
-                Ok(Some(secret)) => match s3client::credentials_from_secret(&secret) {
-                    Some(creds) => creds.to_sdk(),
-                    None => {
-                        return unavailable(
-                            target,
-                            ErrorClass::InvalidCredentials,
-                            format!(
-                                "Secret {namespace}/{name} lacks AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY"
-                            ),
-                        );
-                    }
-                },
-                Ok(None) => {
-                    return unavailable(
-                        target,
-                        ErrorClass::InvalidCredentials,
-                        format!("Secret {namespace}/{name} not found"),
-                    );
-                }
-                Err(e) => {
-                    return unavailable(
-                        target,
-                        ErrorClass::InvalidCredentials,
-                        format!("reading Secret {namespace}/{name}: {e}"),
-                    );
-                }
-            }
-        }
-        // Asked here, once, so the chain's own round trips (STS for IRSA, the Pod Identity
-        // agent, IMDS) are never counted in an S3 operation's latency.
-        CredentialSource::Ambient => {
-            match s3client::resolve_ambient(&endpoint.region, timeouts.operation).await {
-                Ok(creds) => creds,
-                Err(e) => {
-                    let (class, message) = classify_ambient(&e);
-                    return unavailable(target, class, message);
-                }
-            }
-        }
-    };
-    let http = match trust_of(target, client).await {
-        Ok(trust) => match s3tls::http_client(&trust, timeouts.connect) {
-            Ok(http) => http,
-            Err(e) => return unavailable(target, ErrorClass::Tls, e.to_string()),
-        },
-        Err(message) => return unavailable(target, ErrorClass::Tls, message),
-    };
-    let s3 = s3client::client_with(&endpoint, credentials.clone(), timeouts, http);
-    let mut result = run_cycle(&s3, target, options, state).await;
-    // STS answers for AWS; an S3-compatible store gets it only with an STS endpoint of its
-    // own, since most have none.
-    let sts_endpoint = options.sts_endpoint_url.as_deref();
-    if options.sts && (target.endpoint_url().is_none() || sts_endpoint.is_some()) {
-        // The storage's caBundle and verifyTLS are about its S3 endpoint; STS is checked
-        // against the system's roots.
-        let call = match s3tls::http_client(&Trust::Default, timeouts.connect) {
-            Ok(http) => {
-                let sts = s3client::sts_client(
-                    target.region(),
-                    sts_endpoint,
-                    credentials,
-                    timeouts,
-                    http,
-                );
-                measure_call(
-                    Operation::GetCallerIdentity,
-                    sts.get_caller_identity().send(),
-                )
-                .await
-            }
-            Err(e) => OperationResult {
-                operation: Operation::GetCallerIdentity,
-                duration: Duration::ZERO,
-                outcome: Outcome::Err {
-                    class: ErrorClass::Tls,
-                    message: e.to_string(),
-                },
-            },
-        };
-        result.operations.push(call);
-    }
-    result
-}
-
-/// How the target's certificate is checked: its CA bundle read from the Secret now (the
-/// bundle may be rotated like credentials are), no check, or the system roots.
-async fn trust_of(target: &Target, client: &kube::Client) -> Result<Trust, String> {
-    if !target.key.verify_tls {
-        return Ok(Trust::Insecure);
-    }
-    let Some(ca) = &target.key.ca_bundle else {
-        return Ok(Trust::Default);
-    };
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ca.namespace);
-    let (namespace, name, key) = (&ca.namespace, &ca.name, &ca.key);
-    match secrets.get_opt(name).await {
-        Ok(Some(secret)) => secret
-            .data
-            .and_then(|mut data| data.remove(key))
-            .map(|bytes| Trust::CaBundle(bytes.0))
-            .ok_or_else(|| format!("CA bundle Secret {namespace}/{name} has no key {key}")),
-        Ok(None) => Err(format!("CA bundle Secret {namespace}/{name} not found")),
-        Err(e) => Err(format!("reading CA bundle Secret {namespace}/{name}: {e}")),
-    }
-}
-
-/// A cycle that could not start because the credentials or the CA bundle are unusable:
-/// reported on HeadBucket, the first operation the backup Job would fail.
-fn unavailable(target: &Target, class: ErrorClass, message: String) -> CycleResult {
-    CycleResult {
-        target_id: target.id(),
-        operations: vec![OperationResult {
-            operation: Operation::HeadBucket,
-            duration: Duration::ZERO,
-            outcome: Outcome::Err { class, message },
-        }],
-        newest_object: None,
-        up: false,
-        canary: CanaryRun::NotRun,
+        metrics.record_leftovers(&target, state.leftover_canaries().len());
     }
 }
 

@@ -362,12 +362,7 @@ pub fn describe_target(
 }
 
 fn policy_secondary(policy: &FailoverPolicy) -> Result<(String, Value), PlanError> {
-    let managed = crate::config::ManagedCluster {
-        namespace: String::new(),
-        name: String::new(),
-        failover: policy.clone(),
-    };
-    let (name, storage) = secondary_storage(&managed).ok_or(PlanError::NoTarget("secondary"))?;
+    let (name, storage) = secondary_storage(policy).ok_or(PlanError::NoTarget("secondary"))?;
     let value = serde_json::to_value(storage).map_err(|_| PlanError::NoTarget("secondary"))?;
     Ok((name, value))
 }

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::config::{ListConfig, ProbeConfig};
 use crate::probe::cycle::{CycleOptions, Outcome, TargetState};
-use crate::probe::scheduler::probe_once;
+use crate::probe::once::probe_once;
 use crate::probe::target::Target;
 use crate::pxc::Storage;
 use crate::s3::client::Timeouts;
@@ -75,7 +75,7 @@ pub async fn check_storage(
         connect: probe.timeout.get(),
         operation: probe.timeout.get(),
     };
-    let result = probe_once(&target, client, &options, timeouts, state).await;
+    let result = probe_once(&target, Some(client), &options, timeouts, state).await;
     if result.up {
         return Ok(());
     }
