@@ -883,3 +883,38 @@ async fn a_full_listing_now_and_then_sees_an_object_rewritten_behind_the_resume_
     );
     world.server.shutdown().await;
 }
+
+/// What a full listing costs, counted: one extra ListObjectsV2 page per cycle while it runs,
+/// started only after `full_every` listings that caught up, and never more than that
+/// (docs/performance.md derives the steady-state average from this).
+#[tokio::test]
+async fn a_full_listing_costs_one_extra_page_per_cycle_while_it_runs() {
+    let world = start().await;
+    let target = target(&world);
+    let client = client(&target);
+    futures::stream::iter(0..2500)
+        .map(|i| {
+            let client = client.clone();
+            async move { put(&client, BUCKET, &format!("{PREFIX}cluster1-backup-{i:05}")).await }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    let requests = world.server.requests();
+    let lists = || requests.count(PRIMARY_REGION, BUCKET, "ListObjectsV2");
+    let mut opts = options(false, 1000, 2);
+    opts.list.full_every = 2;
+    let mut state = TargetState::default();
+    let mut per_cycle = Vec::new();
+    for _ in 0..6 {
+        let before = lists();
+        let result = run_cycle(&client, &target, &opts, &mut state).await;
+        assert!(result.up, "{result:#?}");
+        per_cycle.push(lists() - before);
+    }
+    // 1: catching up (two pages, not done); 2: caught up (one page), one caught-up listing;
+    // 3: caught up again, the second: the full listing starts, its first page beside the
+    // incremental one; 4, 5: its next pages, the last reaching the end; 6: incremental only.
+    assert_eq!(per_cycle, [2, 1, 2, 2, 2, 1]);
+    world.server.shutdown().await;
+}
