@@ -1,10 +1,11 @@
-//! The integration tests, as one binary: linking kube, the AWS SDK, axum and the sandbox
-//! once rather than once per file is most of what a cold CI run on 2 cores spends.
+//! The integration tests, as one binary: one place for the helpers every area shares, and
+//! kube, the AWS SDK, axum and the sandbox linked once (docs/testing.md has what that did,
+//! and did not do, to CI's time).
 //!
 //! Each file is a module named for what it tests; [`common`] holds the helpers they share
 //! (the sandbox harness, fixtures, the two-backend macro), [`soak`] the chaos soak's world
 //! (also run by `benches/chaos_soak.rs`). Run one area with `cargo test --test it responder::`,
-//! only the real API server's half with `cargo test --test it ::real`.
+//! its real API server's half with `cargo test --test it responder:: -- --skip ::simulator`.
 
 mod common;
 mod soak;

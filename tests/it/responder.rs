@@ -258,7 +258,7 @@ async fn failover_and_revert(backend: Backend, strategy: Strategy) {
         original,
         "the revert restores spec.backup field for field"
     );
-    assert_eq!(events(&r, "RevertVerified").await.len(), 1);
+    assert_eq!(wait_event(&r, "RevertVerified").await.len(), 1);
     let text = r
         .wait_for(
             "backstop_failover_active{namespace=\"percona\",cluster=\"cluster1\",target_kind=\"secondary\"} 0",
@@ -429,8 +429,8 @@ async fn duplicates_repeats_and_reordering_fail_over_once_and_revert_once(backen
     notify(&r.base, &resolved("f-new", t1)).await;
     let done = wait_phase(&r, Phase::Reverted).await;
     assert_eq!(done.run_id, j.run_id, "one run from failover to revert");
-    assert_eq!(events(&r, "FailedOver").await.len(), 1);
-    assert_eq!(events(&r, "Reverted").await.len(), 1);
+    assert_eq!(wait_event(&r, "FailedOver").await.len(), 1);
+    assert_eq!(wait_event(&r, "Reverted").await.len(), 1);
     assert_eq!(backup_spec(&cluster(&r).await), original);
     r.stop().await;
 }
@@ -855,7 +855,7 @@ async fn a_failing_secondary_moves_to_the_buffer(backend: Backend, strategy: Str
     backstop::responder::plan::apply(&mut expected, &direct.changes);
     assert_eq!(backup_spec(&cluster(&r).await), expected, "{strategy:?}");
     assert_eq!(moved.strategy, strategy.as_str(), "the configured strategy");
-    let moved_events = events(&r, "MovedToBuffer").await;
+    let moved_events = wait_event(&r, "MovedToBuffer").await;
     assert_eq!(moved_events.len(), 1);
     // The notes name the secondary by its bucket, never by the primary's storage name alone
     // (in place, the entry that held the secondary is the primary's).
@@ -1135,7 +1135,7 @@ async fn two_replicas_one_acts(backend: Backend) {
     notify(&r.base, &body).await;
     notify(&second, &body).await;
     wait_phase(&r, Phase::FailedOver).await;
-    assert_eq!(events(&r, "FailedOver").await.len(), 1);
+    assert_eq!(wait_event(&r, "FailedOver").await.len(), 1);
     stop.cancel();
     task.await.unwrap().unwrap();
     r.stop().await;
