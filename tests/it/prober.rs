@@ -420,6 +420,36 @@ impl CredentialsEndpoint {
 }
 
 /// The report of the target `static/NAME` in `backstop check --output json`.
+/// A world whose operator runs only when a test steps it, with one day of history.
+async fn quiet_world() -> World {
+    World::start(WorldOptions {
+        operator_interval: None,
+        history: 1,
+        ..WorldOptions::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// `backstop check --output json --config CONFIG` with nothing of the machine's in its
+/// environment: no AWS variables, profile files or instance metadata reach the credential
+/// chain, only what the test adds (`dir` holds the missing files it points at).
+fn isolated_check(config: &std::path::Path, dir: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_backstop"));
+    command
+        .args(["check", "--output", "json", "--config"])
+        .arg(config)
+        .env_clear()
+        .env("HOME", dir)
+        .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            dir.join("no-aws-credentials"),
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    command
+}
+
 fn static_target<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     let used_by = format!("static/{name}");
     report["targets"]
@@ -442,13 +472,7 @@ fn static_target<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_jso
 /// invalid credentials without sending S3 a request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambient_credentials_are_resolved_once_per_cycle_before_the_timed_requests() {
-    let world = World::start(WorldOptions {
-        operator_interval: None,
-        history: 1,
-        ..WorldOptions::default()
-    })
-    .await
-    .unwrap();
+    let world = quiet_world().await;
     let endpoint = CredentialsEndpoint::start(&world.credentials).await;
     let dir = world.dir().to_owned();
     let mut config = world
@@ -473,19 +497,8 @@ async fn ambient_credentials_are_resolved_once_per_cycle_before_the_timed_reques
     // instance metadata from the machine running it.
     // Runs `backstop check` once: its exit code and its JSON report.
     let check = || {
-        let output = Command::new(env!("CARGO_BIN_EXE_backstop"))
-            .args(["check", "--config"])
-            .arg(&config_path)
-            .args(["--output", "json"])
-            .env_clear()
+        let output = isolated_check(&config_path, &dir)
             .env("KUBECONFIG", world.kubeconfig_path())
-            .env("HOME", &dir)
-            .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
-            .env(
-                "AWS_SHARED_CREDENTIALS_FILE",
-                dir.join("no-aws-credentials"),
-            )
-            .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", &endpoint.url)
             .output()
             .unwrap();
@@ -551,13 +564,7 @@ async fn ambient_credentials_are_resolved_once_per_cycle_before_the_timed_reques
 /// write but not delete is reported by its key. With nothing to check at all it exits 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backstop_check_runs_without_a_cluster_and_reports_leftover_canaries() {
-    let world = World::start(WorldOptions {
-        operator_interval: None,
-        history: 1,
-        ..WorldOptions::default()
-    })
-    .await
-    .unwrap();
+    let world = quiet_world().await;
     let dir = world.dir().to_owned();
     let mut config = world
         .backstop_config("127.0.0.1:0", &dir.join("token"))
@@ -583,18 +590,8 @@ async fn backstop_check_runs_without_a_cluster_and_reports_leftover_canaries() {
     let config_path = dir.join("static.yaml");
     std::fs::write(&config_path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
     let check = |path: &std::path::Path| {
-        let output = Command::new(env!("CARGO_BIN_EXE_backstop"))
-            .args(["check", "--output", "json", "--config"])
-            .arg(path)
-            .env_clear()
+        let output = isolated_check(path, &dir)
             .env("KUBECONFIG", dir.join("no-kubeconfig"))
-            .env("HOME", &dir)
-            .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
-            .env(
-                "AWS_SHARED_CREDENTIALS_FILE",
-                dir.join("no-aws-credentials"),
-            )
-            .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_ACCESS_KEY_ID", &world.credentials.access_key_id)
             .env(
                 "AWS_SECRET_ACCESS_KEY",
