@@ -588,27 +588,33 @@ async fn backstop_check_runs_without_a_cluster_and_reports_leftover_canaries() {
         }),
     ));
     let config_path = dir.join("static.yaml");
-    std::fs::write(&config_path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
-    let check = |path: &std::path::Path| {
-        let output = isolated_check(path, &dir)
-            .env("KUBECONFIG", dir.join("no-kubeconfig"))
-            .env("AWS_ACCESS_KEY_ID", &world.credentials.access_key_id)
-            .env(
-                "AWS_SECRET_ACCESS_KEY",
-                &world.credentials.secret_access_key,
-            )
-            .output()
-            .unwrap();
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+    // Writes `config`, runs the check on it: its exit code, its JSON report (null when it
+    // printed none) and its stderr.
+    let check = |config: &backstop::config::Config| {
+        std::fs::write(&config_path, serde_yaml_ng::to_string(config).unwrap()).unwrap();
+        let output = tokio::task::block_in_place(|| {
+            isolated_check(&config_path, &dir)
+                .env("KUBECONFIG", dir.join("no-kubeconfig"))
+                .env("AWS_ACCESS_KEY_ID", &world.credentials.access_key_id)
+                .env(
+                    "AWS_SECRET_ACCESS_KEY",
+                    &world.credentials.secret_access_key,
+                )
+                .output()
+                .unwrap()
+        });
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let report: serde_json::Value = if output.status.code() == Some(2) {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+                panic!("{e}: {}\n{stderr}", String::from_utf8_lossy(&output.stdout))
+            })
+        };
+        (output.status.code(), report, stderr)
     };
 
-    let (code, stdout, stderr) = tokio::task::block_in_place(|| check(&config_path));
-    let report: serde_json::Value =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let (code, report, _) = check(&config);
     let ambient = static_target(&report, "ambient");
     assert_eq!(ambient["up"], true, "{report:#}");
     let notes = report["notes"].as_array().unwrap();
@@ -633,7 +639,6 @@ async fn backstop_check_runs_without_a_cluster_and_reports_leftover_canaries() {
     // Credentials that may put but not delete: the canary stays behind, and the check says
     // where.
     config.targets.truncate(1);
-    std::fs::write(&config_path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
     world
         .s3
         .faults()
@@ -644,9 +649,7 @@ async fn backstop_check_runs_without_a_cluster_and_reports_leftover_canaries() {
         )
         .await
         .unwrap();
-    let (code, stdout, stderr) = tokio::task::block_in_place(|| check(&config_path));
-    let report: serde_json::Value =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let (code, report, _) = check(&config);
     assert_eq!(code, Some(1), "{report:#}");
     let ambient = static_target(&report, "ambient");
     let leftovers = ambient["leftover_canaries"].as_array().unwrap();
@@ -681,10 +684,7 @@ async fn backstop_check_runs_without_a_cluster_and_reports_leftover_canaries() {
         .await
         .unwrap();
     config.probe.timeout = backstop::config::HumanDuration(Duration::from_secs(1));
-    std::fs::write(&config_path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
-    let (code, stdout, stderr) = tokio::task::block_in_place(|| check(&config_path));
-    let report: serde_json::Value =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let (code, report, _) = check(&config);
     assert_eq!(code, Some(1), "{report:#}");
     let operations = static_target(&report, "ambient")["operations"]
         .as_array()
@@ -709,8 +709,7 @@ async fn backstop_check_runs_without_a_cluster_and_reports_leftover_canaries() {
 
     // No cluster and nothing static: nothing to check, a usage error.
     config.targets.clear();
-    std::fs::write(&config_path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
-    let (code, _, stderr) = tokio::task::block_in_place(|| check(&config_path));
+    let (code, _, stderr) = check(&config);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("nothing to check"), "{stderr}");
     world.shutdown().await;

@@ -137,8 +137,11 @@ where
                             writer.apply_watcher_event(&event);
                         }
                         hook(&event);
-                        if let Event::Apply(object) | Event::InitApply(object) = event {
-                            // No subscriber is fine: the reconciler runs only while leading.
+                        // Most of the time nobody subscribes (the reconciler runs only
+                        // while leading; Jobs never have subscribers): no allocation then.
+                        if changes.receiver_count() > 0
+                            && let Event::Apply(object) | Event::InitApply(object) = event
+                        {
                             let _ = changes.send(Arc::new(object));
                         }
                     }

@@ -85,6 +85,8 @@ impl DerivedMemo {
 #[derive(Clone, Default)]
 pub struct ClusterCache {
     informers: Vec<Informer<DynamicObject>>,
+    /// The clusters' resource, built once rather than per lookup (the request path).
+    resource: Option<kube::api::ApiResource>,
 }
 
 impl std::fmt::Debug for ClusterCache {
@@ -100,6 +102,7 @@ impl ClusterCache {
     pub fn new(informers: &[Informer<DynamicObject>]) -> Self {
         Self {
             informers: informers.to_vec(),
+            resource: Some(kube::api::ApiResource::erase::<PerconaXtraDBCluster>(&())),
         }
     }
 
@@ -110,7 +113,7 @@ impl ClusterCache {
             .iter()
             .find(|i| i.covers(&key.namespace))?
             .store()?;
-        let resource = kube::api::ApiResource::erase::<PerconaXtraDBCluster>(&());
+        let resource = self.resource.clone()?;
         store.get(&ObjectRef::new_with(&key.name, resource).within(&key.namespace))
     }
 }
