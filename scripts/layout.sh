@@ -3,7 +3,9 @@
 # - no Rust source file over 600 lines;
 # - `dry_run` only in the applier, never in a playbook;
 # - the production build (the binary without its default features) contains no sandbox code
-#   (no s3s crate in its dependency tree).
+#   (no s3s crate in its dependency tree);
+# - one time crate of our choosing: the production build has jiff and no chrono (the AWS SDK
+#   brings `time` for itself; that one is not ours to drop).
 # scripts/test.sh runs it first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +27,11 @@ fi
 if cargo tree --locked --no-default-features -e normal --prefix none -p backstop 2>/dev/null \
     | grep -E '^(s3s|s3s-fs|backstop-sandbox) ' ; then
   echo "layout.sh: the production build depends on the sandbox" >&2
+  fail=1
+fi
+if cargo tree --locked --no-default-features -e normal --prefix none -p backstop 2>/dev/null \
+    | grep -E '^chrono ' ; then
+  echo "layout.sh: the production build depends on chrono; the project's time crate is jiff" >&2
   fail=1
 fi
 if ! cargo tree --locked -e normal --prefix none -p backstop >/dev/null 2>&1; then
