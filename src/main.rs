@@ -206,7 +206,7 @@ fn run_status(args: &backstop::cli::StatusArgs) -> ExitCode {
         Err(code) => return code,
     };
     with_cluster(|client| async move {
-        match manual::status(
+        match backstop::responder::status::status(
             &client,
             &config,
             args.namespace.as_deref(),
@@ -217,7 +217,7 @@ fn run_status(args: &backstop::cli::StatusArgs) -> ExitCode {
             Ok(rows) => {
                 match args.output {
                     backstop::cli::OutputFormat::Table => {
-                        println!("{}", manual::render_table(&rows))
+                        println!("{}", backstop::responder::status::render_table(&rows))
                     }
                     backstop::cli::OutputFormat::Json => {
                         match serde_json::to_string_pretty(&rows) {

@@ -34,6 +34,7 @@ mod process;
 mod pxc_crd_agreement;
 mod responder;
 mod responder_cli;
+mod route_check;
 mod sandbox_cli;
 mod sandbox_operator;
 mod sandbox_s3;

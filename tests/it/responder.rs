@@ -27,7 +27,7 @@ use common::{Backend, on_both_backends};
 
 const TOKEN: &str = "t";
 
-fn options(backend: Backend) -> WorldOptions {
+pub(crate) fn options(backend: Backend) -> WorldOptions {
     WorldOptions {
         clock: Arc::new(ManualClock::new(
             "2026-11-24T12:00:30Z".parse::<jiff::Timestamp>().unwrap(),
@@ -40,7 +40,7 @@ fn options(backend: Backend) -> WorldOptions {
 }
 
 /// Short intervals so the playbooks run in test time; no cool-down.
-fn fast(config: &mut Config) {
+pub(crate) fn fast(config: &mut Config) {
     config.probe.interval = HumanDuration(Duration::from_millis(200));
     config.probe.timeout = HumanDuration(Duration::from_millis(500));
     config.responder.rate_limits.per_cluster_cooldown = HumanDuration(Duration::ZERO);
@@ -48,7 +48,7 @@ fn fast(config: &mut Config) {
     config.responder.revert.test_backup_timeout = HumanDuration(Duration::from_secs(60));
 }
 
-async fn start(backend: Backend, tune: impl FnOnce(&mut Config)) -> Running {
+pub(crate) async fn start(backend: Backend, tune: impl FnOnce(&mut Config)) -> Running {
     sandbox::start(options(backend), Arc::new(SystemClock), |c| {
         fast(c);
         tune(c);
@@ -72,7 +72,7 @@ async fn post(base: &str, auth: Option<&str>, content_type: &str, body: Vec<u8>)
     (status, body)
 }
 
-async fn notify(base: &str, body: &Value) -> Value {
+pub(crate) async fn notify(base: &str, body: &Value) -> Value {
     let (status, answer) = post(
         base,
         Some(&format!("Bearer {TOKEN}")),
@@ -84,7 +84,7 @@ async fn notify(base: &str, body: &Value) -> Value {
     answer
 }
 
-async fn cluster(r: &Running) -> kube::api::DynamicObject {
+pub(crate) async fn cluster(r: &Running) -> kube::api::DynamicObject {
     cluster_api(&r.world.client, world::NAMESPACE)
         .get(world::CLUSTER)
         .await
@@ -119,7 +119,7 @@ async fn wait_phase(r: &Running, phase: Phase) -> Journal {
     }
 }
 
-async fn events(r: &Running, reason: &str) -> Vec<Event> {
+pub(crate) async fn events(r: &Running, reason: &str) -> Vec<Event> {
     let api: Api<Event> = Api::namespaced(r.world.client.clone(), world::NAMESPACE);
     api.list(&ListParams::default())
         .await
@@ -130,7 +130,7 @@ async fn events(r: &Running, reason: &str) -> Vec<Event> {
         .collect()
 }
 
-async fn wait_event(r: &Running, reason: &str) -> Vec<Event> {
+pub(crate) async fn wait_event(r: &Running, reason: &str) -> Vec<Event> {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let found = events(r, reason).await;
@@ -142,7 +142,7 @@ async fn wait_event(r: &Running, reason: &str) -> Vec<Event> {
     }
 }
 
-async fn break_region(r: &Running, region: &str) {
+pub(crate) async fn break_region(r: &Running, region: &str) {
     r.world
         .s3
         .faults()

@@ -331,6 +331,8 @@ pub struct ResponderConfig {
     pub failover: FailoverSettings,
     /// Revert behaviour shared by every cluster.
     pub revert: RevertSettings,
+    /// The check that notifications arrive when the probe sees an outage.
+    pub route_check: RouteCheckSettings,
 }
 
 impl Default for ResponderConfig {
@@ -348,6 +350,7 @@ impl Default for ResponderConfig {
             rate_limits: RateLimits::default(),
             failover: FailoverSettings::default(),
             revert: RevertSettings::default(),
+            route_check: RouteCheckSettings::default(),
         }
     }
 }
@@ -463,6 +466,29 @@ impl Default for RevertSettings {
             hold_down_probes: 3,
             test_backup: true,
             test_backup_timeout: HumanDuration::from_secs(7200),
+        }
+    }
+}
+
+/// The alert-route check: when the probe has seen a protected storage fail for `after` and no
+/// notification about the cluster has arrived, Alertmanager's route to Backstop is likely
+/// broken (a matcher typo, a missing `continue: true`, a wrong token), and Backstop says so.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteCheckSettings {
+    /// Run the check. Default `true`.
+    pub enabled: bool,
+    /// How long a protected storage may fail before the missing notification counts. Default
+    /// `4m`: the shipped alert's `for` (2m), the snippet's `group_wait` (10s), up to a scrape
+    /// and a rule evaluation (30s each by default), and a margin. Raise it with any of those.
+    pub after: HumanDuration,
+}
+
+impl Default for RouteCheckSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            after: HumanDuration::from_secs(240),
         }
     }
 }

@@ -11,6 +11,7 @@
 pub mod classify;
 pub mod cycle;
 pub mod discovery;
+pub mod health;
 pub mod metrics;
 pub mod once;
 pub mod scheduler;

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, ProbeConfig};
 use crate::probe::cycle::{CycleOptions, TargetState};
 use crate::probe::discovery::desired_targets;
+use crate::probe::health::DownSince;
 use crate::probe::metrics::ProbeMetrics;
 use crate::probe::once::probe_once;
 use crate::probe::target::Target;
@@ -53,20 +54,22 @@ pub fn spawn(
     index: SharedIndex,
     config: Arc<Config>,
     metrics: Arc<ProbeMetrics>,
+    down: Arc<DownSince>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     // The thread stops on `shutdown`, and also when the returned task is aborted or its
     // runtime goes away (the waiter below holds the guard), so it never outlives its caller.
     let thread_shutdown = shutdown.child_token();
     let prober = {
-        let (client, index, config, metrics, shutdown) = (
+        let (client, index, config, metrics, down, shutdown) = (
             client.clone(),
             index.clone(),
             config.clone(),
             metrics.clone(),
+            down.clone(),
             thread_shutdown.clone(),
         );
-        move || run(client, index, config, metrics, shutdown)
+        move || run(client, index, config, metrics, down, shutdown)
     };
     // Says whether the thread ran the prober (true) or could not build its runtime (false);
     // dropped unsent if the prober panicked.
@@ -101,14 +104,14 @@ pub fn spawn(
                 let _stop_thread = stop_thread;
                 match finished.await {
                     Ok(true) => {}
-                    Ok(false) => run(client, index, config, metrics, shutdown).await,
+                    Ok(false) => run(client, index, config, metrics, down, shutdown).await,
                     Err(_) => tracing::error!("the prober thread panicked; probing stopped"),
                 }
             })
         }
         Err(error) => {
             tracing::warn!(%error, "prober thread did not start; probing on the shared runtime");
-            tokio::spawn(run(client, index, config, metrics, shutdown))
+            tokio::spawn(run(client, index, config, metrics, down, shutdown))
         }
     }
 }
@@ -119,6 +122,7 @@ async fn run(
     index: SharedIndex,
     config: Arc<Config>,
     metrics: Arc<ProbeMetrics>,
+    down: Arc<DownSince>,
     shutdown: CancellationToken,
 ) {
     let semaphore = Arc::new(Semaphore::new(
@@ -153,7 +157,7 @@ async fn run(
             targets,
             &client,
             &config.probe,
-            &metrics,
+            (&metrics, &down),
             &semaphore,
         );
     }
@@ -168,7 +172,7 @@ fn reconcile(
     targets: Vec<Target>,
     client: &kube::Client,
     probe: &ProbeConfig,
-    metrics: &Arc<ProbeMetrics>,
+    (metrics, down): (&Arc<ProbeMetrics>, &Arc<DownSince>),
     semaphore: &Arc<Semaphore>,
 ) {
     let desired: BTreeMap<String, Target> = targets.into_iter().map(|t| (t.id(), t)).collect();
@@ -182,6 +186,7 @@ fn reconcile(
             r.cancel.cancel();
             r.task.abort();
             metrics.forget(&r.target);
+            down.forget(&r.target);
             tracing::info!(target = %id, "stopped probing");
         }
     }
@@ -195,7 +200,7 @@ fn reconcile(
             target.clone(),
             client.clone(),
             probe.clone(),
-            metrics.clone(),
+            (metrics.clone(), down.clone()),
             semaphore.clone(),
             cancel.clone(),
         ));
@@ -215,7 +220,7 @@ async fn run_target(
     target: Target,
     client: kube::Client,
     probe: ProbeConfig,
-    metrics: Arc<ProbeMetrics>,
+    (metrics, down): (Arc<ProbeMetrics>, Arc<DownSince>),
     semaphore: Arc<Semaphore>,
     cancel: CancellationToken,
 ) {
@@ -241,6 +246,7 @@ async fn run_target(
             () = cancel.cancelled() => return,
         };
         metrics.record(&target, &result);
+        down.record(&target, result.up);
         metrics.record_leftovers(&target, state.leftover_canaries().len());
     }
 }
@@ -292,6 +298,7 @@ mod tests {
             index,
             Arc::new(Config::default()),
             metrics,
+            Arc::new(DownSince::new(Arc::new(crate::clock::SystemClock))),
             shutdown.clone(),
         );
         wait_for_threads(1).await;

@@ -1,4 +1,4 @@
-//! The playbooks by hand: `backstop failover`, `backstop revert` and `backstop status`.
+//! The playbooks by hand: `backstop failover` and `backstop revert`.
 //!
 //! A manual failover records a firing `manual` episode in the cluster's intent, and a manual
 //! revert marks every episode resolved; then the same [`Engine`] steps run here until the
@@ -8,15 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-use serde_json::json;
-
 use crate::clock::Clock;
 use crate::config::Config;
 
 use super::alertmanager::AlertStatus;
 use super::applier::{RecordError, Recorded};
-use super::cluster::{ClusterKey, cluster_api, is_paused, read_intent, read_journal};
+use super::cluster::ClusterKey;
 use super::engine::{Engine, EngineError};
 use super::intent::{Intent, MANUAL_KEY};
 use super::journal::Phase;
@@ -112,193 +109,5 @@ pub async fn run(
             }
             _ => return Ok(outcome.phase),
         }
-    }
-}
-
-/// One managed cluster as `backstop status` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct StatusRow {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub cluster: String,
-    /// Whether the cluster exists.
-    pub found: bool,
-    /// Whether the alerts want it failed over.
-    pub wants_failover: bool,
-    /// Whether the kill switch is on.
-    pub paused: bool,
-    /// The journal, if any (or the problem reading it).
-    pub journal: Option<serde_json::Value>,
-}
-
-/// Reads every managed cluster (optionally one namespace or cluster).
-///
-/// # Errors
-///
-/// The Kubernetes error when a cluster cannot be read.
-pub async fn status(
-    client: &kube::Client,
-    config: &Config,
-    namespace: Option<&str>,
-    cluster: Option<&str>,
-) -> Result<Vec<StatusRow>, kube::Error> {
-    let mut rows = Vec::new();
-    for managed in &config.clusters {
-        if namespace.is_some_and(|n| n != managed.namespace)
-            || cluster.is_some_and(|c| c != managed.name)
-        {
-            continue;
-        }
-        let object = cluster_api(client, &managed.namespace)
-            .get_opt(&managed.name)
-            .await?;
-        let row = match object {
-            None => StatusRow {
-                namespace: managed.namespace.clone(),
-                cluster: managed.name.clone(),
-                found: false,
-                wants_failover: false,
-                paused: false,
-                journal: None,
-            },
-            Some(object) => StatusRow {
-                namespace: managed.namespace.clone(),
-                cluster: managed.name.clone(),
-                found: true,
-                wants_failover: read_intent(&object).wants_failover(),
-                paused: is_paused(&object),
-                journal: match read_journal(&object) {
-                    Ok(j) => j.and_then(|j| serde_json::to_value(j).ok()),
-                    Err(problem) => Some(json!({"error": problem})),
-                },
-            },
-        };
-        rows.push(row);
-    }
-    Ok(rows)
-}
-
-/// Renders status rows as aligned columns.
-pub fn render_table(rows: &[StatusRow]) -> String {
-    let mut lines = vec![
-        [
-            "NAMESPACE",
-            "CLUSTER",
-            "INTENT",
-            "PHASE",
-            "TARGET",
-            "SINCE",
-            "RUN",
-            "MESSAGE",
-        ]
-        .map(str::to_owned),
-    ];
-    for row in rows {
-        let j = row.journal.as_ref();
-        let field = |k: &str| {
-            j.and_then(|j| j.get(k))
-                .and_then(|v| v.as_str())
-                .unwrap_or("-")
-                .to_owned()
-        };
-        let intent = if !row.found {
-            "not found"
-        } else if row.paused {
-            "paused"
-        } else if row.wants_failover {
-            "failover"
-        } else {
-            "normal"
-        };
-        let since = j
-            .and_then(|j| {
-                j.get("finishedAt")
-                    .or_else(|| j.get("revertedAt"))
-                    .or_else(|| j.get("movedToBufferAt"))
-                    .or_else(|| j.get("failedOverAt"))
-            })
-            .and_then(|v| v.as_str())
-            .unwrap_or("-")
-            .to_owned();
-        let moved = j.is_some_and(|j| j.get("movedToBufferAt").is_some());
-        let target = match (field("targetKind").as_str(), field("targetStorage")) {
-            ("-", _) => "-".to_owned(),
-            (kind, storage) if moved => format!("{kind}:{storage} (moved from the secondary)"),
-            (kind, storage) => format!("{kind}:{storage}"),
-        };
-        lines.push([
-            row.namespace.clone(),
-            row.cluster.clone(),
-            intent.to_owned(),
-            match field("phase").as_str() {
-                "-" => "never failed over".to_owned(),
-                phase => phase.to_owned(),
-            },
-            target,
-            since,
-            field("runId"),
-            j.and_then(|j| j.get("message").or_else(|| j.get("error")))
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .to_owned(),
-        ]);
-    }
-    let widths: Vec<usize> = (0..8)
-        .map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0))
-        .collect();
-    lines
-        .iter()
-        .map(|l| {
-            l.iter()
-                .zip(&widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect::<Vec<_>>()
-                .join("  ")
-                .trim_end()
-                .to_owned()
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(journal: serde_json::Value) -> StatusRow {
-        StatusRow {
-            namespace: "ns".into(),
-            cluster: "c1".into(),
-            found: true,
-            wants_failover: true,
-            paused: false,
-            journal: Some(journal),
-        }
-    }
-
-    #[test]
-    fn a_run_that_moved_to_the_buffer_says_so_and_since_when() {
-        let table = render_table(&[
-            row(json!({
-                "phase": "FailedOver", "targetKind": "secondary", "targetStorage": "dr",
-                "failedOverAt": "2026-11-24T03:10:30Z", "runId": "r1",
-            })),
-            row(json!({
-                "phase": "FailedOver", "targetKind": "buffer", "targetStorage": "buf",
-                "failedOverAt": "2026-11-24T03:10:30Z",
-                "movedToBufferAt": "2026-11-24T03:20:30Z", "runId": "r2",
-                "message": "the secondary storage \"dr\" failed 3 checks in a row",
-            })),
-        ]);
-        let lines: Vec<&str> = table.lines().collect();
-        assert!(lines[1].contains("secondary:dr  "), "{table}");
-        assert!(lines[1].contains("2026-11-24T03:10:30Z"), "{table}");
-        assert!(
-            lines[2].contains("buffer:buf (moved from the secondary)"),
-            "{table}"
-        );
-        assert!(lines[2].contains("2026-11-24T03:20:30Z"), "{table}");
-        assert!(lines[2].contains("failed 3 checks"), "{table}");
     }
 }

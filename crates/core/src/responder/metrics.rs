@@ -55,6 +55,7 @@ pub struct ResponderMetrics {
     steps: Family<StepLabels, Histogram>,
     active: Family<ActiveLabels, Gauge>,
     verification_failed: Family<ClusterLabels, Gauge>,
+    route_silent: Family<ClusterLabels, Gauge>,
     leader: Gauge,
 }
 
@@ -71,8 +72,16 @@ impl ResponderMetrics {
             }),
             active: Family::default(),
             verification_failed: Family::default(),
+            route_silent: Family::default(),
             leader: Gauge::default(),
         };
+        registry.register(
+            "backstop_alert_route_silent",
+            "1 while a protected storage of the cluster has failed every probe for longer than \
+             responder.route_check.after and no Alertmanager notification about it has arrived \
+             (set by the leader)",
+            this.route_silent.clone(),
+        );
         registry.register(
             "backstop_webhook_requests",
             "Alertmanager webhook requests by HTTP status code",
@@ -172,6 +181,16 @@ impl ResponderMetrics {
                 cluster: cluster.to_owned(),
             })
             .set(i64::from(failed));
+    }
+
+    /// Sets whether the cluster's alert route looks broken (see `responder::route_check`).
+    pub fn set_route_silent(&self, namespace: &str, cluster: &str, silent: bool) {
+        self.route_silent
+            .get_or_create(&ClusterLabels {
+                namespace: namespace.to_owned(),
+                cluster: cluster.to_owned(),
+            })
+            .set(i64::from(silent));
     }
 
     /// Sets whether this replica leads.

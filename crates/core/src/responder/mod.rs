@@ -26,7 +26,9 @@ pub mod memory;
 pub mod metrics;
 pub mod plan;
 pub mod playbook;
+pub mod route_check;
 pub mod routing;
+pub mod status;
 pub mod verify;
 pub mod webhook;
 
@@ -39,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::k8s::leader::{self, Election};
+use crate::probe::health::DownSince;
 use crate::watch::runtime::Informers;
 
 pub use cluster::ClusterKey;
@@ -65,7 +68,8 @@ pub struct Started {
 }
 
 /// Starts the responder on the watches' `informers`: loads the webhook credentials, registers
-/// the metrics, and starts leader election and the controller.
+/// the metrics, and starts leader election, the controller and the alert-route check (fed by
+/// the prober's `down` record).
 ///
 /// # Errors
 ///
@@ -74,6 +78,7 @@ pub fn start(
     client: kube::Client,
     informers: &Informers,
     config: Arc<Config>,
+    down: Arc<DownSince>,
     registry: &mut Registry,
     clock: Arc<dyn Clock>,
     shutdown: &CancellationToken,
@@ -84,8 +89,15 @@ pub fn start(
         // Exported from the start, so "not failed over" is a 0 rather than no data.
         metrics.set_active(&managed.namespace, &managed.name, None);
         metrics.set_verification_failed(&managed.namespace, &managed.name, false);
+        metrics.set_route_silent(&managed.namespace, &managed.name, false);
     }
-    let engine = Engine::new(client.clone(), config.clone(), metrics, clock);
+    let client_for_events = client.clone();
+    let engine = Engine::new(
+        client.clone(),
+        config.clone(),
+        metrics.clone(),
+        clock.clone(),
+    );
     let triggers = controller::Triggers::default();
     let mut tasks = Vec::new();
     let settings = &config.kubernetes.leader_election;
@@ -121,11 +133,25 @@ pub fn start(
     tasks.push(controller::spawn(
         engine.clone(),
         informers.clone(),
-        leading,
+        leading.clone(),
         triggers.clone(),
         shutdown.clone(),
     ));
     let cache = webhook::ClusterCache::new(&informers.clusters);
+    if config.responder.route_check.enabled {
+        tasks.push(route_check::spawn(
+            route_check::Parts {
+                client: client_for_events,
+                cache: cache.clone(),
+                config: config.clone(),
+                down,
+                metrics,
+                clock,
+                leading: leading.clone(),
+            },
+            shutdown.clone(),
+        ));
+    }
     let webhook = Arc::new(Webhook::new(auth, engine.clone(), triggers, cache));
     Ok(Started {
         webhook,

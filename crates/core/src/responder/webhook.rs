@@ -107,7 +107,7 @@ impl ClusterCache {
     }
 
     /// The cached cluster as raw JSON, once its scope's first list is in.
-    fn get(&self, key: &ClusterKey) -> Option<Arc<DynamicObject>> {
+    pub fn get(&self, key: &ClusterKey) -> Option<Arc<DynamicObject>> {
         let store = self
             .informers
             .iter()

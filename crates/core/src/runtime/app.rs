@@ -89,11 +89,13 @@ impl App {
                 &background,
             );
             let shared = Arc::new(config.clone());
+            let down = Arc::new(crate::probe::health::DownSince::new(clock.clone()));
             tasks.push(crate::probe::scheduler::spawn(
                 client.clone(),
                 index,
                 shared.clone(),
                 probe_metrics,
+                down.clone(),
                 background.clone(),
             ));
             if config.responder.enabled {
@@ -101,6 +103,7 @@ impl App {
                     client,
                     &informers,
                     shared,
+                    down,
                     metrics.registry_mut(),
                     clock,
                     &background,

@@ -1,0 +1,267 @@
+//! `backstop status`: every managed cluster's intent, phase, target and journal message, read
+//! from the API server, and the newest word of the alert-route check (its Events) where it
+//! says the route is broken or unproven.
+
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, ListParams};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::Config;
+
+use super::cluster::{cluster_api, is_paused, read_intent, read_journal};
+use super::route_check::reasons;
+
+/// One managed cluster as `backstop status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusRow {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub cluster: String,
+    /// Whether the cluster exists.
+    pub found: bool,
+    /// Whether the alerts want it failed over.
+    pub wants_failover: bool,
+    /// Whether the kill switch is on.
+    pub paused: bool,
+    /// The journal, if any (or the problem reading it).
+    pub journal: Option<serde_json::Value>,
+    /// What the alert-route check last said, when it says the route is broken or unproven.
+    pub alert_route: Option<String>,
+}
+
+/// Reads every managed cluster (optionally one namespace or cluster).
+///
+/// # Errors
+///
+/// The Kubernetes error when a cluster cannot be read.
+pub async fn status(
+    client: &kube::Client,
+    config: &Config,
+    namespace: Option<&str>,
+    cluster: Option<&str>,
+) -> Result<Vec<StatusRow>, kube::Error> {
+    let mut rows = Vec::new();
+    for managed in &config.clusters {
+        if namespace.is_some_and(|n| n != managed.namespace)
+            || cluster.is_some_and(|c| c != managed.name)
+        {
+            continue;
+        }
+        let object = cluster_api(client, &managed.namespace)
+            .get_opt(&managed.name)
+            .await?;
+        let row = match object {
+            None => StatusRow {
+                namespace: managed.namespace.clone(),
+                cluster: managed.name.clone(),
+                found: false,
+                wants_failover: false,
+                paused: false,
+                journal: None,
+                alert_route: None,
+            },
+            Some(object) => StatusRow {
+                namespace: managed.namespace.clone(),
+                cluster: managed.name.clone(),
+                found: true,
+                wants_failover: read_intent(&object).wants_failover(),
+                paused: is_paused(&object),
+                journal: match read_journal(&object) {
+                    Ok(j) => j.and_then(|j| serde_json::to_value(j).ok()),
+                    Err(problem) => Some(json!({"error": problem})),
+                },
+                alert_route: alert_route(client, &managed.namespace, &managed.name).await?,
+            },
+        };
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// The newest alert-route Event about the cluster, as a line, when it says the route is broken
+/// (`AlertNotReceived`) or unproven (`AlertRouteUnproven`); nothing when the newest says the
+/// notification came, or there is none (the API server keeps Events an hour by default).
+async fn alert_route(
+    client: &kube::Client,
+    namespace: &str,
+    cluster: &str,
+) -> Result<Option<String>, kube::Error> {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    // Filtered here rather than by field selector, which not every API server in the tests
+    // supports for Events; a namespace's Events are few.
+    let newest = events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.involved_object.name.as_deref() == Some(cluster)
+                && e.involved_object.kind.as_deref() == Some("PerconaXtraDBCluster")
+                && e.reason.as_deref().is_some_and(|r| {
+                    [reasons::NOT_RECEIVED, reasons::RECEIVED, reasons::UNPROVEN].contains(&r)
+                })
+        })
+        .max_by_key(|e| {
+            e.event_time
+                .as_ref()
+                .map(|t| t.0)
+                .or_else(|| e.last_timestamp.as_ref().map(|t| t.0))
+        });
+    Ok(newest.and_then(|e| {
+        let reason = e.reason?;
+        (reason != reasons::RECEIVED)
+            .then(|| format!("{reason}: {}", e.message.unwrap_or_default()))
+    }))
+}
+
+/// Renders status rows as aligned columns.
+pub fn render_table(rows: &[StatusRow]) -> String {
+    let mut lines = vec![
+        [
+            "NAMESPACE",
+            "CLUSTER",
+            "INTENT",
+            "PHASE",
+            "TARGET",
+            "SINCE",
+            "RUN",
+            "MESSAGE",
+        ]
+        .map(str::to_owned),
+    ];
+    for row in rows {
+        let j = row.journal.as_ref();
+        let field = |k: &str| {
+            j.and_then(|j| j.get(k))
+                .and_then(|v| v.as_str())
+                .unwrap_or("-")
+                .to_owned()
+        };
+        let intent = if !row.found {
+            "not found"
+        } else if row.paused {
+            "paused"
+        } else if row.wants_failover {
+            "failover"
+        } else {
+            "normal"
+        };
+        let since = j
+            .and_then(|j| {
+                j.get("finishedAt")
+                    .or_else(|| j.get("revertedAt"))
+                    .or_else(|| j.get("movedToBufferAt"))
+                    .or_else(|| j.get("failedOverAt"))
+            })
+            .and_then(|v| v.as_str())
+            .unwrap_or("-")
+            .to_owned();
+        let moved = j.is_some_and(|j| j.get("movedToBufferAt").is_some());
+        let target = match (field("targetKind").as_str(), field("targetStorage")) {
+            ("-", _) => "-".to_owned(),
+            (kind, storage) if moved => format!("{kind}:{storage} (moved from the secondary)"),
+            (kind, storage) => format!("{kind}:{storage}"),
+        };
+        lines.push([
+            row.namespace.clone(),
+            row.cluster.clone(),
+            intent.to_owned(),
+            match field("phase").as_str() {
+                "-" => "never failed over".to_owned(),
+                phase => phase.to_owned(),
+            },
+            target,
+            since,
+            field("runId"),
+            j.and_then(|j| j.get("message").or_else(|| j.get("error")))
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_owned(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            l.iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_owned()
+        })
+        .collect();
+    for row in rows {
+        if let Some(route) = &row.alert_route {
+            out.push(format!(
+                "ALERT ROUTE {}/{}: {route}",
+                row.namespace, row.cluster
+            ));
+        }
+    }
+    out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(journal: serde_json::Value) -> StatusRow {
+        StatusRow {
+            namespace: "ns".into(),
+            cluster: "c1".into(),
+            found: true,
+            wants_failover: true,
+            paused: false,
+            journal: Some(journal),
+            alert_route: None,
+        }
+    }
+
+    #[test]
+    fn a_run_that_moved_to_the_buffer_says_so_and_since_when() {
+        let table = render_table(&[
+            row(json!({
+                "phase": "FailedOver", "targetKind": "secondary", "targetStorage": "dr",
+                "failedOverAt": "2026-11-24T03:10:30Z", "runId": "r1",
+            })),
+            row(json!({
+                "phase": "FailedOver", "targetKind": "buffer", "targetStorage": "buf",
+                "failedOverAt": "2026-11-24T03:10:30Z",
+                "movedToBufferAt": "2026-11-24T03:20:30Z", "runId": "r2",
+                "message": "the secondary storage \"dr\" failed 3 checks in a row",
+            })),
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[1].contains("secondary:dr  "), "{table}");
+        assert!(lines[1].contains("2026-11-24T03:10:30Z"), "{table}");
+        assert!(
+            lines[2].contains("buffer:buf (moved from the secondary)"),
+            "{table}"
+        );
+        assert!(lines[2].contains("2026-11-24T03:20:30Z"), "{table}");
+        assert!(lines[2].contains("failed 3 checks"), "{table}");
+        assert_eq!(
+            lines.len(),
+            3,
+            "no route line without a word from the check: {table}"
+        );
+    }
+
+    #[test]
+    fn a_broken_route_gets_a_line_under_the_table() {
+        let mut silent = row(json!({}));
+        silent.alert_route = Some("AlertNotReceived: storage s3-us-west has failed".into());
+        let table = render_table(&[silent]);
+        let last = table.lines().last().unwrap_or_default();
+        assert_eq!(
+            last,
+            "ALERT ROUTE ns/c1: AlertNotReceived: storage s3-us-west has failed"
+        );
+    }
+}
