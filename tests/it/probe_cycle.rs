@@ -417,6 +417,47 @@ async fn a_fault_on_one_operation_fails_only_that_operation() {
     world.server.shutdown().await;
 }
 
+/// A store that stops answering after a good HeadBucket costs one timeout per cycle, not one
+/// per remaining call: the call that timed out ends the cycle's S3 calls.
+#[tokio::test]
+async fn a_call_that_times_out_ends_the_cycle() {
+    use ErrorClass::*;
+    use Operation::*;
+    let world = start().await;
+    let target = target(&world);
+    // The store answers these operations only after 2 s; the client waits 300 ms.
+    let client = client_with(&target, SECRET_KEY, Duration::from_millis(300));
+    let stall = Fault::Latency(Duration::from_secs(2));
+    for (operation, expected) in [
+        (
+            "PutObject",
+            vec![(HeadBucket, None), (PutObject, Some(Timeout))],
+        ),
+        (
+            "GetObject",
+            vec![
+                (HeadBucket, None),
+                (PutObject, None),
+                (GetObject, Some(Timeout)),
+            ],
+        ),
+    ] {
+        let rule = Rule::new(stall).on_bucket(BUCKET).on_operation(operation);
+        let (result, mut state) = cycle_under(&world, &client, &target, rule).await;
+        assert_eq!(outcomes(&result), expected, "{operation}: {result:#?}");
+        // The canary that may have landed is remembered and deleted by the next cycle.
+        assert_eq!(state.leftover_canaries().len(), 1, "{operation}");
+        let next = run_cycle(&client, &target, &options(true, 1000, 2), &mut state).await;
+        assert!(next.up, "{operation}: {next:#?}");
+        assert!(state.leftover_canaries().is_empty(), "{operation}");
+        assert!(
+            all_keys(&client, BUCKET).await.is_empty(),
+            "{operation} left a canary behind"
+        );
+    }
+    world.server.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_canary_that_could_not_be_deleted_is_deleted_by_a_later_cycle() {
     let world = start().await;

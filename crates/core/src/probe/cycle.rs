@@ -39,7 +39,11 @@
 //!   other operations are not attempted: they would fail the same way, each after a full
 //!   timeout, and a cycle must stay well inside the probe interval. Any other failure
 //!   (denied, no bucket, throttled) still runs them, because their answers carry error
-//!   codes a bodyless HEAD answer does not (see [`mod@super::classify`]).
+//!   codes a bodyless HEAD answer does not (see [`mod@super::classify`]). Likewise, a later
+//!   call that times out or loses its connection ends the cycle's S3 calls (a canary it
+//!   leaves is deleted by a later cycle), so a store that hangs after a good `HeadBucket`
+//!   costs one timeout, not one per remaining call; STS then gets only what is left of the
+//!   cycle's budget (`probe::once`).
 //! - Credential validity: [`CycleResult::credentials_valid`] is false iff some operation
 //!   failed with [`ErrorClass::InvalidCredentials`], STS `GetCallerIdentity` included (it is
 //!   appended to the cycle by the scheduler, which holds the credentials). STS does not
@@ -414,7 +418,10 @@ pub async fn run_cycle(
                 canary_run = CanaryRun::Ran;
             }
         }
-        if options.list.enabled {
+        // A call the store stopped answering ends the cycle's S3 calls, like an unreachable
+        // HeadBucket: the listing would wait out another timeout for the same answer.
+        let stopped = operations.iter().any(ends_cycle);
+        if options.list.enabled && !stopped {
             let result = list(client, target, options, state).await;
             list_ok = result.is_ok();
             operations.push(result);
@@ -439,6 +446,16 @@ pub async fn run_cycle(
         up,
         canary: canary_run,
     }
+}
+
+/// Whether `result` failed at the transport level (a timeout, a lost connection): the store
+/// stopped answering, and the cycle's remaining S3 calls are not attempted. Everything else
+/// (denied, throttled, a server error) came with an answer, so the next call may too.
+fn ends_cycle(result: &OperationResult) -> bool {
+    matches!(
+        result.error_class(),
+        Some(ErrorClass::Timeout | ErrorClass::Connect)
+    )
 }
 
 /// Times `call` and classifies its failure.
