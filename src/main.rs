@@ -67,6 +67,7 @@ fn main() -> ExitCode {
             let options = backstop_sandbox::drill::DrillOptions {
                 strategy: args.strategy.into(),
                 break_secondary: args.break_secondary,
+                break_route: args.break_route,
                 credentials,
                 webhook_token: args.webhook_token.clone(),
                 backend: sandbox_backend(args.api_server),

@@ -69,6 +69,20 @@ fn every_variant(api_server: &str) {
             "drill passed",
         ],
     );
+    let route = drill(api_server, &["--break-route"]);
+    assert_steps(
+        &route,
+        &[
+            "alert S3BackupTargetUnavailable fires",
+            "route broken: Alertmanager does not deliver the alert to Backstop",
+            "alert route check: backstop_alert_route_silent == 1; Event AlertNotReceived: \
+             storage s3-us-west has failed every probe since",
+            "route repaired",
+            "webhook delivered (firing): 200",
+            "alert route check: Event AlertReceived: a notification about the cluster arrived",
+            "drill passed",
+        ],
+    );
     let buffer = drill(api_server, &["--break-secondary"]);
     assert_steps(
         &buffer,

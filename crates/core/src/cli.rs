@@ -106,6 +106,10 @@ pub struct SandboxArgs {
     /// Break the secondary region too, so the drill fails over to the PVC buffer.
     #[arg(long, requires = "drill")]
     pub break_secondary: bool,
+    /// Break Alertmanager's route to Backstop: the alert fires but is not delivered until
+    /// Backstop's alert-route check has said so; then the route is repaired.
+    #[arg(long, requires = "drill")]
+    pub break_route: bool,
     /// The drill's S3 access key id instead of a random one. Hidden: only tests that must
     /// know the sandbox's secrets (to check no log shows them) set it, through the
     /// environment so it never appears in a process listing.

@@ -6,7 +6,8 @@
 //! alert as an Alertmanager version-4 webhook; Backstop fails the cluster over; a scheduled
 //! backup lands on the failover target; the primary is repaired; the alert resolves; Backstop
 //! reverts and proves it with a test backup. Every step has a deadline; the drill succeeds
-//! only if every step happened.
+//! only if every step happened. With `break_route`, the firing notification is held back (a
+//! broken route) until Backstop's alert-route check reports it missing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +39,9 @@ pub struct DrillOptions {
     pub strategy: Strategy,
     /// Break the secondary too, so the failover goes to the PVC buffer.
     pub break_secondary: bool,
+    /// Hold the firing notification back (a broken Alertmanager route) until Backstop's
+    /// alert-route check reports it missing, then deliver it.
+    pub break_route: bool,
     /// The sandbox's S3 keys; `None` makes random ones.
     pub credentials: Option<backstop::s3::client::StaticCredentials>,
     /// The webhook's bearer token; `None` makes a random one.
@@ -124,6 +128,25 @@ where
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// The message of the newest Event `reason` about the drill's cluster, once there is one.
+async fn cluster_event(world: &World, reason: &'static str) -> Result<Option<String>, String> {
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(world.client.clone(), world::NAMESPACE);
+    let list = events
+        .list(&::kube::api::ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.involved_object.name.as_deref() == Some(world::CLUSTER)
+        })
+        .max_by_key(|e| e.event_time.as_ref().map(|t| t.0))
+        .and_then(|e| e.message))
 }
 
 /// The primary target's `backstop_s3_up`, read the way the shipped rule reads it: through
@@ -229,6 +252,9 @@ async fn drive(
     config.responder.rate_limits.per_cluster_cooldown = HumanDuration(Duration::ZERO);
     config.responder.revert.hold_down_probes = 2;
     config.responder.revert.test_backup_timeout = HumanDuration(Duration::from_secs(90));
+    // The drill's alert fires after two 1-second evaluations; a notification missing for 5
+    // seconds is as late as one missing for 4 minutes is in production.
+    config.responder.route_check.after = HumanDuration(Duration::from_secs(5));
     if let Some(c) = config.clusters.first_mut() {
         c.failover.strategy = options.strategy;
     }
@@ -335,6 +361,28 @@ async fn script(
     .await?;
     let starts_at = jiff::Timestamp::now();
     t.mark("alert S3BackupTargetUnavailable fires (held for 2 evaluations)");
+    if options.break_route {
+        t.mark("route broken: Alertmanager does not deliver the alert to Backstop");
+        let silent = format!(
+            "backstop_alert_route_silent{{namespace=\"{}\",cluster=\"{}\"}} 1",
+            world::NAMESPACE,
+            world::CLUSTER
+        );
+        wait("Backstop reports the missing notification", || {
+            let m = metrics();
+            let silent = &silent;
+            async move { Ok(m.await?.filter(|text| text.contains(silent.as_str()))) }
+        })
+        .await?;
+        let said = wait("the AlertNotReceived Event", || {
+            cluster_event(world, "AlertNotReceived")
+        })
+        .await?;
+        t.mark(format!(
+            "alert route check: backstop_alert_route_silent == 1; Event AlertNotReceived: {said}"
+        ));
+        t.mark("route repaired");
+    }
     let url = format!("{base}{webhook_path}");
     let answer = http
         .post_json(&url, token, &payload("firing", starts_at))
@@ -374,6 +422,13 @@ async fn script(
         journal.strategy,
         journal.run_id
     ));
+    if options.break_route {
+        let said = wait("the AlertReceived Event", || {
+            cluster_event(world, "AlertReceived")
+        })
+        .await?;
+        t.mark(format!("alert route check: Event AlertReceived: {said}"));
+    }
 
     // The next scheduled backup: move the operator's clock to the next minute.
     operator_clock.advance(jiff::SignedDuration::from_secs(60));

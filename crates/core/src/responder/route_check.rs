@@ -280,10 +280,11 @@ async fn check_one(
 
 fn silent_message(storage: &str, down_since: Timestamp, now: Timestamp, parts: &Parts) -> String {
     format!(
-        "storage {storage} has failed every probe since {down_since} ({}), longer than \
+        "storage {storage} has failed every probe since {} ({}), longer than \
          responder.route_check.after ({}), and no notification from Alertmanager has arrived: \
          check the route to Backstop (its matchers, `continue: true` on the routes before it), \
          the receiver's URL and its bearer token; docs/runbook.md#backstopalertroutesilent",
+        down_since.strftime("%Y-%m-%dT%H:%M:%SZ"),
         human(now.duration_since(down_since)),
         human(
             SignedDuration::try_from(parts.config.responder.route_check.after.get())
