@@ -27,6 +27,7 @@ mod https;
 mod kube_sim;
 mod kubectl;
 mod least_privilege;
+mod operator_lock;
 mod probe_cycle;
 mod prober;
 mod prober_tls;

@@ -96,7 +96,14 @@ async fn a_due_schedule_creates_a_backup_named_and_labelled_like_the_operators()
         l[labels::BACKUP_ANCESTOR],
         ancestor("percona", "cluster1", "every-minute")
     );
-    assert_eq!(backup.finalizers(), ["percona.com/delete-backup"]);
+    // Since 1.17 every backup carries the lock's finalizer; the data's follows the schedule.
+    assert_eq!(
+        backup.finalizers(),
+        [
+            "internal.percona.com/release-lock",
+            "percona.com/delete-backup"
+        ]
+    );
     assert_eq!(backup.spec.storage_name.as_deref(), Some("fs-pvc"));
     w.sim.shutdown().await;
 }

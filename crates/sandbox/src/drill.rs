@@ -215,6 +215,7 @@ pub async fn run(options: DrillOptions) -> Result<Vec<Mark>, DrillError> {
         retention: 10,
         backend: options.backend,
         crd_file: None,
+        operator: crate::operator::OperatorOptions::default(),
     };
     let world = match options.credentials.clone() {
         Some(credentials) => {

@@ -81,6 +81,8 @@ pub struct WorldOptions {
     ///
     /// [`crds::derive_for`]: crate::crds::derive_for
     pub crd_file: Option<PathBuf>,
+    /// The simulated operator's settings.
+    pub operator: OperatorOptions,
 }
 
 impl Default for WorldOptions {
@@ -92,6 +94,7 @@ impl Default for WorldOptions {
             retention: 30,
             backend: Backend::Simulator,
             crd_file: None,
+            operator: OperatorOptions::default(),
         }
     }
 }
@@ -164,7 +167,7 @@ impl World {
         let world_operator = Arc::new(SimOperator::new(
             client.clone(),
             options.clock.clone(),
-            OperatorOptions::default(),
+            options.operator.clone(),
         ));
         let mut world = Self {
             dir,

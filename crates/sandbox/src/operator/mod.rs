@@ -7,13 +7,17 @@
 //! 2. runs every new backup as a Job and a Pod whose log reads like the backup image's, and
 //!    really uploads to the storage's S3 bucket with the credentials in its `credentialsSecret`
 //!    (a filesystem storage gets a PVC from its template), so the backup succeeds or fails
-//!    exactly as S3 behaves at that moment;
+//!    exactly as S3 behaves at that moment; with the operator's lock, deadlines and
+//!    `release-lock` finalizer ([`lifecycle`]), and an upload to a store that never answers
+//!    left `Running`, as xbcloud's would be ([`run`]);
 //! 3. applies retention by count per schedule (Succeeded backups only), and removes the data
 //!    of deleted backups before releasing their finalizer (deletion stalls while S3 is down).
 //!
 //! Time comes from a [`Clock`], so the sandbox can run schedules in accelerated time.
 
+pub mod lifecycle;
 mod retention;
+mod run;
 pub mod xbcloud;
 
 use std::collections::{BTreeMap, HashMap};
@@ -21,22 +25,19 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt as _;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::kube::api::POD_LOG_ANNOTATION;
 use backstop::clock::Clock;
 use backstop::pxc::{
     self, BackupCrSpec, BackupStatus, PerconaXtraDBCluster, PerconaXtraDBClusterBackup, Schedule,
-    Storage, labels, state,
+    labels, state,
 };
 use backstop::s3::client::{self as s3client, Endpoint, Timeouts};
 use backstop::schedule::CronSchedule;
-use xbcloud::UploadFailure;
 
 /// Why a step failed (per-backup failures are recorded on the backup, not here).
 #[derive(Debug, thiserror::Error)]
@@ -49,8 +50,14 @@ pub enum OperatorError {
 /// Settings of the simulated operator.
 #[derive(Debug, Clone)]
 pub struct OperatorOptions {
-    /// Timeouts of the simulated backup Job's S3 requests.
+    /// Timeouts of the simulated backup Job's S3 requests. The operation timeout is a day by
+    /// default: xbcloud waits on a store that accepts and never answers, so a backup to it
+    /// stays `Running` until a deadline fails it or it is deleted.
     pub s3_timeouts: Timeouts,
+    /// How long the step that starts a backup waits for its upload before leaving it
+    /// `Running` for later steps to check. A healthy upload to the sandbox takes
+    /// milliseconds, so it finishes within the step that started it.
+    pub upload_wait: Duration,
 }
 
 impl Default for OperatorOptions {
@@ -58,8 +65,9 @@ impl Default for OperatorOptions {
         Self {
             s3_timeouts: Timeouts {
                 connect: Duration::from_secs(2),
-                operation: Duration::from_secs(5),
+                operation: Duration::from_secs(24 * 3600),
             },
+            upload_wait: Duration::from_secs(5),
         }
     }
 }
@@ -77,6 +85,12 @@ pub struct StepReport {
     pub retired: Vec<String>,
     /// Backups whose data was removed and finalizer released.
     pub purged: Vec<String>,
+    /// New backups waiting for the cluster's backup lock.
+    pub waiting: Vec<String>,
+    /// Backups still running after the step (an upload not finished, or retried).
+    pub running: Vec<String>,
+    /// Deleted backups whose upload was stopped, Job removed and lock released.
+    pub released: Vec<String>,
 }
 
 /// The simulated operator.
@@ -86,6 +100,10 @@ pub struct SimOperator {
     options: OperatorOptions,
     /// When each schedule (`ns/cluster/schedule`) last fired.
     last_fired: Mutex<HashMap<String, Timestamp>>,
+    /// Uploads under way, by backup (`ns/name/uid`).
+    in_flight: Mutex<HashMap<String, run::InFlight>>,
+    /// When this operator first saw each new backup (its clock; the starting deadline).
+    first_seen: Mutex<HashMap<String, Timestamp>>,
 }
 
 impl SimOperator {
@@ -96,7 +114,30 @@ impl SimOperator {
             clock,
             options,
             last_fired: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            first_seen: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<String, run::InFlight>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// When this operator first saw `backup` new (its clock), remembering `now` if never.
+    fn first_seen(&self, backup: &PerconaXtraDBClusterBackup, now: Timestamp) -> Timestamp {
+        let key = format!(
+            "{}/{}",
+            backup.namespace().unwrap_or_default(),
+            backup.metadata.uid.as_deref().unwrap_or_default()
+        );
+        *self
+            .first_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_insert(now)
     }
 
     /// Steps every `every` until `shutdown`; errors are logged and the next step retries.
@@ -124,18 +165,24 @@ impl SimOperator {
         }
         let backups: Api<PerconaXtraDBClusterBackup> = Api::all(self.client.clone());
         for backup in backups.list(&ListParams::default()).await?.items {
-            let new = backup
-                .status
-                .as_ref()
-                .and_then(|s| s.state.as_deref())
-                .unwrap_or_default()
-                .is_empty();
-            if new && backup.metadata.deletion_timestamp.is_none() {
-                self.run_backup(&backup, &mut report).await?;
+            if backup.metadata.deletion_timestamp.is_some() {
+                continue;
             }
+            let cluster = clusters.iter().find(|c| {
+                c.namespace() == backup.namespace() && c.name_any() == backup.spec.pxc_cluster
+            });
+            self.advance(&backup, cluster, &mut report).await?;
         }
         for cluster in &clusters {
             self.apply_retention(cluster, &mut report).await?;
+        }
+        // Deleted backups, retention's included: the lock's finalizer, then the data's.
+        for backup in backups.list(&ListParams::default()).await?.items {
+            if backup.metadata.deletion_timestamp.is_some()
+                && lifecycle::has_finalizer(&backup, lifecycle::RELEASE_LOCK_FINALIZER)
+            {
+                self.release_deleted(&backup, &mut report).await?;
+            }
         }
         self.purge_deleted(&mut report).await?;
         Ok(report)
@@ -183,243 +230,6 @@ impl SimOperator {
         }
         Ok(())
     }
-
-    async fn run_backup(
-        &self,
-        backup: &PerconaXtraDBClusterBackup,
-        report: &mut StepReport,
-    ) -> Result<(), OperatorError> {
-        let ns = backup.namespace().unwrap_or_default();
-        let name = backup.name_any();
-        let cluster_name = backup.spec.pxc_cluster.clone();
-        let storage_name = backup.spec.storage_name.clone().unwrap_or_default();
-        let backups: Api<PerconaXtraDBClusterBackup> = Api::namespaced(self.client.clone(), &ns);
-        let now = self.clock.now();
-
-        let clusters: Api<PerconaXtraDBCluster> = Api::namespaced(self.client.clone(), &ns);
-        let storage = clusters
-            .get_opt(&cluster_name)
-            .await?
-            .and_then(|c| c.spec.backup)
-            .and_then(|b| b.storages)
-            .and_then(|mut s| s.remove(&storage_name));
-        let Some(storage) = storage else {
-            let status = BackupStatus {
-                state: Some(state::FAILED.into()),
-                error: Some(format!(
-                    "storage {storage_name:?} of cluster {cluster_name:?} not found"
-                )),
-                storage_name: Some(storage_name),
-                ..BackupStatus::default()
-            };
-            patch_status(&backups, &name, &status).await?;
-            report.failed.push(name);
-            return Ok(());
-        };
-
-        let job_name = pxc::backup_job_name(&name);
-        let (job, pod) = job_and_pod(&ns, &cluster_name, &name, &job_name);
-        create_ignoring_conflict(&Api::<Job>::namespaced(self.client.clone(), &ns), &job).await?;
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        let pod = pods.create(&PostParams::default(), &pod).await?;
-        let running = BackupStatus {
-            state: Some(state::RUNNING.into()),
-            storage_name: Some(storage_name.clone()),
-            storage_type: storage.kind.clone(),
-            ..BackupStatus::default()
-        };
-        patch_status(&backups, &name, &running).await?;
-
-        // The operator names the destination after the CR's creation time; the simulated
-        // operator runs a backup in the step that creates it, so "now" on its clock is that time
-        // (the API server's creationTimestamp follows the wall clock, not an accelerated one).
-        let dir = pxc::backup_dir_name(&cluster_name, now);
-        let stamp = now.strftime("%y%m%d %H:%M:%S").to_string();
-        let outcome = self
-            .execute(&ns, &name, &storage, (&cluster_name, now), &dir, &stamp)
-            .await?;
-        let succeeded = outcome.failure.is_none();
-
-        // The pod's log and phase, then the Job's status, then the backup's: the order the
-        // real operator observes them in.
-        pods.patch(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {POD_LOG_ANNOTATION: outcome.log}}})),
-        )
-        .await?;
-        let phase = if succeeded { "Succeeded" } else { "Failed" };
-        pods.patch_status(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"phase": phase}})),
-        )
-        .await?;
-        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &ns);
-        let condition = if succeeded { "Complete" } else { "Failed" };
-        let counts = if succeeded {
-            json!({"succeeded": 1})
-        } else {
-            json!({"failed": 1})
-        };
-        let mut job_status = json!({"conditions": [{"type": condition, "status": "True",
-            "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}]});
-        if let (Some(s), Some(c)) = (job_status.as_object_mut(), counts.as_object()) {
-            s.extend(c.clone());
-        }
-        jobs.patch_status(
-            &job_name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": job_status})),
-        )
-        .await?;
-
-        let status = BackupStatus {
-            state: Some(
-                if succeeded {
-                    state::SUCCEEDED
-                } else {
-                    state::FAILED
-                }
-                .into(),
-            ),
-            completed: succeeded.then(|| now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
-            destination: Some(outcome.destination),
-            storage_name: Some(storage_name),
-            storage_type: storage.kind.clone(),
-            s3: storage.s3.clone(),
-            error: outcome.failure.as_ref().map(UploadFailure::status_error),
-            ..BackupStatus::default()
-        };
-        patch_status(&backups, &name, &status).await?;
-        if succeeded {
-            report.succeeded.push(name);
-        } else {
-            report.failed.push(name);
-        }
-        Ok(())
-    }
-
-    async fn execute(
-        &self,
-        ns: &str,
-        backup: &str,
-        storage: &Storage,
-        (cluster, at): (&str, Timestamp),
-        dir: &str,
-        stamp: &str,
-    ) -> Result<Outcome, OperatorError> {
-        match (storage.kind.as_deref(), &storage.s3) {
-            (Some(pxc::STORAGE_S3), Some(s3)) => {
-                let endpoint = Endpoint::of_storage(s3);
-                let endpoint_text = s3
-                    .endpoint_url
-                    .clone()
-                    .unwrap_or_else(|| format!("s3.{}.amazonaws.com", endpoint.region));
-                let credentials = self.credentials(ns, s3).await?;
-                let failure = match credentials {
-                    None => Some(UploadFailure::Service {
-                        code: "InvalidAccessKeyId".into(),
-                        message: "credentials secret missing or incomplete".into(),
-                    }),
-                    Some(credentials) => {
-                        let client =
-                            s3client::client(&endpoint, &credentials, self.options.s3_timeouts);
-                        upload(
-                            &client,
-                            s3.bucket_name(),
-                            &format!("{}{dir}", s3.prefix()),
-                            &endpoint_text,
-                        )
-                        .await
-                    }
-                };
-                Ok(Outcome {
-                    destination: pxc::s3_destination(&s3.bucket, cluster, at),
-                    log: xbcloud::job_log(
-                        stamp,
-                        s3.bucket_name(),
-                        &endpoint.region,
-                        &endpoint_text,
-                        dir,
-                        failure.as_ref(),
-                    ),
-                    failure,
-                })
-            }
-            (Some(pxc::STORAGE_FILESYSTEM), _) => {
-                let pvc_name = pxc::backup_job_name(backup);
-                let template = storage
-                    .volume
-                    .as_ref()
-                    .and_then(|v| v.get("persistentVolumeClaim"))
-                    .cloned()
-                    .unwrap_or_else(|| json!({}));
-                let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
-                    "metadata": {"name": pvc_name, "namespace": ns},
-                    "spec": template,
-                }))
-                .unwrap_or_default();
-                create_ignoring_conflict(
-                    &Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), ns),
-                    &pvc,
-                )
-                .await?;
-                Ok(Outcome {
-                    destination: format!("pvc/{pvc_name}"),
-                    log: format!(
-                        "{stamp} [INFO] Backup to pvc/{pvc_name} started\n{stamp} completed OK!\n"
-                    ),
-                    failure: None,
-                })
-            }
-            (kind, _) => {
-                let failure =
-                    UploadFailure::Other(format!("storage type {kind:?} is not simulated"));
-                Ok(Outcome {
-                    destination: String::new(),
-                    log: format!("{stamp} [ERROR] {}\n", failure.status_error()),
-                    failure: Some(failure),
-                })
-            }
-        }
-    }
-}
-
-struct Outcome {
-    destination: String,
-    log: String,
-    failure: Option<UploadFailure>,
-}
-
-/// Uploads the objects a backup leaves in S3; the first failure ends the upload.
-async fn upload(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    dir_key: &str,
-    endpoint: &str,
-) -> Option<UploadFailure> {
-    for (file, body) in [
-        (
-            "xtrabackup_checkpoints",
-            "backup_type = full-backuped\nfrom_lsn = 0\n",
-        ),
-        ("xtrabackup_info", "tool_name = xtrabackup\n"),
-    ] {
-        let result = client
-            .put_object()
-            .bucket(bucket)
-            .key(format!("{dir_key}/{file}"))
-            .body(aws_sdk_s3::primitives::ByteStream::from_static(
-                body.as_bytes(),
-            ))
-            .send()
-            .await;
-        if let Err(e) = result {
-            return Some(UploadFailure::from_sdk(&e, endpoint));
-        }
-    }
-    None
 }
 
 /// The label that groups a schedule's backups for retention: a short hash of the cluster
@@ -464,45 +274,18 @@ fn scheduled_backup(
     );
     backup.metadata.namespace = Some(ns.to_owned());
     backup.metadata.labels = Some(labels);
+    let mut finalizers = vec![lifecycle::RELEASE_LOCK_FINALIZER.to_owned()];
     if schedule.delete_from_storage() {
-        backup.metadata.finalizers = Some(vec![pxc::DELETE_BACKUP_FINALIZER.to_owned()]);
+        finalizers.push(pxc::DELETE_BACKUP_FINALIZER.to_owned());
     }
+    backup.metadata.finalizers = Some(finalizers);
     backup
 }
 
-fn job_and_pod(ns: &str, cluster: &str, backup: &str, job_name: &str) -> (Job, Pod) {
-    let job_labels = json!({
-        labels::BACKUP_TYPE: "xtrabackup",
-        labels::CLUSTER: cluster,
-        labels::BACKUP_NAME: backup,
-        labels::BACKUP_JOB_NAME: job_name,
-        "app.kubernetes.io/instance": cluster,
-        "app.kubernetes.io/managed-by": "percona-xtradb-cluster-operator",
-    });
-    let container = json!([{"name": "xtrabackup", "image": "percona/percona-xtradb-cluster-operator:1.20.0-pxc8.4-backup",
-        "command": ["bash", "/usr/bin/backup.sh"]}]);
-    let job: Job = serde_json::from_value(json!({
-        "metadata": {"name": job_name, "namespace": ns, "labels": job_labels},
-        "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": job_labels},
-            "spec": {"restartPolicy": "Never", "containers": container}}},
-    }))
-    .unwrap_or_default();
-    let suffix: String = uuid::Uuid::new_v4()
-        .simple()
-        .to_string()
-        .chars()
-        .take(5)
-        .collect();
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": format!("{job_name}-{suffix}"), "namespace": ns,
-            "labels": {labels::JOB_NAME: job_name, "job-name": job_name, labels::BACKUP_NAME: backup, labels::CLUSTER: cluster}},
-        "spec": {"restartPolicy": "Never", "containers": container},
-    }))
-    .unwrap_or_default();
-    (job, pod)
-}
-
-async fn create_ignoring_conflict<K>(api: &Api<K>, object: &K) -> Result<(), OperatorError>
+pub(super) async fn create_ignoring_conflict<K>(
+    api: &Api<K>,
+    object: &K,
+) -> Result<(), OperatorError>
 where
     K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -513,7 +296,7 @@ where
     }
 }
 
-async fn patch_status(
+pub(super) async fn patch_status(
     api: &Api<PerconaXtraDBClusterBackup>,
     name: &str,
     status: &BackupStatus,
