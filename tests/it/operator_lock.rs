@@ -94,7 +94,7 @@ impl Lab {
         let report = self.step().await;
         assert_eq!(report.scheduled.len(), 1, "{report:?}");
         let hung = report.scheduled[0].clone();
-        assert_eq!(report.running, [hung.clone()], "{report:?}");
+        assert_eq!(report.running, std::slice::from_ref(&hung), "{report:?}");
         assert_eq!(self.state(&hung).await.as_deref(), Some(state::RUNNING));
         hung
     }
