@@ -1,7 +1,7 @@
 //! The simulator held to a real API server: the same request sequences go to both (a
 //! kube-apiserver 1.20 with etcd, and the simulator), and the answers must agree once names,
 //! UIDs, resourceVersions and times are normalised ([`normalise`]). Each test covers one
-//! behaviour the README says the simulator has: resourceVersion and 409s, watches with resume,
+//! behaviour docs/sandbox.md says the simulator has: resourceVersion and 409s, watches with resume,
 //! bookmarks and 410, label and field selectors, limit/continue, merge, JSON and strategic
 //! merge patches and their errors, the status subresource, generation, finalizers,
 //! generateName, Secrets' stringData, CRD pruning, defaulting and validation causes, 401 and

@@ -214,24 +214,33 @@ fn sandbox_session(api_server: &str) {
     }
 }
 
-/// Every command the README's Quickstart shows, checked as a user would run it: the
-/// `curl` and `kubectl` lines against this running sandbox (its port and kubeconfig put in),
+/// Every command the README shows in its ```` ```sh ```` blocks (the whole file, not only the
+/// Quickstart), checked as a user would run it: the `curl` lines, and `kubectl` lines naming
+/// `--kubeconfig PATH`, against this running sandbox (its port and kubeconfig put in);
+/// `kubectl apply -k DIR` and `kubectl kustomize DIR` rendered with `kubectl kustomize DIR`
+/// from the repository root (no server: it proves the directory exists and renders);
+/// `kubectl create secret generic ... --dry-run=client -o yaml` as is (client-side);
 /// `cargo run -- ARGS` as this build's binary with ARGS (asking it for `--help`, since the
-/// sandbox itself is the one running), `bash scripts/...` parsed by bash. A command of any
-/// other kind fails the test, so a new one cannot slip in unchecked.
+/// sandbox itself is the one running); `bash scripts/...` parsed by bash (its arguments are not
+/// run). A command of any other kind, a `kubectl` command of none of these forms, or a shell
+/// block fenced other than `sh` fails the test, so a new one cannot slip in unchecked.
 fn quickstart_commands_run(control: &str, kubeconfig: &str) {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let quickstart = readme
-        .split("\n## Quickstart\n")
-        .nth(1)
-        .and_then(|rest| rest.split("\n## ").next())
-        .expect("a Quickstart section in README.md");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    assert!(
+        readme.contains("\n## Quickstart\n"),
+        "a Quickstart section in README.md"
+    );
     let mut commands = Vec::new();
     let mut in_block = false;
-    for line in quickstart.lines() {
-        if line.starts_with("```") {
-            in_block = line == "```sh" && !in_block;
+    for line in readme.lines() {
+        // Fences may be indented (a block inside a list item).
+        if let Some(info) = line.trim_start().strip_prefix("```") {
+            assert!(
+                !["bash", "shell", "console"].contains(&info.trim()),
+                "README.md fences a shell block as {line:?}: use ```sh so this test checks it"
+            );
+            in_block = info == "sh" && !in_block;
             continue;
         }
         if in_block {
@@ -242,10 +251,7 @@ fn quickstart_commands_run(control: &str, kubeconfig: &str) {
             }
         }
     }
-    assert!(
-        commands.len() >= 7,
-        "the Quickstart's commands: {commands:?}"
-    );
+    assert!(commands.len() >= 7, "the README's commands: {commands:?}");
     let port = control.rsplit(':').next().unwrap();
     for command in &commands {
         let output = if let Some(args) = command.strip_prefix("cargo run -- ") {
@@ -254,8 +260,9 @@ fn quickstart_commands_run(control: &str, kubeconfig: &str) {
                 .arg("--help")
                 .output()
                 .unwrap()
-        } else if let Some(script) = command.strip_prefix("bash ") {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(script.trim());
+        } else if let Some(rest) = command.strip_prefix("bash ") {
+            let script = rest.split_whitespace().next().unwrap_or_default();
+            let path = std::path::Path::new(root).join(script);
             Command::new("bash").arg("-n").arg(&path).output().unwrap()
         } else if command.starts_with("curl ") {
             let line = command.replace("PORT", port);
@@ -264,11 +271,45 @@ fn quickstart_commands_run(control: &str, kubeconfig: &str) {
                 .arg(format!("{line} --fail --silent --show-error"))
                 .output()
                 .unwrap()
-        } else if command.starts_with("kubectl ") {
-            let line = command.replace("--kubeconfig PATH", &format!("--kubeconfig {kubeconfig}"));
-            Command::new("sh").arg("-c").arg(line).output().unwrap()
+        } else if let Some(rest) = command.strip_prefix("kubectl ") {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            let kustomization = if words.first() == Some(&"kustomize") {
+                words.get(1).copied()
+            } else {
+                words
+                    .iter()
+                    .position(|w| *w == "-k")
+                    .and_then(|i| words.get(i + 1).copied())
+            };
+            if let Some(dir) = kustomization {
+                Command::new("kubectl")
+                    .args(["kustomize", dir])
+                    .current_dir(root)
+                    .output()
+                    .unwrap()
+            } else if rest.starts_with("create secret generic ")
+                && command.contains("--dry-run=client")
+                && command.contains("-o yaml")
+            {
+                Command::new("sh")
+                    .arg("-c")
+                    .arg(command)
+                    .current_dir(root)
+                    .output()
+                    .unwrap()
+            } else if command.contains("--kubeconfig PATH") {
+                let line =
+                    command.replace("--kubeconfig PATH", &format!("--kubeconfig {kubeconfig}"));
+                Command::new("sh").arg("-c").arg(line).output().unwrap()
+            } else {
+                panic!(
+                    "the README shows {command:?}: a kubectl command this test can check names \
+                     `--kubeconfig PATH`, `-k DIR` or `kustomize DIR`, or is a client-side \
+                     `create secret generic ... --dry-run=client -o yaml`"
+                );
+            }
         } else {
-            panic!("the README's Quickstart shows {command:?}, which this test cannot check");
+            panic!("the README shows {command:?}, which this test cannot check");
         };
         assert!(
             output.status.success(),
