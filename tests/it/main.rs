@@ -24,6 +24,7 @@ mod fuzz_corpus;
 mod hostile_input;
 mod http;
 mod https;
+mod hung_backups;
 mod kube_sim;
 mod kubectl;
 mod least_privilege;

@@ -130,6 +130,18 @@ pub(crate) async fn events(r: &Running, reason: &str) -> Vec<Event> {
         .collect()
 }
 
+/// Every Event in the sandbox's namespace as (reason, message), for failure messages.
+pub(crate) async fn all_events(r: &Running) -> Vec<(String, String)> {
+    let api: Api<Event> = Api::namespaced(r.world.client.clone(), world::NAMESPACE);
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}
+
 pub(crate) async fn wait_event(r: &Running, reason: &str) -> Vec<Event> {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {

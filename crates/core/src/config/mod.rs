@@ -434,6 +434,12 @@ pub struct FailoverSettings {
     /// moves it.
     #[schemars(range(min = 0, max = 100))]
     pub buffer_after_secondary_failures: u32,
+    /// While failed over, a backup to the failed storage that is `Starting` or `Running`,
+    /// was created before the failover and has gone on this long, is deleted when a fresh
+    /// check of its storage fails: the operator's finalizer then frees the backup lock and
+    /// the Job stops, so later backups (the cover backup first) start at once. `0s` never
+    /// cancels. Default `2m` (the failover alert's `for`).
+    pub cancel_hung_backups_after: HumanDuration,
 }
 
 impl Default for FailoverSettings {
@@ -441,6 +447,7 @@ impl Default for FailoverSettings {
         Self {
             on_demand_backup: true,
             buffer_after_secondary_failures: 3,
+            cancel_hung_backups_after: HumanDuration::from_secs(120),
         }
     }
 }

@@ -26,7 +26,8 @@ use super::cluster::{
     set_intent, set_journal,
 };
 use super::effect::{
-    Effect, Note, Outcome, Plan, RUN_LABEL, RunBackup, RunResult, STARTED_AT_ANNOTATION, Stage,
+    CancelResult, Effect, Note, Outcome, Plan, RUN_LABEL, RunBackup, RunResult,
+    STARTED_AT_ANNOTATION, Stage,
 };
 use super::intent::{INTENT_ANNOTATION, Intent};
 use super::journal::{Journal, Phase};
@@ -326,6 +327,21 @@ impl Applier {
                         self.event(&object, note).await;
                     }
                 }
+                Effect::DeleteBackup { name } => {
+                    if self.dry_run() {
+                        tracing::info!(cluster = %key, backup = %name, "dry run: backup not deleted");
+                        continue;
+                    }
+                    self.delete_backup(&key, &name).await?;
+                }
+                Effect::CountCancel(result) => {
+                    let result = match result {
+                        CancelResult::Cancelled if self.dry_run() => CancelResult::DryRun,
+                        other => other,
+                    };
+                    self.metrics
+                        .cancelled(&key.namespace, &key.name, result.as_str());
+                }
                 Effect::CountRun(playbook, result) => {
                     let result = match result {
                         RunResult::Succeeded if self.dry_run() => RunResult::DryRun,
@@ -382,6 +398,17 @@ impl Applier {
     }
 
     /// Creates a backup a run owns, unless it exists.
+    /// Deletes a backup; one already gone (or going) is fine.
+    async fn delete_backup(&self, key: &ClusterKey, name: &str) -> Result<(), ApplyError> {
+        let api: Api<PerconaXtraDBClusterBackup> =
+            Api::namespaced(self.client.clone(), &key.namespace);
+        match api.delete(name, &kube::api::DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn create_backup(&self, key: &ClusterKey, backup: &RunBackup) -> Result<(), ApplyError> {
         let api: Api<PerconaXtraDBClusterBackup> =
             Api::namespaced(self.client.clone(), &key.namespace);

@@ -189,6 +189,35 @@ pub enum Effect {
     Notice(Note),
     /// Count a playbook run's result.
     CountRun(Playbook, RunResult),
+    /// Delete a backup (a hung one, to free the operator's lock); one already gone is fine.
+    DeleteBackup {
+        /// Its name, in the cluster's namespace.
+        name: String,
+    },
+    /// Count a hung backup's cancellation (`backstop_backups_cancelled_total`).
+    CountCancel(CancelResult),
+}
+
+/// What became of a hung backup, as `backstop_backups_cancelled_total` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelResult {
+    /// Deleted (a dry run counts [`CancelResult::DryRun`] instead).
+    Cancelled,
+    /// A dry run recorded the deletion instead.
+    DryRun,
+    /// Left running: its storage passed a fresh check.
+    Refused,
+}
+
+impl CancelResult {
+    /// The `result` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cancelled => "cancelled",
+            Self::DryRun => "dry_run",
+            Self::Refused => "refused",
+        }
+    }
 }
 
 /// What a playbook decided: the effects, in order, and what to report after them.

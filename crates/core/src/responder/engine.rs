@@ -26,7 +26,9 @@ use super::effect::{Effect, Note, Outcome, Plan, Playbook, Stage};
 use super::intent::Intent;
 use super::journal::{JOURNAL_ANNOTATION, Journal, Phase};
 use super::metrics::ResponderMetrics;
-use super::playbook::{self, Context, Step, cover, failover, move_to_buffer, revert, verify};
+use super::playbook::{
+    self, Context, Step, cancel, cover, failover, move_to_buffer, revert, verify,
+};
 use super::verify::{check_storage, verify_storage};
 
 /// Conflicts retried within one call before giving up until the next trigger.
@@ -239,10 +241,27 @@ impl Engine {
             config: &self.config,
             now: self.now(),
         };
+        // While failed over and still wanted so, hung backups to the failed storage come
+        // first: with the operator's lock they hold back every later backup, the cover
+        // backup included (playbook::cancel).
+        let hung = match journal
+            .as_ref()
+            .filter(|j| j.phase == Phase::FailedOver && intent.wants_failover())
+        {
+            Some(j) => Some(Box::pin(cancel::observe(self, &ctx, &object, j)).await?),
+            None => None,
+        };
+        if let (Some(observed), Some(j)) = (&hung, &journal)
+            && observed.cancels()
+        {
+            let mut plan = cancel::plan(j.clone(), observed);
+            plan.effects.splice(0..0, cancel::redo(observed));
+            return Ok(Box::pin(self.applier.apply(object, plan)).await?);
+        }
         // Each step's future on the heap: together they would make every reconcile's future
         // as large as the largest (several S3 round trips deep), which overflows a 2 MiB
         // thread stack in debug builds when polled in place.
-        let plan = match (step, journal) {
+        let mut plan = match (step, journal.clone()) {
             (Step::Idle, journal) => Plan::report(journal.map(|j| j.phase), None, "nothing to do"),
             (Step::Failover, previous) => {
                 let observed = Box::pin(failover::observe(self, &ctx, &object, previous)).await?;
@@ -266,6 +285,26 @@ impl Engine {
                 move_to_buffer::plan(&ctx, observed)
             }
         };
+        if let (Some(observed), Some(j)) = (&hung, journal) {
+            plan.effects.splice(0..0, cancel::redo(observed));
+            // Backups left running because their storage passed: said (once) and counted,
+            // and looked at again a probe interval later, not on every reconcile.
+            let refusals = cancel::plan(j, observed);
+            let wait = if observed.due.is_empty() {
+                observed.wait
+            } else {
+                plan.effects.extend(
+                    refusals
+                        .effects
+                        .into_iter()
+                        .filter(|e| matches!(e, Effect::Notice(_) | Effect::CountCancel(_))),
+                );
+                Some(ctx.probe_interval())
+            };
+            if let Some(wait) = wait {
+                plan.outcome.requeue = Some(plan.outcome.requeue.map_or(wait, |r| r.min(wait)));
+            }
+        }
         Ok(Box::pin(self.applier.apply(object, plan)).await?)
     }
 

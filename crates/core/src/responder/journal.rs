@@ -121,6 +121,10 @@ pub struct Journal {
     /// there was one), once created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cover_backup: Option<String>,
+    /// Backups to the failed storage that hung and were deleted to free the operator's lock
+    /// (recorded before the deletes, so a crash between them converges).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cancelled_backups: Vec<String>,
     /// When the run moved from its failing secondary to the buffer. `changes` then hold the
     /// buffer's changes against the original settings, so the revert is as exact as ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -204,6 +208,7 @@ pub(crate) fn test_journal(phase: Phase, changes: Vec<Change>) -> Journal {
         changes,
         failed_over_at: jiff::Timestamp::UNIX_EPOCH,
         cover_backup: None,
+        cancelled_backups: Vec::new(),
         moved_to_buffer_at: None,
         reverted_at: None,
         test_backup: None,

@@ -56,7 +56,15 @@ pub struct ResponderMetrics {
     active: Family<ActiveLabels, Gauge>,
     verification_failed: Family<ClusterLabels, Gauge>,
     route_silent: Family<ClusterLabels, Gauge>,
+    cancelled: Family<CancelLabels, Counter>,
     leader: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CancelLabels {
+    namespace: String,
+    cluster: String,
+    result: String,
 }
 
 impl ResponderMetrics {
@@ -73,8 +81,16 @@ impl ResponderMetrics {
             active: Family::default(),
             verification_failed: Family::default(),
             route_silent: Family::default(),
+            cancelled: Family::default(),
             leader: Gauge::default(),
         };
+        registry.register(
+            "backstop_backups_cancelled",
+            "Hung backups to a failed storage, deleted while failed over to free the operator's \
+             backup lock (result: cancelled, dry_run, or refused when the storage passed a fresh \
+             check)",
+            this.cancelled.clone(),
+        );
         registry.register(
             "backstop_alert_route_silent",
             "1 while a protected storage of the cluster has failed every probe for longer than \
@@ -191,6 +207,17 @@ impl ResponderMetrics {
                 cluster: cluster.to_owned(),
             })
             .set(i64::from(silent));
+    }
+
+    /// Counts one hung backup's cancellation, or its refusal.
+    pub fn cancelled(&self, namespace: &str, cluster: &str, result: &str) {
+        self.cancelled
+            .get_or_create(&CancelLabels {
+                namespace: namespace.to_owned(),
+                cluster: cluster.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     /// Sets whether this replica leads.

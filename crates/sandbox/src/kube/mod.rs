@@ -463,9 +463,9 @@ impl Sim {
 
 /// RFC 3339 UTC timestamp with second precision, as Kubernetes writes them.
 pub fn now_rfc3339() -> String {
+    // Truncated, as the API server writes metav1.Time: rounding would date an object up to
+    // half a second after it was made (and after things that happened later).
     jiff::Timestamp::now()
-        .round(jiff::Unit::Second)
-        .unwrap_or_else(|_| jiff::Timestamp::now())
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
 }

@@ -174,6 +174,7 @@ pub fn plan(ctx: &Context<'_>, observed: Observed) -> Plan {
         changes: target.changes.clone(),
         failed_over_at: ctx.now,
         cover_backup: None,
+        cancelled_backups: Vec::new(),
         moved_to_buffer_at: None,
         reverted_at: None,
         test_backup: None,

@@ -9,11 +9,13 @@
 //!
 //! - [`failover`]: switch backups to the secondary, verified healthy just now, else to the
 //!   buffer, within the rate limits;
+//! - [`cancel`]: delete backups hung on the failed storage, so the operator's lock frees;
 //! - [`cover`]: the on-demand backup that covers what was missed before the failover;
 //! - [`move_to_buffer`]: leave a secondary that keeps failing its checks;
 //! - [`revert`]: after the hold-down, restore exactly what the journal saved;
 //! - [`verify`]: the test backup that proves the revert.
 
+pub mod cancel;
 pub mod cover;
 pub mod failover;
 pub mod move_to_buffer;
