@@ -18,6 +18,7 @@
 pub mod lifecycle;
 mod retention;
 mod run;
+mod workload;
 pub mod xbcloud;
 
 use std::collections::{BTreeMap, HashMap};
