@@ -128,6 +128,33 @@ impl Collector for BackupCollector {
                 .iter()
                 .filter_map(|v| Some((storage_labels(v.key), secs(v.last_failure?)))),
         )?;
+        gauge(
+            &mut encoder,
+            "backstop_backup_oldest_unfinished_age_seconds",
+            "Age of the oldest backup not finished yet, per storage and state (New waits to start, \
+             Starting and Running hang when old; computed at scrape from creation)",
+            index.oldest_unfinished().into_iter().map(|u| {
+                let [ns, cluster, storage] = storage_labels(u.key);
+                (
+                    [ns, cluster, storage, ("state", u.state)],
+                    (secs(now) - secs(u.oldest)).max(0.0),
+                )
+            }),
+        )?;
+        gauge(
+            &mut encoder,
+            "backstop_backup_parallel_allowed",
+            "Whether the cluster's backups may run side by side (spec.backup.allowParallel, \
+             default true); 0 means the operator's lock serialises them",
+            index
+                .parallel_allowed()
+                .map(|(namespace, cluster, allowed)| {
+                    (
+                        [("namespace", namespace), ("cluster", cluster)],
+                        i64::from(allowed),
+                    )
+                }),
+        )?;
         let slos = index.schedule_slos(now);
         gauge(
             &mut encoder,

@@ -77,7 +77,18 @@ struct ScheduleView {
 #[derive(Debug, Clone)]
 struct ClusterView {
     schedules: Vec<ScheduleView>,
+    /// `spec.backup.allowParallel`, `true` when unset (the operator's default).
+    allow_parallel: bool,
     seen: Epoch,
+}
+
+/// A backup not finished yet (`New`, `Starting`, `Running`, ...): its storage, state and
+/// creation time. Few at any time, so kept apart from the slots and scanned at scrape.
+#[derive(Debug, Clone, Copy)]
+struct Unfinished {
+    storage: Id,
+    state: u16,
+    created_ms: i64,
 }
 
 /// Per-storage aggregates, kept up to date on every upsert and removal so a scrape reads
@@ -126,6 +137,7 @@ pub struct BackupIndex {
     generation: u64,
     jobs: HashMap<ObjectId, JobSlot, IdHasher>,
     job_clusters: RefTable<(String, String), [u64; 3]>,
+    unfinished: HashMap<ObjectId, Unfinished, IdHasher>,
 }
 
 /// The state of a Job from its status: `failed` once it has a Failed condition (the backoff
@@ -267,6 +279,26 @@ impl BackupIndex {
             account(aggregate, &self.states, &slot, true);
         }
         let id = self.ids.of(&namespace, &backup.name_any());
+        let created_ms = backup
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_millisecond());
+        match created_ms {
+            Some(created_ms) if state != state::SUCCEEDED && state != state::FAILED => {
+                self.unfinished.insert(
+                    id,
+                    Unfinished {
+                        storage: slot.storage,
+                        state: slot.state,
+                        created_ms,
+                    },
+                );
+            }
+            _ => {
+                self.unfinished.remove(&id);
+            }
+        }
         if let Some(old) = self.backups.insert(id, slot) {
             self.forget_backup(&old);
         }
@@ -281,7 +313,9 @@ impl BackupIndex {
 
     /// Forgets a deleted backup.
     pub fn remove_backup(&mut self, namespace: &str, name: &str) {
-        if let Some(old) = self.backups.remove(&self.ids.of(namespace, name)) {
+        let id = self.ids.of(namespace, name);
+        self.unfinished.remove(&id);
+        if let Some(old) = self.backups.remove(&id) {
             self.forget_backup(&old);
         }
     }
@@ -301,6 +335,8 @@ impl BackupIndex {
         for old in gone {
             self.forget_backup(&old);
         }
+        let backups = &self.backups;
+        self.unfinished.retain(|id, _| backups.contains_key(id));
     }
 
     /// How many backups the index holds.
@@ -338,7 +374,20 @@ impl BackupIndex {
             self.generation += 1;
         }
         self.storages.insert(key.clone(), storages);
-        self.clusters.insert(key, ClusterView { schedules, seen });
+        let allow_parallel = cluster
+            .spec
+            .backup
+            .as_ref()
+            .and_then(|b| b.allow_parallel)
+            .unwrap_or(true);
+        self.clusters.insert(
+            key,
+            ClusterView {
+                schedules,
+                allow_parallel,
+                seen,
+            },
+        );
     }
 
     /// Forgets a deleted cluster.

@@ -317,3 +317,65 @@ fn a_cluster_sweep_forgets_its_schedules_and_storages() {
     assert!(index.schedule_slos(Timestamp::now()).is_empty());
     assert!(index.storages().is_empty() && index.storages_generation() > g);
 }
+
+fn created(name: &str, state: &str, at: &str) -> PerconaXtraDBClusterBackup {
+    let mut b = backup(name, "s3-us-west", state, None);
+    b.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        at.parse().unwrap(),
+    ));
+    b
+}
+
+#[test]
+fn the_oldest_unfinished_backup_per_state_follows_every_change() {
+    let mut index = BackupIndex::new();
+    index.upsert_backup(&created("a", "Running", "2026-11-24T10:00:00Z"), E);
+    index.upsert_backup(&created("b", "Running", "2026-11-24T11:00:00Z"), E);
+    index.upsert_backup(&created("c", "", "2026-11-24T11:30:00Z"), E);
+    index.upsert_backup(&created("d", "Succeeded", "2026-11-24T09:00:00Z"), E);
+    let seen = |index: &BackupIndex| -> Vec<(String, String)> {
+        index
+            .oldest_unfinished()
+            .into_iter()
+            .map(|u| (u.state.to_owned(), u.oldest.to_string()))
+            .collect()
+    };
+    let mut got = seen(&index);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("New".to_owned(), "2026-11-24T11:30:00Z".to_owned()),
+            ("Running".to_owned(), "2026-11-24T10:00:00Z".to_owned()),
+        ]
+    );
+    // The oldest finishes: the next one is the oldest; a deleted one is forgotten.
+    index.upsert_backup(&created("a", "Succeeded", "2026-11-24T10:00:00Z"), E);
+    index.remove_backup("percona", "c");
+    assert_eq!(
+        seen(&index),
+        [("Running".to_owned(), "2026-11-24T11:00:00Z".to_owned())]
+    );
+    // A list that no longer has it sweeps it out too.
+    index.sweep_backups(None, E.next());
+    assert!(seen(&index).is_empty());
+}
+
+#[test]
+fn parallel_is_allowed_unless_the_cluster_says_otherwise() {
+    let mut index = BackupIndex::new();
+    index.upsert_cluster(&cluster("0 0 * * *", 3), E);
+    assert_eq!(
+        index.parallel_allowed().collect::<Vec<_>>(),
+        [("percona", "cluster1", true)]
+    );
+    let mut serial = cluster("0 0 * * *", 3);
+    if let Some(b) = serial.spec.backup.as_mut() {
+        b.allow_parallel = Some(false);
+    }
+    index.upsert_cluster(&serial, E);
+    assert_eq!(
+        index.parallel_allowed().collect::<Vec<_>>(),
+        [("percona", "cluster1", false)]
+    );
+}

@@ -57,7 +57,45 @@ pub struct JobCount<'a> {
     pub count: u64,
 }
 
+/// The oldest unfinished backup of one storage in one state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unfinished<'a> {
+    /// Which storage.
+    pub key: &'a StorageKey,
+    /// `New`, `Starting`, `Running` (or another state the operator names).
+    pub state: &'a str,
+    /// The oldest one's creation time.
+    pub oldest: Timestamp,
+}
+
 impl BackupIndex {
+    /// Per storage and state, the oldest backup not finished yet: where a backup hangs
+    /// (`Starting`, `Running`) or waits (`New`).
+    pub fn oldest_unfinished(&self) -> Vec<Unfinished<'_>> {
+        let mut oldest: BTreeMap<(Id, u16), i64> = BTreeMap::new();
+        for u in self.unfinished.values() {
+            let at = oldest.entry((u.storage, u.state)).or_insert(u.created_ms);
+            *at = (*at).min(u.created_ms);
+        }
+        oldest
+            .into_iter()
+            .filter_map(|((storage, state), ms)| {
+                Some(Unfinished {
+                    key: self.aggregates.key(storage)?,
+                    state: self.states.get(usize::from(state))?,
+                    oldest: Timestamp::from_millisecond(ms).ok()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether each cluster lets its backups run side by side (`spec.backup.allowParallel`).
+    pub fn parallel_allowed(&self) -> impl Iterator<Item = (&str, &str, bool)> {
+        self.clusters
+            .iter()
+            .map(|((ns, name), view)| (ns.as_str(), name.as_str(), view.allow_parallel))
+    }
+
     /// Current backup Jobs by namespace, cluster and state, sorted; states with none are
     /// left out.
     pub fn jobs_by_state(&self) -> Vec<JobCount<'_>> {
