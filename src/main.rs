@@ -68,6 +68,8 @@ fn main() -> ExitCode {
                 strategy: args.strategy.into(),
                 break_secondary: args.break_secondary,
                 break_route: args.break_route,
+                hang: args.hang,
+                serial: args.serial,
                 credentials,
                 webhook_token: args.webhook_token.clone(),
                 backend: sandbox_backend(args.api_server),

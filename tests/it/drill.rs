@@ -83,6 +83,27 @@ fn every_variant(api_server: &str) {
             "drill passed",
         ],
     );
+    // A primary that hangs: the backup to it stays Running until Backstop cancels it; with
+    // the operator's lock the cover backup waits for exactly that.
+    for args in [&["--hang"][..], &["--hang", "--serial"][..]] {
+        let hang = drill(api_server, args);
+        let mut steps = vec![];
+        if args.contains(&"--serial") {
+            steps.push("allowParallel: false: the operator's lock serialises");
+        }
+        steps.extend([
+            "fault: primary region us-west-2 accepts connections and never answers (hang)",
+            "to the primary is Running and hangs",
+            "alert S3BackupTargetUnavailable fires",
+            "failover: backups now go to the secondary bucket",
+            "Event BackupCancelled: deleted backup cron-cluster1-s3-us-west-",
+            "which fails its check",
+            "deleted; the operator's finalizer freed its lock and Job",
+            "Succeeded on the failover target: backups are safe",
+            "drill passed",
+        ]);
+        assert_steps(&hang, &steps);
+    }
     let buffer = drill(api_server, &["--break-secondary"]);
     assert_steps(
         &buffer,

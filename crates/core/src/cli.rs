@@ -110,6 +110,14 @@ pub struct SandboxArgs {
     /// Backstop's alert-route check has said so; then the route is repaired.
     #[arg(long, requires = "drill")]
     pub break_route: bool,
+    /// Make the primary hang (accept connections, never answer) instead of answering 503: a
+    /// backup to it stays Running until Backstop cancels it after the failover.
+    #[arg(long, requires = "drill")]
+    pub hang: bool,
+    /// Serialise the sample cluster's backups with the operator's lock
+    /// (`allowParallel: false`), so a hung backup holds every later one back.
+    #[arg(long, requires = "drill")]
+    pub serial: bool,
     /// The drill's S3 access key id instead of a random one. Hidden: only tests that must
     /// know the sandbox's secrets (to check no log shows them) set it, through the
     /// environment so it never appears in a process listing.

@@ -42,6 +42,11 @@ pub struct DrillOptions {
     /// Hold the firing notification back (a broken Alertmanager route) until Backstop's
     /// alert-route check reports it missing, then deliver it.
     pub break_route: bool,
+    /// How the primary fails: `false` answers 503; `true` hangs (accepts connections and
+    /// never answers), so a backup to it stays Running until Backstop cancels it.
+    pub hang: bool,
+    /// Serialise the cluster's backups with the operator's lock (`allowParallel: false`).
+    pub serial: bool,
     /// The sandbox's S3 keys; `None` makes random ones.
     pub credentials: Option<backstop::s3::client::StaticCredentials>,
     /// The webhook's bearer token; `None` makes a random one.
@@ -79,13 +84,13 @@ pub struct Mark {
     pub what: String,
 }
 
-struct Timeline {
+pub(super) struct Timeline {
     started: Instant,
     marks: Vec<Mark>,
 }
 
 impl Timeline {
-    fn mark(&mut self, what: impl Into<String>) {
+    pub(super) fn mark(&mut self, what: impl Into<String>) {
         let mark = Mark {
             elapsed: self.started.elapsed(),
             at: jiff::Timestamp::now(),
@@ -101,12 +106,12 @@ impl Timeline {
     }
 }
 
-fn setup(e: impl std::fmt::Display) -> DrillError {
+pub(super) fn setup(e: impl std::fmt::Display) -> DrillError {
     DrillError::Setup(e.to_string())
 }
 
 /// Polls `check` until it yields a value, or fails the step.
-async fn wait<T, F, Fut>(step: &'static str, mut check: F) -> Result<T, DrillError>
+pub(super) async fn wait<T, F, Fut>(step: &'static str, mut check: F) -> Result<T, DrillError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>, String>>,
@@ -131,7 +136,10 @@ where
 }
 
 /// The message of the newest Event `reason` about the drill's cluster, once there is one.
-async fn cluster_event(world: &World, reason: &'static str) -> Result<Option<String>, String> {
+pub(super) async fn cluster_event(
+    world: &World,
+    reason: &'static str,
+) -> Result<Option<String>, String> {
     let events: Api<k8s_openapi::api::core::v1::Event> =
         Api::namespaced(world.client.clone(), world::NAMESPACE);
     let list = events
@@ -215,7 +223,12 @@ pub async fn run(options: DrillOptions) -> Result<Vec<Mark>, DrillError> {
         retention: 10,
         backend: options.backend,
         crd_file: None,
-        operator: crate::operator::OperatorOptions::default(),
+        operator: crate::operator::OperatorOptions {
+            // A hung upload is left Running after this long, so the operator's other backups
+            // (the cover backup) are not held up behind it.
+            upload_wait: Duration::from_millis(300),
+            ..crate::operator::OperatorOptions::default()
+        },
     };
     let world = match options.credentials.clone() {
         Some(credentials) => {
@@ -256,6 +269,8 @@ async fn drive(
     // The drill's alert fires after two 1-second evaluations; a notification missing for 5
     // seconds is as late as one missing for 4 minutes is in production.
     config.responder.route_check.after = HumanDuration(Duration::from_secs(5));
+    // As compressed as the alert's `for` (two 1-second evaluations).
+    config.responder.failover.cancel_hung_backups_after = HumanDuration(Duration::from_secs(2));
     if let Some(c) = config.clusters.first_mut() {
         c.failover.strategy = options.strategy;
     }
@@ -317,15 +332,35 @@ async fn script(
         }
     ));
 
+    if options.serial {
+        hung::serialise(world, &mut t).await?;
+    }
     let faults = world.s3.faults();
-    faults
-        .set(Rule::new(Fault::ServiceUnavailable).in_region(s3::PRIMARY_REGION))
-        .await
-        .map_err(setup)?;
-    t.mark(format!(
-        "fault: primary region {} answers 503",
-        s3::PRIMARY_REGION
-    ));
+    let fault_at = Instant::now();
+    if options.hang {
+        faults
+            .set(Rule::new(Fault::Hang).in_region(s3::PRIMARY_REGION))
+            .await
+            .map_err(setup)?;
+        t.mark(format!(
+            "fault: primary region {} accepts connections and never answers (hang)",
+            s3::PRIMARY_REGION
+        ));
+    } else {
+        faults
+            .set(Rule::new(Fault::ServiceUnavailable).in_region(s3::PRIMARY_REGION))
+            .await
+            .map_err(setup)?;
+        t.mark(format!(
+            "fault: primary region {} answers 503",
+            s3::PRIMARY_REGION
+        ));
+    }
+    let hung = if options.hang {
+        Some(hung::hung_backup(world, operator_clock, &mut t).await?)
+    } else {
+        None
+    };
     if options.break_secondary {
         faults
             .set(Rule::new(Fault::ServiceUnavailable).in_region(s3::SECONDARY_REGION))
@@ -431,6 +466,8 @@ async fn script(
         t.mark(format!("alert route check: Event AlertReceived: {said}"));
     }
 
+    hung::cancelled_then_covered(world, hung.as_deref(), &mut t, fault_at).await?;
+
     // The next scheduled backup: move the operator's clock to the next minute.
     operator_clock.advance(jiff::SignedDuration::from_secs(60));
     let landed = wait(
@@ -512,7 +549,7 @@ async fn script(
     Ok(t.marks)
 }
 
-async fn read_cluster_journal(world: &World) -> Result<Option<Journal>, String> {
+pub(super) async fn read_cluster_journal(world: &World) -> Result<Option<Journal>, String> {
     let object = cluster_api(&world.client, world::NAMESPACE)
         .get(world::CLUSTER)
         .await
@@ -520,73 +557,5 @@ async fn read_cluster_journal(world: &World) -> Result<Option<Journal>, String> 
     read_journal(&object)
 }
 
-/// A minimal HTTP client on hyper (the drill talks to Backstop over real HTTP, like
-/// Prometheus and Alertmanager would).
-mod reqwest_like {
-    use http_body_util::{BodyExt as _, Full};
-    use hyper::body::Bytes;
-    use hyper_util::client::legacy::Client as HyperClient;
-    use hyper_util::client::legacy::connect::HttpConnector;
-    use hyper_util::rt::TokioExecutor;
-
-    pub struct Client {
-        inner: HyperClient<HttpConnector, Full<Bytes>>,
-    }
-
-    impl Client {
-        pub fn new() -> Self {
-            Self {
-                inner: HyperClient::builder(TokioExecutor::new()).build_http(),
-            }
-        }
-
-        pub fn get_text(
-            &self,
-            url: String,
-        ) -> impl Future<Output = Result<Option<String>, String>> + use<> {
-            let inner = self.inner.clone();
-            async move {
-                let uri: hyper::Uri = url
-                    .parse()
-                    .map_err(|e: hyper::http::uri::InvalidUri| e.to_string())?;
-                let response = inner.get(uri).await.map_err(|e| e.to_string())?;
-                let body = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(Some(String::from_utf8_lossy(&body.to_bytes()).into_owned()))
-            }
-        }
-
-        pub async fn post_json(
-            &self,
-            url: &str,
-            token: &str,
-            body: &serde_json::Value,
-        ) -> Result<String, String> {
-            let request = hyper::Request::post(url)
-                .header("content-type", "application/json")
-                .header("authorization", format!("Bearer {token}"))
-                .body(Full::new(Bytes::from(body.to_string())))
-                .map_err(|e| e.to_string())?;
-            let response = self
-                .inner
-                .request(request)
-                .await
-                .map_err(|e| e.to_string())?;
-            let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?;
-            let text = String::from_utf8_lossy(&body.to_bytes()).into_owned();
-            if status.is_success() {
-                Ok(format!("{} {text}", status.as_u16()))
-            } else {
-                Err(format!("{} {text}", status.as_u16()))
-            }
-        }
-    }
-}
+mod hung;
+mod reqwest_like;
