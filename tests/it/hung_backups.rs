@@ -28,6 +28,14 @@ use crate::common::{self, Backend, on_both_backends};
 use crate::responder::{fast, notify, wait_event};
 
 async fn start(backend: Backend, allow_parallel: bool) -> (Running, ManualClock) {
+    start_with(backend, allow_parallel, false).await
+}
+
+async fn start_with(
+    backend: Backend,
+    allow_parallel: bool,
+    dry_run: bool,
+) -> (Running, ManualClock) {
     let clock = ManualClock::new("2026-11-24T12:00:30Z".parse().unwrap());
     let options = WorldOptions {
         clock: Arc::new(clock.clone()),
@@ -43,6 +51,7 @@ async fn start(backend: Backend, allow_parallel: bool) -> (Running, ManualClock)
     let r = sandbox::start(options, Arc::new(SystemClock), |c| {
         fast(c);
         c.responder.failover.cancel_hung_backups_after = HumanDuration(Duration::from_secs(1));
+        c.responder.dry_run = dry_run;
     })
     .await;
     cluster_api(&r.world.client, world::NAMESPACE)
@@ -173,4 +182,49 @@ async fn with_the_lock(backend: Backend) {
 on_both_backends!(without_the_lock);
 async fn without_the_lock(backend: Backend) {
     hung_backup_is_cancelled_and_the_cover_backup_lands(backend, true).await;
+}
+
+on_both_backends!(a_dry_run_says_what_it_would_cancel_and_deletes_nothing);
+async fn a_dry_run_says_what_it_would_cancel_and_deletes_nothing(backend: Backend) {
+    let (r, clock) = start_with(backend, false, true).await;
+    r.world.operator.step().await.unwrap();
+    r.world
+        .s3
+        .faults()
+        .set(Rule::new(Fault::Hang).in_region(s3::PRIMARY_REGION))
+        .await
+        .unwrap();
+    clock.advance(SignedDuration::from_secs(60));
+    let report = r.world.operator.step().await.unwrap();
+    let hung = report
+        .running
+        .first()
+        .cloned()
+        .expect("a hung scheduled backup");
+    notify(&r.base, &firing("f-hang-dry", "2026-11-24T12:01:30Z")).await;
+    let said = wait_event(&r, "BackupCancelled").await;
+    let message = said[0].message.clone().unwrap_or_default();
+    assert!(
+        message.starts_with(&format!(
+            "[dry-run] would delete hung backup {hung} (Running for"
+        )),
+        "{message}"
+    );
+    r.wait_until("the dry-run cancellation counted", |m| {
+        m.contains(&format!(
+            "backstop_backups_cancelled_total{{namespace=\"{}\",cluster=\"{}\",result=\"dry_run\"}} 1",
+            world::NAMESPACE,
+            world::CLUSTER
+        ))
+    })
+    .await;
+    // Nothing was written or deleted: the backup still runs, the cluster has no journal.
+    r.world.operator.step().await.unwrap();
+    assert_eq!(state(&r, &hung).await.as_deref(), Some("Running"));
+    let object = cluster_api(&r.world.client, world::NAMESPACE)
+        .get(world::CLUSTER)
+        .await
+        .unwrap();
+    assert_eq!(read_journal(&object).unwrap(), None);
+    r.stop().await;
 }

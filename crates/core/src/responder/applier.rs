@@ -329,7 +329,8 @@ impl Applier {
                 }
                 Effect::DeleteBackup { name } => {
                     if self.dry_run() {
-                        tracing::info!(cluster = %key, backup = %name, "dry run: backup not deleted");
+                        // Debug: a recorded cancellation is redone (recorded again) every step.
+                        tracing::debug!(cluster = %key, backup = %name, "dry run: backup not deleted");
                         continue;
                     }
                     self.delete_backup(&key, &name).await?;
