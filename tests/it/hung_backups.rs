@@ -77,8 +77,8 @@ async fn state(r: &Running, name: &str) -> Option<String> {
         .map(|b| b.status.and_then(|s| s.state).unwrap_or_default())
 }
 
-async fn hung_backup_is_cancelled_and_the_cover_backup_lands(backend: Backend, parallel: bool) {
-    let (r, clock) = start(backend, parallel).await;
+/// Hangs the primary region and lets the schedule start a backup to it, which stays Running.
+async fn hang_primary(r: &Running, clock: &ManualClock) -> String {
     r.world.operator.step().await.unwrap();
     r.world
         .s3
@@ -93,7 +93,13 @@ async fn hung_backup_is_cancelled_and_the_cover_backup_lands(backend: Backend, p
         .first()
         .cloned()
         .expect("a hung scheduled backup");
-    assert_eq!(state(&r, &hung).await.as_deref(), Some("Running"));
+    assert_eq!(state(r, &hung).await.as_deref(), Some("Running"));
+    hung
+}
+
+async fn hung_backup_is_cancelled_and_the_cover_backup_lands(backend: Backend, parallel: bool) {
+    let (r, clock) = start(backend, parallel).await;
+    let hung = hang_primary(&r, &clock).await;
 
     notify(&r.base, &firing("f-hang", "2026-11-24T12:01:30Z")).await;
     let deadline = tokio::time::Instant::now() + DEADLINE;
@@ -187,20 +193,7 @@ async fn without_the_lock(backend: Backend) {
 on_both_backends!(a_dry_run_says_what_it_would_cancel_and_deletes_nothing);
 async fn a_dry_run_says_what_it_would_cancel_and_deletes_nothing(backend: Backend) {
     let (r, clock) = start_with(backend, false, true).await;
-    r.world.operator.step().await.unwrap();
-    r.world
-        .s3
-        .faults()
-        .set(Rule::new(Fault::Hang).in_region(s3::PRIMARY_REGION))
-        .await
-        .unwrap();
-    clock.advance(SignedDuration::from_secs(60));
-    let report = r.world.operator.step().await.unwrap();
-    let hung = report
-        .running
-        .first()
-        .cloned()
-        .expect("a hung scheduled backup");
+    let hung = hang_primary(&r, &clock).await;
     notify(&r.base, &firing("f-hang-dry", "2026-11-24T12:01:30Z")).await;
     let said = wait_event(&r, "BackupCancelled").await;
     let message = said[0].message.clone().unwrap_or_default();

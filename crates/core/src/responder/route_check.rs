@@ -196,15 +196,7 @@ async fn check_one(
             },
             None,
         ) => {
-            let message = silent_message(&storage, down_since, now, parts);
-            say(
-                parts,
-                &object,
-                EventType::Warning,
-                reasons::NOT_RECEIVED,
-                message,
-            )
-            .await;
+            say_silent(parts, &object, &storage, down_since, now).await;
             parts
                 .metrics
                 .set_route_silent(&key.namespace, &key.name, true);
@@ -225,15 +217,7 @@ async fn check_one(
             Some(earlier),
         ) => {
             if now.duration_since(earlier.said_at) >= REPEAT_EVERY {
-                let message = silent_message(&storage, down_since, now, parts);
-                say(
-                    parts,
-                    &object,
-                    EventType::Warning,
-                    reasons::NOT_RECEIVED,
-                    message,
-                )
-                .await;
+                say_silent(parts, &object, &storage, down_since, now).await;
                 earlier.said_at = now;
             }
         }
@@ -276,6 +260,25 @@ async fn check_one(
             .metrics
             .set_route_silent(&key.namespace, &key.name, false),
     }
+}
+
+/// The Warning that a notification is missing (first said, or said again).
+async fn say_silent(
+    parts: &Parts,
+    object: &DynamicObject,
+    storage: &str,
+    down_since: Timestamp,
+    now: Timestamp,
+) {
+    let message = silent_message(storage, down_since, now, parts);
+    say(
+        parts,
+        object,
+        EventType::Warning,
+        reasons::NOT_RECEIVED,
+        message,
+    )
+    .await;
 }
 
 fn silent_message(storage: &str, down_since: Timestamp, now: Timestamp, parts: &Parts) -> String {

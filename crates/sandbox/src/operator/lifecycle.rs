@@ -191,6 +191,23 @@ pub async fn release(
     }
 }
 
+/// Sets `backup`'s finalizers to `finalizers` (a merge patch of the list).
+pub async fn set_finalizers(
+    client: &kube::Client,
+    backup: &PerconaXtraDBClusterBackup,
+    finalizers: Vec<String>,
+) -> Result<(), OperatorError> {
+    let ns = backup.metadata.namespace.clone().unwrap_or_default();
+    let api: Api<PerconaXtraDBClusterBackup> = Api::namespaced(client.clone(), &ns);
+    api.patch(
+        backup.metadata.name.as_deref().unwrap_or_default(),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"metadata": {"finalizers": finalizers}})),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Whether `backup` carries `finalizer`.
 pub fn has_finalizer(backup: &PerconaXtraDBClusterBackup, finalizer: &str) -> bool {
     backup

@@ -78,13 +78,7 @@ impl SimOperator {
                 .filter(|f| *f != pxc::DELETE_BACKUP_FINALIZER)
                 .cloned()
                 .collect();
-            let api: Api<PerconaXtraDBClusterBackup> = Api::namespaced(self.client.clone(), &ns);
-            api.patch(
-                &backup.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": remaining}})),
-            )
-            .await?;
+            super::lifecycle::set_finalizers(&self.client, &backup, remaining).await?;
             report.purged.push(backup.name_any());
         }
         Ok(())

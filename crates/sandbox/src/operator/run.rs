@@ -74,13 +74,7 @@ impl SimOperator {
         if !lifecycle::has_finalizer(backup, RELEASE_LOCK_FINALIZER) {
             let mut finalizers = backup.finalizers().to_vec();
             finalizers.push(RELEASE_LOCK_FINALIZER.to_owned());
-            backups
-                .patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
-                )
-                .await?;
+            lifecycle::set_finalizers(&self.client, backup, finalizers).await?;
         }
         let since = self.first_seen(backup, now);
         if let Some(error) = lifecycle::deadline_passed(Phase::New { since }, limits, now) {
@@ -359,14 +353,7 @@ impl SimOperator {
             .filter(|f| *f != RELEASE_LOCK_FINALIZER)
             .cloned()
             .collect();
-        let backups: Api<PerconaXtraDBClusterBackup> = Api::namespaced(self.client.clone(), &ns);
-        backups
-            .patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": remaining}})),
-            )
-            .await?;
+        lifecycle::set_finalizers(&self.client, backup, remaining).await?;
         report.released.push(name);
         Ok(())
     }
