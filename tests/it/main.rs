@@ -12,6 +12,7 @@ mod soak;
 
 mod alerts;
 mod api_server;
+mod blast_radius;
 mod chaos_soak;
 mod cli;
 mod config;

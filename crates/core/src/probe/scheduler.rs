@@ -246,7 +246,7 @@ async fn run_target(
             () = cancel.cancelled() => return,
         };
         metrics.record(&target, &result);
-        down.record(&target, result.up);
+        down.record(&target, &result);
         metrics.record_leftovers(&target, state.leftover_canaries().len());
     }
 }

@@ -55,6 +55,7 @@ pub enum EngineError {
 
 /// The engine. One per process; shared by the webhook (intents), the controller and the CLI.
 pub struct Engine {
+    health: std::sync::OnceLock<Arc<crate::probe::health::DownSince>>,
     client: kube::Client,
     config: Arc<Config>,
     metrics: ResponderMetrics,
@@ -90,7 +91,19 @@ impl Engine {
             metrics,
             clock,
             applier,
+            health: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Gives the engine the prober's record, so a failover can say how far the failure
+    /// reaches (its blast radius). Without it (`backstop failover` by hand) it says nothing.
+    pub fn set_health(&self, health: Arc<crate::probe::health::DownSince>) {
+        let _ = self.health.set(health);
+    }
+
+    /// The prober's record, when this process probes.
+    pub fn health(&self) -> Option<&Arc<crate::probe::health::DownSince>> {
+        self.health.get()
     }
 
     /// The configuration.

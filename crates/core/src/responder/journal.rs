@@ -125,6 +125,10 @@ pub struct Journal {
     /// (recorded before the deletes, so a crash between them converges).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cancelled_backups: Vec<String>,
+    /// How far the failure reached when the cluster failed over, as the prober judged it
+    /// (`probe::blast`), for `backstop status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blast_radius: Option<String>,
     /// When the run moved from its failing secondary to the buffer. `changes` then hold the
     /// buffer's changes against the original settings, so the revert is as exact as ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -209,6 +213,7 @@ pub(crate) fn test_journal(phase: Phase, changes: Vec<Change>) -> Journal {
         failed_over_at: jiff::Timestamp::UNIX_EPOCH,
         cover_backup: None,
         cancelled_backups: Vec::new(),
+        blast_radius: None,
         moved_to_buffer_at: None,
         reverted_at: None,
         test_backup: None,

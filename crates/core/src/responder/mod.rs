@@ -98,6 +98,7 @@ pub fn start(
         metrics.clone(),
         clock.clone(),
     );
+    engine.set_health(down.clone());
     let triggers = controller::Triggers::default();
     let mut tasks = Vec::new();
     let settings = &config.kubernetes.leader_election;

@@ -207,6 +207,19 @@ pub fn render_table(rows: &[StatusRow]) -> String {
         })
         .collect();
     for row in rows {
+        let j = row.journal.as_ref();
+        let failed_over =
+            j.and_then(|j| j.get("phase")).and_then(|v| v.as_str()) == Some("FailedOver");
+        if let Some(blast) = j
+            .and_then(|j| j.get("blastRadius"))
+            .and_then(|v| v.as_str())
+            .filter(|_| failed_over)
+        {
+            out.push(format!(
+                "BLAST RADIUS {}/{}: {blast}",
+                row.namespace, row.cluster
+            ));
+        }
         if let Some(route) = &row.alert_route {
             out.push(format!(
                 "ALERT ROUTE {}/{}: {route}",
@@ -261,6 +274,23 @@ mod tests {
             3,
             "no route line without a word from the check: {table}"
         );
+    }
+
+    #[test]
+    fn a_failover_says_how_far_the_failure_reached() {
+        let table = render_table(&[row(json!({
+            "phase": "FailedOver", "targetKind": "secondary", "targetStorage": "dr",
+            "blastRadius": "s3-us-west: region (every one of the 2 targets in region us-west-2 fails)",
+        }))]);
+        assert_eq!(
+            table.lines().last().unwrap_or_default(),
+            "BLAST RADIUS ns/c1: s3-us-west: region (every one of the 2 targets in region us-west-2 fails)"
+        );
+        // Once reverted, the verdict is history: the journal keeps it, the table does not.
+        let table = render_table(&[row(json!({
+            "phase": "Reverted", "blastRadius": "s3-us-west: region (...)",
+        }))]);
+        assert!(!table.contains("BLAST RADIUS"), "{table}");
     }
 
     #[test]

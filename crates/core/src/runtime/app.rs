@@ -90,6 +90,9 @@ impl App {
             );
             let shared = Arc::new(config.clone());
             let down = Arc::new(crate::probe::health::DownSince::new(clock.clone()));
+            metrics.registry_mut().register_collector(Box::new(
+                crate::probe::health::BlastCollector::new(down.clone()),
+            ));
             tasks.push(crate::probe::scheduler::spawn(
                 client.clone(),
                 index,

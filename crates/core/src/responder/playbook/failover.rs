@@ -35,6 +35,9 @@ pub struct Observed {
     pub secondary_check: Option<Result<(), String>>,
     /// The id the run gets if it happens.
     pub run_id: String,
+    /// How far the failure of each protected storage reaches, as the prober judges it
+    /// (`None`: this process does not probe, or no probed target serves them).
+    pub blast: Option<String>,
 }
 
 /// Reads what a failover needs: the other clusters' journals (for the global limit) and a
@@ -58,7 +61,18 @@ pub async fn observe(
         secondary,
         secondary_check: None,
         run_id: uuid::Uuid::new_v4().to_string(),
+        blast: None,
     };
+    if let Some(health) = engine.health() {
+        let said: Vec<String> = plan::protected_storages(&observed.backup, &ctx.managed.failover)
+            .iter()
+            .filter_map(|storage| {
+                let (_, v) = health.verdict_of(&ctx.key.namespace, &ctx.key.name, storage)?;
+                Some(format!("{storage}: {} ({})", v.scope.as_str(), v.reason))
+            })
+            .collect();
+        observed.blast = (!said.is_empty()).then(|| said.join("; "));
+    }
     if ctx.cooldown_left(observed.previous.as_ref()).is_some() {
         return Ok(observed);
     }
@@ -92,6 +106,7 @@ pub fn plan(ctx: &Context<'_>, observed: Observed) -> Plan {
         secondary,
         secondary_check,
         run_id,
+        blast,
     } = observed;
     let phase = previous.as_ref().map(|j| j.phase);
     if let Some(left) = ctx.cooldown_left(previous.as_ref()) {
@@ -175,6 +190,7 @@ pub fn plan(ctx: &Context<'_>, observed: Observed) -> Plan {
         failed_over_at: ctx.now,
         cover_backup: None,
         cancelled_backups: Vec::new(),
+        blast_radius: blast.clone(),
         moved_to_buffer_at: None,
         reverted_at: None,
         test_backup: None,
@@ -183,7 +199,7 @@ pub fn plan(ctx: &Context<'_>, observed: Observed) -> Plan {
         message: (!reasons.is_empty()).then(|| reasons.join("; ")),
     };
     let summary = format!(
-        "backups of {} now go to {} (strategy {}); run {}{}",
+        "backups of {} now go to {} (strategy {}); run {}{}{}",
         target.protected.join(", "),
         target.target(),
         target.strategy,
@@ -192,7 +208,11 @@ pub fn plan(ctx: &Context<'_>, observed: Observed) -> Plan {
             String::new()
         } else {
             format!("; {}", reasons.join("; "))
-        }
+        },
+        blast
+            .as_ref()
+            .map(|b| format!("; blast radius: {b}"))
+            .unwrap_or_default()
     );
     let mut changed = backup;
     plan::apply(&mut changed, &target.changes);

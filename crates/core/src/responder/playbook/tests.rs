@@ -88,6 +88,7 @@ fn failover_observed(check: Option<Result<(), String>>) -> failover::Observed {
         secondary: plan::plan_failover(&backup(), &f.managed.failover, TargetKind::Secondary),
         secondary_check: check,
         run_id: "run-1".into(),
+        blast: None,
     }
 }
 
