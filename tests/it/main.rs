@@ -12,6 +12,7 @@ mod soak;
 
 mod alerts;
 mod api_server;
+mod aws_health;
 mod blast_radius;
 mod chaos_soak;
 mod cli;

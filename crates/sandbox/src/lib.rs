@@ -9,6 +9,7 @@
 //! feature) does not depend on it, so it contains none of this by construction.
 
 pub mod apiserver;
+pub mod aws_health;
 pub mod backend;
 pub mod certs;
 pub mod control;

@@ -164,6 +164,45 @@ pub struct ProbeConfig {
     /// The STS endpoint for S3-compatible targets (MinIO's STS, the sandbox's). Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sts_endpoint_url: Option<String>,
+    /// The AWS Health API as a source for the blast radius. Off by default: it needs a
+    /// Business or Enterprise support plan.
+    pub aws_health: AwsHealthConfig,
+}
+
+/// Reading open S3 events from the AWS Health API (`DescribeEvents`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsHealthConfig {
+    /// Read it. Default `false`.
+    pub enabled: bool,
+    /// The Health API's region (its global endpoint is in `us-east-1`). Default `us-east-1`.
+    pub region: String,
+    /// Another endpoint (tests, a proxy). Default: AWS's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    /// How often. Default `5m`.
+    pub interval: HumanDuration,
+    /// Regions to ask about besides those of the AWS targets probed (an S3-compatible
+    /// target's region is nominal, so it is not asked about unless listed). Default: none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
+    /// Credentials from a Secret (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`); absent means
+    /// the ambient chain (IRSA).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<SecretRef>,
+}
+
+impl Default for AwsHealthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            region: "us-east-1".to_owned(),
+            endpoint_url: None,
+            interval: HumanDuration::from_secs(300),
+            regions: Vec::new(),
+            credentials_secret: None,
+        }
+    }
 }
 
 impl Default for ProbeConfig {
@@ -177,6 +216,7 @@ impl Default for ProbeConfig {
             list: ListConfig::default(),
             sts: true,
             sts_endpoint_url: None,
+            aws_health: AwsHealthConfig::default(),
         }
     }
 }

@@ -22,6 +22,8 @@ pub struct DownSince {
     by_storage: Mutex<BTreeMap<StorageRef, Timestamp>>,
     /// Each probed target's latest result, by target id, and the storages using it.
     seen: Mutex<BTreeMap<String, (Seen, Vec<StorageRef>)>>,
+    /// The AWS Health API's last read, when it is enabled.
+    feed: std::sync::OnceLock<Arc<crate::probe::aws_health::HealthFeed>>,
 }
 
 impl std::fmt::Debug for DownSince {
@@ -37,7 +39,33 @@ impl DownSince {
             clock,
             by_storage: Mutex::new(BTreeMap::new()),
             seen: Mutex::new(BTreeMap::new()),
+            feed: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Adds the AWS Health API's reads to the verdicts' reasons.
+    pub fn set_feed(&self, feed: Arc<crate::probe::aws_health::HealthFeed>) {
+        let _ = self.feed.set(feed);
+    }
+
+    /// The AWS Health API's reads, when enabled.
+    pub fn feed(&self) -> Option<&Arc<crate::probe::aws_health::HealthFeed>> {
+        self.feed.get()
+    }
+
+    /// The regions the AWS Health API is asked about: those of the AWS targets probed (an
+    /// S3-compatible target's region is nominal), and `extra`.
+    pub fn aws_regions(&self, extra: &[String]) -> Vec<String> {
+        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut regions: Vec<String> = seen
+            .values()
+            .filter(|(s, _)| s.key.endpoint_url.is_none())
+            .map(|(s, _)| s.key.region.clone())
+            .chain(extra.iter().cloned())
+            .collect();
+        regions.sort();
+        regions.dedup();
+        regions
     }
 
     /// Records one cycle of `target` (see [`DownSince::record_seen`]).
@@ -139,7 +167,15 @@ impl DownSince {
             .iter()
             .map(|(id, (s, _))| (id.clone(), s.clone()))
             .collect();
-        Some((id.clone(), blast::verdict(&id, &all)?))
+        let mut verdict = blast::verdict(&id, &all)?;
+        let region = all
+            .get(&id)
+            .map(|s| s.key.region.clone())
+            .unwrap_or_default();
+        if let Some(clause) = self.feed().and_then(|f| f.clause_for(&region)) {
+            verdict.reason = format!("{}; {clause}", verdict.reason);
+        }
+        Some((id.clone(), verdict))
     }
 }
 
@@ -191,6 +227,35 @@ impl prometheus_client::collector::Collector for BlastCollector {
                 tally.0 += 1;
             } else {
                 tally.1 += 1;
+            }
+        }
+        if let Some(feed) = self.health.feed() {
+            use crate::probe::aws_health::LastRead;
+            let last = feed.last();
+            if last != LastRead::Never {
+                crate::watch::collector::gauge(
+                    &mut encoder,
+                    "backstop_aws_health_up",
+                    "1 when the last read of the AWS Health API succeeded (probe.aws_health)",
+                    [(
+                        [("api", "DescribeEvents")],
+                        i64::from(matches!(last, LastRead::Events(_))),
+                    )],
+                )?;
+            }
+            if let LastRead::Events(events) = &last {
+                let mut by_region: BTreeMap<&str, i64> = BTreeMap::new();
+                for e in events {
+                    *by_region.entry(e.region.as_str()).or_default() += 1;
+                }
+                crate::watch::collector::gauge(
+                    &mut encoder,
+                    "backstop_aws_health_open_events",
+                    "Open S3 events the AWS Health API reports, per region (probe.aws_health)",
+                    by_region
+                        .iter()
+                        .map(|(region, n)| ([("region", *region)], *n)),
+                )?;
             }
         }
         crate::watch::collector::gauge(

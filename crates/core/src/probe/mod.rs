@@ -8,6 +8,7 @@
 //! prober (cycles on an interval, exported as metrics) share exactly the same probe.
 //! Discovery of targets from clusters and the scheduling loop build on these parts.
 
+pub mod aws_health;
 pub mod blast;
 pub mod classify;
 pub mod cycle;

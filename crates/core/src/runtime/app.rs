@@ -93,6 +93,15 @@ impl App {
             metrics.registry_mut().register_collector(Box::new(
                 crate::probe::health::BlastCollector::new(down.clone()),
             ));
+            tasks.extend(
+                crate::probe::aws_health::start(
+                    &client,
+                    &config.probe,
+                    down.clone(),
+                    background.clone(),
+                )
+                .await,
+            );
             tasks.push(crate::probe::scheduler::spawn(
                 client.clone(),
                 index,
