@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use backstop::clock::SystemClock;
 use backstop::config::{Config, StaticTarget};
-use backstop::responder::status;
 use backstop::s3::client::{self as s3client, Endpoint, Timeouts};
 use backstop_sandbox::s3::{self, Fault, Rule};
 use backstop_sandbox::world::{self, World};
@@ -104,14 +103,7 @@ async fn a_broken_region_is_judged_and_said_at_failover(backend: Backend) {
         )),
         "{message}"
     );
-    let config = r
-        .world
-        .backstop_config("127.0.0.1:0", &r.world.dir().join("token"))
-        .unwrap();
-    let rows = status::status(&r.world.client, &config, None, None)
-        .await
-        .unwrap();
-    let table = status::render_table(&rows);
+    let (_, table) = r.status().await;
     assert!(
         table.contains(&format!(
             "BLAST RADIUS {}/{}: s3-us-west: endpoint",

@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use backstop::config::{Config, HumanDuration};
-use backstop::responder::status;
 use backstop_sandbox::s3;
 use backstop_sandbox::world;
 
@@ -29,14 +28,7 @@ fn gauge(value: u8) -> String {
 
 /// What `backstop status` says about the alert route of the sandbox's cluster.
 async fn status_line(r: &Running) -> Option<String> {
-    let config = r
-        .world
-        .backstop_config("127.0.0.1:0", &r.world.dir().join("token"))
-        .unwrap();
-    let rows = status::status(&r.world.client, &config, None, None)
-        .await
-        .unwrap();
-    let table = status::render_table(&rows);
+    let (rows, table) = r.status().await;
     let line = table
         .lines()
         .find(|l| l.starts_with("ALERT ROUTE"))

@@ -253,13 +253,7 @@ pub async fn start(access_key: &str) -> std::io::Result<HealthServer> {
                 )
             },
         );
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-    });
+    let (shutdown, task) = crate::serve::spawn(listener, router);
     Ok(HealthServer {
         addr,
         state,

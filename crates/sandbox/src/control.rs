@@ -45,13 +45,7 @@ impl Control {
             .route("/faults", get(list).delete(clear))
             .route("/faults/{region}/{fault}", post(set))
             .with_state(faults);
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await;
-        });
+        let (shutdown, task) = crate::serve::spawn(listener, router);
         Ok(Self {
             addr,
             shutdown,

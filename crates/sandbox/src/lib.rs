@@ -19,6 +19,7 @@ pub mod kube;
 pub mod manifests;
 pub mod operator;
 pub mod s3;
+mod serve;
 pub mod sts;
 pub mod world;
 

@@ -102,13 +102,7 @@ pub async fn start(access_key: &str) -> std::io::Result<StsServer> {
             async move { answer(&key, &headers, &body) }
         }),
     );
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-    });
+    let (shutdown, task) = crate::serve::spawn(listener, router);
     Ok(StsServer {
         addr,
         shutdown,

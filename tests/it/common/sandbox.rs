@@ -100,6 +100,20 @@ async fn serve(
 }
 
 impl Running {
+    /// What `backstop status` says about the world's managed clusters: its rows and its
+    /// table, with the configuration Backstop runs with.
+    pub async fn status(&self) -> (Vec<backstop::responder::status::StatusRow>, String) {
+        let config = self
+            .world
+            .backstop_config("127.0.0.1:0", &self.world.dir().join("token"))
+            .unwrap();
+        let rows = backstop::responder::status::status(&self.world.client, &config, None, None)
+            .await
+            .unwrap();
+        let table = backstop::responder::status::render_table(&rows);
+        (rows, table)
+    }
+
     /// The current `/metrics` text.
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("{}/metrics", self.base))
