@@ -63,6 +63,21 @@ async fn start(backend: Backend, subscribed: bool) -> (Running, HealthServer) {
     (r, health)
 }
 
+/// Breaks the primary region and waits until the prober has judged it (a verdict needs a
+/// probed target), so the failover has a blast radius to state.
+async fn break_primary(r: &Running) {
+    break_region(r, s3::PRIMARY_REGION).await;
+    r.wait_until("the primary probed down and judged", |m| {
+        m.lines().any(|l| {
+            l.starts_with("backstop_s3_blast_radius{")
+                && l.contains(&format!("s3://{}/", world::PRIMARY_BUCKET))
+                && l.contains("scope=\"healthy\"")
+                && l.ends_with(" 0")
+        })
+    })
+    .await;
+}
+
 on_both_backends!(an_open_s3_event_in_the_failed_region_is_said_at_failover);
 async fn an_open_s3_event_in_the_failed_region_is_said_at_failover(backend: Backend) {
     let (r, health) = start(backend, true).await;
@@ -79,7 +94,7 @@ async fn an_open_s3_event_in_the_failed_region_is_said_at_failover(backend: Back
             ))
     })
     .await;
-    break_region(&r, s3::PRIMARY_REGION).await;
+    break_primary(&r).await;
     notify(&r.base, &firing("f-health", "2026-11-24T12:00:00Z")).await;
     let said = wait_event(&r, "FailedOver").await;
     let message = said[0].message.clone().unwrap_or_default();
@@ -102,7 +117,7 @@ async fn without_a_support_plan_the_failover_goes_ahead_without_it(backend: Back
         m.contains("backstop_aws_health_up{api=\"DescribeEvents\"} 0")
     })
     .await;
-    break_region(&r, s3::PRIMARY_REGION).await;
+    break_primary(&r).await;
     notify(&r.base, &firing("f-no-plan", "2026-11-24T12:00:00Z")).await;
     let said = wait_event(&r, "FailedOver").await;
     let message = said[0].message.clone().unwrap_or_default();
