@@ -77,6 +77,15 @@ async fn state(r: &Running, name: &str) -> Option<String> {
         .map(|b| b.status.and_then(|s| s.state).unwrap_or_default())
 }
 
+/// The `backstop_backups_cancelled_total` sample of the sandbox's cluster at 1, by result.
+fn cancelled(result: &str) -> String {
+    format!(
+        "backstop_backups_cancelled_total{{namespace=\"{}\",cluster=\"{}\",result=\"{result}\"}} 1",
+        world::NAMESPACE,
+        world::CLUSTER
+    )
+}
+
 /// Hangs the primary region and lets the schedule start a backup to it, which stays Running.
 async fn hang_primary(r: &Running, clock: &ManualClock) -> String {
     r.world.operator.step().await.unwrap();
@@ -144,11 +153,7 @@ async fn hung_backup_is_cancelled_and_the_cover_backup_lands(backend: Backend, p
         "{message}"
     );
     r.wait_until("the cancellation counted", |m| {
-        m.contains(&format!(
-            "backstop_backups_cancelled_total{{namespace=\"{}\",cluster=\"{}\",result=\"cancelled\"}} 1",
-            world::NAMESPACE,
-            world::CLUSTER
-        ))
+        m.contains(&cancelled("cancelled"))
     })
     .await;
     // No backup to the failed primary is still running.
@@ -204,11 +209,7 @@ async fn a_dry_run_says_what_it_would_cancel_and_deletes_nothing(backend: Backen
         "{message}"
     );
     r.wait_until("the dry-run cancellation counted", |m| {
-        m.contains(&format!(
-            "backstop_backups_cancelled_total{{namespace=\"{}\",cluster=\"{}\",result=\"dry_run\"}} 1",
-            world::NAMESPACE,
-            world::CLUSTER
-        ))
+        m.contains(&cancelled("dry_run"))
     })
     .await;
     // Nothing was written or deleted: the backup still runs, the cluster has no journal.
