@@ -189,6 +189,37 @@ fn semantic_rules_are_checked_with_paths() {
     }
 }
 
+/// The ordered secondaries: each needs its own storage name (the journal names the one in
+/// use by it), the buffer's differs from all of them, and each is checked like `secondary`.
+#[test]
+fn ordered_secondaries_need_names_of_their_own() {
+    let secondary = "{bucket: dr, region: us-east-1, credentials_secret: s}";
+    let found = problems(&format!(
+        "{MINIMAL}clusters:\n  - namespace: ns\n    name: c\n    failover:\n         \x20     secondary: {secondary}\n         \x20     secondaries: [{secondary}, {{storage_name: b, bucket: x, region: r, credentials_secret: s}}]\n         \x20     buffer: {{storage_name: b, size: 1Gi}}\n"
+    ));
+    for expected in [
+        "clusters[0].failover.secondaries[0].storage_name: \"backstop-secondary\" is already the storage_name of failover.secondary: each secondary needs its own",
+        "clusters[0].failover.secondaries[1].bucket: ",
+        "clusters[0].failover.buffer.storage_name: must differ from the storage_name of failover.secondaries[1]",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(expected)),
+            "{expected:?} not in {found:#?}"
+        );
+    }
+    let valid = config::load_str(&format!(
+        "{MINIMAL}clusters:\n  - namespace: ns\n    name: c\n    failover:\n         \x20     secondaries:\n         \x20     - {{storage_name: dr-east, bucket: dr-east, region: us-east-1, credentials_secret: s}}\n         \x20     - {{storage_name: dr-minio, bucket: dr-minio, region: local, endpoint_url: 'https://minio.local', credentials_secret: s}}\n"
+    ))
+    .unwrap();
+    let names: Vec<&str> = valid.clusters[0]
+        .failover
+        .ordered_secondaries()
+        .map(|s| s.storage_name.as_str())
+        .collect();
+    assert_eq!(names, ["dr-east", "dr-minio"]);
+    assert_eq!(valid.responder.failover.move_up_after.to_string(), "10m");
+}
+
 /// A CA bundle is a Secret key: a static target names the Secret's namespace (it has no
 /// cluster), a secondary must not (the operator reads it from the cluster's namespace).
 #[test]

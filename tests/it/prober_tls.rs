@@ -285,13 +285,14 @@ async fn verify_tls_and_ca_bundle_decide_whom_the_probe_trusts() {
                         key: ca_key.into(),
                     }),
                 }),
+                secondaries: Vec::new(),
                 strategy: Strategy::Repoint,
                 storage: None,
                 buffer: None,
                 pitr_on_buffer: PitrOnBuffer::Disable,
             },
         };
-        secondary_storage(&managed.failover).unwrap().1
+        secondary_storage(managed.failover.secondary.as_ref().unwrap()).1
     };
     let result = probe(&world, &secondary("ca.crt")).await;
     assert!(all_ok(&result), "{result:?}");

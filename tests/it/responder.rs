@@ -856,12 +856,16 @@ async fn a_failing_secondary_moves_to_the_buffer(backend: Backend, strategy: Str
     assert!(moved.moved_to_buffer_at.is_some());
     assert_eq!(
         moved.version,
-        backstop::responder::journal::MOVED_JOURNAL_VERSION
+        backstop::responder::journal::ORDERED_JOURNAL_VERSION
     );
     assert_eq!(moved.cover_backup, None);
     // Exactly what a failover straight to the buffer would have written.
-    let direct =
-        backstop::responder::plan::plan_failover(&original, &policy, TargetKind::Buffer).unwrap();
+    let direct = backstop::responder::plan::plan_failover(
+        &original,
+        &policy,
+        backstop::responder::plan::Destination::Buffer,
+    )
+    .unwrap();
     assert_eq!(moved.changes, direct.changes);
     let mut expected = original.clone();
     backstop::responder::plan::apply(&mut expected, &direct.changes);

@@ -1,5 +1,5 @@
 //! The clusters Backstop may change, and how: each one's failover policy (strategy, the
-//! secondary to switch to, the PVC buffer, PITR while on the buffer).
+//! ordered secondaries to switch to, the PVC buffer last, PITR while on the buffer).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -61,10 +61,15 @@ pub struct FailoverPolicy {
     #[serde(default)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
-    /// The verified-healthy S3 target to fail over to.
+    /// The S3 target to fail over to first (verified healthy just now before each switch).
     #[serde(default)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secondary: Option<SecondaryTarget>,
+    /// Further S3 targets, tried in this order after `secondary` (other buckets, regions or
+    /// S3-compatible endpoints); the buffer comes last. Each needs its own `storage_name`.
+    #[serde(default)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secondaries: Vec<SecondaryTarget>,
     /// The local PVC buffer used when the secondary is unhealthy or absent.
     #[serde(default)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -74,7 +79,22 @@ pub struct FailoverPolicy {
     pub pitr_on_buffer: PitrOnBuffer,
 }
 
-/// The secondary bucket/region.
+impl FailoverPolicy {
+    /// Every secondary, best first: `secondary`, then `secondaries` in order.
+    pub fn ordered_secondaries(&self) -> impl Iterator<Item = &SecondaryTarget> {
+        self.secondary.iter().chain(&self.secondaries)
+    }
+
+    /// The secondary whose storage entry is named `storage_name`, with its rank (0 is the
+    /// best).
+    pub fn secondary_named(&self, storage_name: &str) -> Option<(usize, &SecondaryTarget)> {
+        self.ordered_secondaries()
+            .enumerate()
+            .find(|(_, s)| s.storage_name == storage_name)
+    }
+}
+
+/// A secondary bucket/region.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecondaryTarget {

@@ -468,12 +468,17 @@ pub struct FailoverSettings {
     /// Start an on-demand backup right after a failover, covering the missed ones.
     /// Default `true`.
     pub on_demand_backup: bool,
-    /// While a cluster is failed over to its secondary and the alert still fires, the
+    /// While a cluster is failed over to a secondary and the alert still fires, that
     /// secondary is checked once per probe interval; after this many consecutive failed
-    /// checks the cluster moves to its buffer (when its policy has one). Default 3; 0 never
-    /// moves it.
+    /// checks the cluster moves to the best target that passes a fresh check (the next
+    /// secondary in order, else the buffer). Default 3; 0 never moves it off a secondary.
     #[schemars(range(min = 0, max = 100))]
     pub buffer_after_secondary_failures: u32,
+    /// While failed over, the secondaries ranked above the current target are checked once
+    /// per probe interval; one that has passed every check for this long (the hold-down
+    /// against flapping) and passes a fresh check takes the backups back. `0s` never moves
+    /// up. Default `10m`.
+    pub move_up_after: HumanDuration,
     /// While failed over, a backup to the failed storage that is `Starting` or `Running`,
     /// was created before the failover and has gone on this long, is deleted when a fresh
     /// check of its storage fails: the operator's finalizer then frees the backup lock and
@@ -487,6 +492,7 @@ impl Default for FailoverSettings {
         Self {
             on_demand_backup: true,
             buffer_after_secondary_failures: 3,
+            move_up_after: HumanDuration::from_secs(600),
             cancel_hung_backups_after: HumanDuration::from_secs(120),
         }
     }

@@ -1,7 +1,7 @@
 //! Semantic checks: the rules a JSON Schema cannot express (address syntax, cross-field
 //! rules, duplicates). Every rule adds to one list so the user sees all problems at once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use super::{Config, FieldError, ManagedCluster};
@@ -219,37 +219,62 @@ fn check_cluster(
         ));
     }
     let policy = &cluster.failover;
-    if policy.secondary.is_none() && policy.buffer.is_none() {
+    if policy.ordered_secondaries().next().is_none() && policy.buffer.is_none() {
         errors.push(FieldError::new(
             at("failover"),
             "needs a secondary or a buffer (or both): otherwise failover has nowhere to go",
         ));
     }
-    if let Some(secondary) = &policy.secondary {
-        check_bucket(&at("failover.secondary.bucket"), &secondary.bucket, errors);
+    let secondaries = policy
+        .secondary
+        .iter()
+        .map(|s| ("failover.secondary".to_owned(), s))
+        .chain(
+            policy
+                .secondaries
+                .iter()
+                .enumerate()
+                .map(|(j, s)| (format!("failover.secondaries[{j}]"), s)),
+        );
+    let mut names: BTreeMap<&str, String> = BTreeMap::new();
+    for (path, secondary) in secondaries {
+        let field = |name: &str| at(&format!("{path}.{name}"));
+        check_bucket(&field("bucket"), &secondary.bucket, errors);
         if let Some(url) = &secondary.endpoint_url {
-            check_endpoint(&at("failover.secondary.endpoint_url"), url, errors);
+            check_endpoint(&field("endpoint_url"), url, errors);
         }
         if policy.storage.as_deref() == Some(secondary.storage_name.as_str()) {
             errors.push(FieldError::new(
-                at("failover.secondary.storage_name"),
+                field("storage_name"),
                 "must differ from failover.storage (the storage being protected)",
             ));
         }
         if !is_storage_name(&secondary.storage_name) {
             errors.push(FieldError::new(
-                at("failover.secondary.storage_name"),
+                field("storage_name"),
                 "must be a lowercase name of letters, digits and '-'",
             ));
+        }
+        // The storage name is how a journal says which secondary a cluster runs on.
+        if let Some(first) = names.get(secondary.storage_name.as_str()) {
+            errors.push(FieldError::new(
+                field("storage_name"),
+                format!(
+                    "{:?} is already the storage_name of {first}: each secondary needs its own",
+                    secondary.storage_name
+                ),
+            ));
+        } else {
+            names.insert(&secondary.storage_name, path.clone());
         }
         if let Some(ca) = &secondary.ca_bundle {
             if ca.namespace.is_some() {
                 errors.push(FieldError::new(
-                    at("failover.secondary.ca_bundle.namespace"),
+                    field("ca_bundle.namespace"),
                     "must be left out: the operator reads a storage's caBundle from the cluster's namespace",
                 ));
             }
-            check_ca_bundle(&at("failover.secondary.ca_bundle"), ca, errors);
+            check_ca_bundle(&field("ca_bundle"), ca, errors);
         }
     }
     if let Some(buffer) = &policy.buffer {
@@ -289,14 +314,10 @@ fn check_cluster(
                 "must be a lowercase name of letters, digits and '-'",
             ));
         }
-        if policy
-            .secondary
-            .as_ref()
-            .is_some_and(|s| s.storage_name == buffer.storage_name)
-        {
+        if let Some(secondary) = names.get(buffer.storage_name.as_str()) {
             errors.push(FieldError::new(
                 at("failover.buffer.storage_name"),
-                "must differ from failover.secondary.storage_name",
+                format!("must differ from the storage_name of {secondary}"),
             ));
         }
     }

@@ -1,11 +1,11 @@
 //! Which targets to probe: every S3 storage of every watched cluster (when `probe.discover`
-//! is on), the secondary of every managed cluster's failover policy (failover may only go to a
+//! is on), every secondary of every managed cluster's failover policy (failover may only go to a
 //! target that has been probed), and the configuration's static targets. Identical targets
 //! used by several clusters are probed once; storages that are not S3 are skipped.
 
 use std::collections::BTreeMap;
 
-use crate::config::{CaBundleSecret, Config, FailoverPolicy};
+use crate::config::{CaBundleSecret, Config, SecondaryTarget};
 use crate::probe::target::{Target, TargetError, dedupe};
 use crate::pxc::{S3Storage, Storage};
 
@@ -28,7 +28,8 @@ pub fn desired_targets(
         }
     }
     for managed in &config.clusters {
-        if let Some((name, storage)) = secondary_storage(&managed.failover) {
+        for secondary in managed.failover.ordered_secondaries() {
+            let (name, storage) = secondary_storage(secondary);
             match Target::from_storage(&managed.namespace, &managed.name, &name, &storage) {
                 Ok(t) => targets.push(t),
                 Err(e) => problems.push(e),
@@ -46,8 +47,7 @@ pub fn desired_targets(
 
 /// The storage entry a failover policy's secondary becomes on failover, as the operator will
 /// see it (so the probe uses exactly the settings and credentials the backup Job will).
-pub fn secondary_storage(policy: &FailoverPolicy) -> Option<(String, Storage)> {
-    let secondary = policy.secondary.as_ref()?;
+pub fn secondary_storage(secondary: &SecondaryTarget) -> (String, Storage) {
     let storage = Storage {
         kind: Some(crate::pxc::STORAGE_S3.to_owned()),
         s3: Some(S3Storage {
@@ -62,5 +62,5 @@ pub fn secondary_storage(policy: &FailoverPolicy) -> Option<(String, Storage)> {
         verify_tls: Some(secondary.verify_tls),
         ..Storage::default()
     };
-    Some((secondary.storage_name.clone(), storage))
+    (secondary.storage_name.clone(), storage)
 }

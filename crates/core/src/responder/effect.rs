@@ -26,6 +26,8 @@ pub enum Playbook {
     Failover,
     /// Move backups from a failing secondary to the buffer.
     MoveToBuffer,
+    /// Move backups between secondaries, or from the buffer back up to a secondary.
+    Move,
     /// Restore the saved settings and prove them with a test backup.
     Revert,
 }
@@ -36,6 +38,7 @@ impl Playbook {
         match self {
             Self::Failover => "failover",
             Self::MoveToBuffer => "move_to_buffer",
+            Self::Move => "move",
             Self::Revert => "revert",
         }
     }
@@ -150,7 +153,7 @@ pub struct RunBackup {
     pub storage: String,
     /// The run that owns it.
     pub run_id: String,
-    /// `cover`, `cover-buffer` or `verify`.
+    /// `cover`, `cover-buffer` or `verify` (the `backstop.percona.com/purpose` label).
     pub purpose: &'static str,
 }
 

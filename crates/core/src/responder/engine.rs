@@ -26,9 +26,7 @@ use super::effect::{Effect, Note, Outcome, Plan, Playbook, Stage};
 use super::intent::Intent;
 use super::journal::{JOURNAL_ANNOTATION, Journal, Phase};
 use super::metrics::ResponderMetrics;
-use super::playbook::{
-    self, Context, Step, cancel, cover, failover, move_to_buffer, revert, verify,
-};
+use super::playbook::{self, Context, Step, cancel, cover, failover, retarget, revert, verify};
 use super::verify::{check_storage, verify_storage};
 
 /// Conflicts retried within one call before giving up until the next trigger.
@@ -236,24 +234,25 @@ impl Engine {
                 .as_ref()
                 .is_some_and(|j| j.phase == Phase::VerificationFailed),
         );
-        let failover = &self.config.responder.failover;
-        let step = playbook::decide(
-            intent.wants_failover(),
-            journal.as_ref(),
-            failover.on_demand_backup,
-            failover.buffer_after_secondary_failures > 0,
-        );
-        if step != Step::WatchSecondary {
-            // Failed checks count only while nothing else happens: a resolved alert or a new
-            // failover in between starts the count over.
-            self.applier.memory().forget_secondary(key);
-        }
         let ctx = Context {
             key,
             managed,
             config: &self.config,
             now: self.now(),
         };
+        let step = playbook::decide(
+            intent.wants_failover(),
+            journal.as_ref(),
+            self.config.responder.failover.on_demand_backup,
+            journal
+                .as_ref()
+                .is_some_and(|j| retarget::watches(j, &managed.failover, &ctx)),
+        );
+        if step != Step::WatchTargets {
+            // Checks count only while nothing else happens: a resolved alert, a new failover
+            // or a pending cover backup in between starts the counts over.
+            self.applier.memory().forget_targets(key);
+        }
         // While failed over and still wanted so, hung backups to the failed storage come
         // first: with the operator's lock they hold back every later backup, the cover
         // backup included (playbook::cancel).
@@ -292,10 +291,9 @@ impl Engine {
                     Err(plan) => plan,
                 }
             }
-            (Step::WatchSecondary, Some(journal)) => {
-                let observed =
-                    Box::pin(move_to_buffer::observe(self, &ctx, &object, journal)).await;
-                move_to_buffer::plan(&ctx, observed)
+            (Step::WatchTargets, Some(journal)) => {
+                let observed = Box::pin(retarget::observe(self, &ctx, &object, journal)).await;
+                retarget::plan(&ctx, observed)
             }
         };
         if let (Some(observed), Some(j)) = (&hung, journal) {

@@ -18,6 +18,12 @@ pub const JOURNAL_VERSION: u32 = 1;
 /// buffer under the secondary's cover backup name, so it refuses the journal instead.
 pub const MOVED_JOURNAL_VERSION: u32 = 2;
 
+/// The format version of a journal whose run moved between secondaries, or went to a
+/// secondary other than the first, and the newest version this Backstop reads. A Backstop
+/// that knows only one secondary must not continue such a run: it would check and cover
+/// the wrong target, so it refuses the journal instead.
+pub const ORDERED_JOURNAL_VERSION: u32 = 3;
+
 /// Where a cluster is in the failover/revert cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
@@ -111,6 +117,10 @@ pub struct Journal {
     pub target_kind: TargetKind,
     /// The storage entry backups went to.
     pub target_storage: String,
+    /// The `storage_name` of the policy's secondary backups went to (absent for the buffer,
+    /// and in journals from before ordered secondaries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_secondary: Option<String>,
     /// The storages that failed (the ones protected by the policy), by name.
     pub protected: Vec<String>,
     /// Every field changed, with its original value.
@@ -133,6 +143,13 @@ pub struct Journal {
     /// buffer's changes against the original settings, so the revert is as exact as ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moved_to_buffer_at: Option<jiff::Timestamp>,
+    /// Moves between targets since the failover (down off a failing one, up to a recovered
+    /// one); each gets a cover backup of its own.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub moves: u32,
+    /// When the latest move was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_at: Option<jiff::Timestamp>,
     /// When the revert was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverted_at: Option<jiff::Timestamp>,
@@ -148,6 +165,10 @@ pub struct Journal {
     /// The latest notable problem, for `backstop status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Why a journal annotation could not be read.
@@ -169,7 +190,7 @@ impl Journal {
     /// [`JournalError`] when it is not a journal this version understands.
     pub fn parse(text: &str) -> Result<Self, JournalError> {
         let journal: Self = serde_json::from_str(text)?;
-        if journal.version > MOVED_JOURNAL_VERSION {
+        if journal.version > ORDERED_JOURNAL_VERSION {
             return Err(JournalError::Version(journal.version));
         }
         Ok(journal)
@@ -208,6 +229,7 @@ pub(crate) fn test_journal(phase: Phase, changes: Vec<Change>) -> Journal {
         strategy: "repoint".into(),
         target_kind: TargetKind::Secondary,
         target_storage: "b".into(),
+        target_secondary: None,
         protected: vec!["a".into()],
         changes,
         failed_over_at: jiff::Timestamp::UNIX_EPOCH,
@@ -215,6 +237,8 @@ pub(crate) fn test_journal(phase: Phase, changes: Vec<Change>) -> Journal {
         cancelled_backups: Vec::new(),
         blast_radius: None,
         moved_to_buffer_at: None,
+        moves: 0,
+        moved_at: None,
         reverted_at: None,
         test_backup: None,
         finished_at: None,
@@ -255,10 +279,15 @@ mod tests {
             Journal::parse(&moved).unwrap().version,
             MOVED_JOURNAL_VERSION
         );
-        let newer = text.replace(r#""version":1"#, r#""version":3"#);
+        let ordered = text.replace(r#""version":1"#, r#""version":3"#);
+        assert_eq!(
+            Journal::parse(&ordered).unwrap().version,
+            ORDERED_JOURNAL_VERSION
+        );
+        let newer = text.replace(r#""version":1"#, r#""version":4"#);
         assert!(matches!(
             Journal::parse(&newer),
-            Err(JournalError::Version(3))
+            Err(JournalError::Version(4))
         ));
     }
 }

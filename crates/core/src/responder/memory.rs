@@ -1,12 +1,12 @@
 //! What this replica remembers between reconciles, in memory only: the primary's hold-down
-//! passes, the checks of a secondary, and the last notice said about each cluster. A restart
+//! passes, the checks of the failover targets, and the last notice said about each cluster. A restart
 //! or a new leader starts all of it afresh, which can only delay a step, never cause one.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use super::cluster::ClusterKey;
-use super::playbook::move_to_buffer::SecondaryWatch;
+use super::playbook::retarget::TargetWatch;
 
 /// One cluster's hold-down: the primary's consecutive passing checks, and when the last one
 /// counted (a check counts only a probe interval after the previous one).
@@ -22,7 +22,7 @@ pub struct HoldDown {
 #[derive(Debug, Default)]
 pub struct Memory {
     hold_down: Mutex<HashMap<ClusterKey, HoldDown>>,
-    secondary: Mutex<HashMap<ClusterKey, SecondaryWatch>>,
+    targets: Mutex<HashMap<ClusterKey, TargetWatch>>,
     notices: Mutex<HashMap<ClusterKey, String>>,
 }
 
@@ -31,7 +31,7 @@ impl Memory {
     /// earlier term are not consecutive with the next.
     pub fn clear(&self) {
         lock(&self.hold_down).clear();
-        lock(&self.secondary).clear();
+        lock(&self.targets).clear();
         lock(&self.notices).clear();
     }
 
@@ -62,26 +62,26 @@ impl Memory {
         lock(&self.hold_down).remove(key);
     }
 
-    /// When the secondary of `key` was last checked.
-    pub fn secondary_checked(&self, key: &ClusterKey) -> Option<jiff::Timestamp> {
-        lock(&self.secondary).get(key).and_then(|w| w.last)
+    /// When the targets of `key` were last checked.
+    pub fn targets_checked(&self, key: &ClusterKey) -> Option<jiff::Timestamp> {
+        lock(&self.targets).get(key).and_then(|w| w.last)
     }
 
-    /// Takes the watch of `key`'s secondary out while a check runs (a cluster is reconciled
-    /// by one task at a time), so no lock is held across the check.
-    pub fn take_secondary(&self, key: &ClusterKey) -> SecondaryWatch {
-        lock(&self.secondary).remove(key).unwrap_or_default()
+    /// Takes the watch of `key`'s targets out while the checks run (a cluster is reconciled
+    /// by one task at a time), so no lock is held across them.
+    pub fn take_targets(&self, key: &ClusterKey) -> TargetWatch {
+        lock(&self.targets).remove(key).unwrap_or_default()
     }
 
-    /// Puts the watch of `key`'s secondary back.
-    pub fn put_secondary(&self, key: &ClusterKey, watch: SecondaryWatch) {
-        lock(&self.secondary).insert(key.clone(), watch);
+    /// Puts the watch of `key`'s targets back.
+    pub fn put_targets(&self, key: &ClusterKey, watch: TargetWatch) {
+        lock(&self.targets).insert(key.clone(), watch);
     }
 
-    /// Forgets the watch of `key`'s secondary: failed checks count only while nothing else
-    /// happens.
-    pub fn forget_secondary(&self, key: &ClusterKey) {
-        lock(&self.secondary).remove(key);
+    /// Forgets the watch of `key`'s targets: failed and passed checks count only while
+    /// nothing else happens.
+    pub fn forget_targets(&self, key: &ClusterKey) {
+        lock(&self.targets).remove(key);
     }
 
     /// Whether `fingerprint` differs from the last notice about `key`; remembers it.

@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::config::{FailoverPolicy, PitrOnBuffer, Strategy};
+use crate::config::{FailoverPolicy, PitrOnBuffer, SecondaryTarget, Strategy};
 use crate::probe::discovery::secondary_storage;
 use crate::pxc::{STORAGE_FILESYSTEM, STORAGE_S3};
 
@@ -24,9 +24,60 @@ pub enum PlanError {
     /// The policy has no secondary (or no buffer) to switch to.
     #[error("the failover policy has no {0}")]
     NoTarget(&'static str),
+    /// The policy has fewer secondaries than the rank asked for.
+    #[error("the failover policy has no secondary number {}", .0 + 1)]
+    NoSuchSecondary(usize),
     /// The secondary's storage name is one of the failing storages.
     #[error("the secondary storage name {0:?} is one of the protected storages")]
     TargetIsProtected(String),
+}
+
+/// Where a failover or a move sends backups: a secondary by its rank in the policy's order
+/// (0 is the best), or the buffer, which comes after every secondary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Destination {
+    /// The secondary of this rank.
+    Secondary(usize),
+    /// The PVC buffer.
+    Buffer,
+}
+
+impl Destination {
+    /// Every destination of `policy`, best first: the secondaries in order, the buffer last.
+    pub fn all(policy: &FailoverPolicy) -> Vec<Self> {
+        (0..policy.ordered_secondaries().count())
+            .map(Self::Secondary)
+            .chain(policy.buffer.is_some().then_some(Self::Buffer))
+            .collect()
+    }
+
+    /// The kind of target, as the journal records it.
+    pub fn kind(self) -> TargetKind {
+        match self {
+            Self::Secondary(_) => TargetKind::Secondary,
+            Self::Buffer => TargetKind::Buffer,
+        }
+    }
+}
+
+/// Where `journal`'s run sends backups now, by `policy`: the buffer, or the secondary the
+/// journal names (a journal from before ordered secondaries names none: its target storage,
+/// or in place the first secondary, says which). `None` when the secondary is no longer in
+/// the policy: the cluster then only moves when its target fails.
+pub fn current_destination(journal: &Journal, policy: &FailoverPolicy) -> Option<Destination> {
+    if journal.target_kind == TargetKind::Buffer {
+        return Some(Destination::Buffer);
+    }
+    let rank = match &journal.target_secondary {
+        Some(name) => policy.secondary_named(name).map(|(rank, _)| rank),
+        None if journal.strategy == Strategy::InPlace.as_str() => {
+            policy.ordered_secondaries().next().map(|_| 0)
+        }
+        None => policy
+            .secondary_named(&journal.target_storage)
+            .map(|(rank, _)| rank),
+    };
+    rank.map(Destination::Secondary)
 }
 
 /// A failover, ready to write.
@@ -38,6 +89,11 @@ pub struct FailoverPlan {
     pub strategy: &'static str,
     /// Secondary or buffer.
     pub target_kind: TargetKind,
+    /// Which one, in the policy's order.
+    pub destination: Destination,
+    /// The `storage_name` of the policy's secondary backups go to (`None` for the buffer):
+    /// how the journal names it, in place too, where the entry written is the primary's.
+    pub secondary: Option<String>,
     /// The storage entry backups will use.
     pub target_storage: String,
     /// The storage definition the backup Job will use: what must be verified healthy before
@@ -161,7 +217,7 @@ pub fn protected_storages(backup: &Value, policy: &FailoverPolicy) -> Vec<String
     names
 }
 
-/// Plans a failover of `backup` to `kind` under `policy`.
+/// Plans a failover of `backup` to `to` under `policy`.
 ///
 /// # Errors
 ///
@@ -169,8 +225,20 @@ pub fn protected_storages(backup: &Value, policy: &FailoverPolicy) -> Vec<String
 pub fn plan_failover(
     backup: &Value,
     policy: &FailoverPolicy,
-    kind: TargetKind,
+    to: Destination,
 ) -> Result<FailoverPlan, PlanError> {
+    let kind = to.kind();
+    let chosen = match to {
+        Destination::Secondary(rank) => {
+            Some(policy.ordered_secondaries().nth(rank).ok_or(if rank == 0 {
+                PlanError::NoTarget("secondary")
+            } else {
+                PlanError::NoSuchSecondary(rank)
+            })?)
+        }
+        Destination::Buffer => None,
+    };
+    let secondary_name = chosen.map(|s| s.storage_name.clone());
     if !backup.is_object() {
         return Err(PlanError::NoBackupSpec);
     }
@@ -199,7 +267,8 @@ pub fn plan_failover(
     };
     match (kind, policy.strategy) {
         (TargetKind::Secondary, Strategy::Repoint) => {
-            let (name, from_policy) = policy_secondary(policy)?;
+            let secondary = chosen.ok_or(PlanError::NoTarget("secondary"))?;
+            let (name, from_policy) = policy_secondary(secondary)?;
             if protected.contains(&name) {
                 return Err(PlanError::TargetIsProtected(name));
             }
@@ -220,6 +289,8 @@ pub fn plan_failover(
             Ok(FailoverPlan {
                 strategy: policy.strategy.as_str(),
                 target_kind: kind,
+                destination: to,
+                secondary: secondary_name.clone(),
                 target_storage: name,
                 verify: Some(storage),
                 protected,
@@ -227,10 +298,7 @@ pub fn plan_failover(
             })
         }
         (TargetKind::Secondary, Strategy::InPlace) => {
-            let secondary = policy
-                .secondary
-                .as_ref()
-                .ok_or(PlanError::NoTarget("secondary"))?;
+            let secondary = chosen.ok_or(PlanError::NoTarget("secondary"))?;
             let mut verify = None;
             for name in &protected {
                 let mut storage = get(backup, &Field::Storage(name.clone()))
@@ -268,6 +336,8 @@ pub fn plan_failover(
             Ok(FailoverPlan {
                 strategy: policy.strategy.as_str(),
                 target_kind: kind,
+                destination: to,
+                secondary: secondary_name.clone(),
                 target_storage: protected.first().cloned().unwrap_or_default(),
                 verify,
                 protected,
@@ -309,6 +379,8 @@ pub fn plan_failover(
             Ok(FailoverPlan {
                 strategy: policy.strategy.as_str(),
                 target_kind: kind,
+                destination: to,
+                secondary: secondary_name.clone(),
                 target_storage: name,
                 verify: None,
                 protected,
@@ -361,8 +433,8 @@ pub fn describe_target(
     }
 }
 
-fn policy_secondary(policy: &FailoverPolicy) -> Result<(String, Value), PlanError> {
-    let (name, storage) = secondary_storage(policy).ok_or(PlanError::NoTarget("secondary"))?;
+fn policy_secondary(secondary: &SecondaryTarget) -> Result<(String, Value), PlanError> {
+    let (name, storage) = secondary_storage(secondary);
     let value = serde_json::to_value(storage).map_err(|_| PlanError::NoTarget("secondary"))?;
     Ok((name, value))
 }
@@ -390,32 +462,33 @@ pub fn apply_revert(backup: &mut Value, plan: &RevertPlan) {
     }
 }
 
-/// Why a cluster failed over to its secondary cannot move to the buffer.
+/// Why a failed-over cluster cannot move to another target.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MoveError {
     /// Someone changed fields the failover wrote: the originals can no longer be derived
     /// exactly, and a human's edit must not be overwritten.
     #[error("fields the failover wrote were changed since: {0}")]
     EditedSince(String),
-    /// No buffer failover can be planned (no buffer in the policy, nothing protected).
+    /// No failover to the destination can be planned (not in the policy, nothing
+    /// protected).
     #[error(transparent)]
     Plan(#[from] PlanError),
 }
 
-/// Plans moving a cluster that `journal` failed over to its secondary on to the buffer, from
-/// its current `backup`: the failover undone in memory gives the original settings, and
-/// the buffer is planned against those. Returns the `spec.backup` to write and the plan,
-/// whose changes hold the original values as `before`, so the journal written with it
-/// reverts to the original exactly, as if the cluster had failed over to the buffer
-/// directly.
+/// Plans moving a cluster that `journal` failed over on to `to`, from its current `backup`:
+/// the failover undone in memory gives the original settings, and `to` is planned against
+/// those. Returns the `spec.backup` to write and the plan, whose changes hold the original
+/// values as `before`, so the journal written with it reverts to the original exactly, as
+/// if the cluster had failed over to `to` directly, however many moves came before.
 ///
 /// # Errors
 ///
-/// [`MoveError`] when fields were edited since the failover, or no buffer can be planned.
-pub fn plan_move_to_buffer(
+/// [`MoveError`] when fields were edited since the failover, or `to` cannot be planned.
+pub fn plan_move(
     backup: &Value,
     journal: &Journal,
     policy: &FailoverPolicy,
+    to: Destination,
 ) -> Result<(Value, FailoverPlan), MoveError> {
     let revert = plan_revert(backup, journal);
     if !revert.kept.is_empty() {
@@ -424,7 +497,7 @@ pub fn plan_move_to_buffer(
     }
     let mut original = backup.clone();
     apply_revert(&mut original, &revert);
-    let plan = plan_failover(&original, policy, TargetKind::Buffer)?;
+    let plan = plan_failover(&original, policy, to)?;
     let mut moved = original;
     apply(&mut moved, &plan.changes);
     Ok((moved, plan))

@@ -32,6 +32,16 @@ fn policy(strategy: Strategy) -> FailoverPolicy {
             verify_tls: true,
             ca_bundle: None,
         }),
+        secondaries: vec![SecondaryTarget {
+            storage_name: "dr2".into(),
+            bucket: "pxc-dr2/c1".into(),
+            region: "eu-west-1".into(),
+            endpoint_url: Some("https://minio.example".into()),
+            credentials_secret: "dr2-creds".into(),
+            force_path_style: true,
+            verify_tls: true,
+            ca_bundle: None,
+        }],
         buffer: Some(BufferPolicy {
             storage_name: "buf".into(),
             storage_class_name: Some("gp3".into()),
@@ -42,7 +52,7 @@ fn policy(strategy: Strategy) -> FailoverPolicy {
     }
 }
 
-fn round_trip(strategy: Strategy, kind: TargetKind) -> (Value, FailoverPlan) {
+fn round_trip(strategy: Strategy, kind: Destination) -> (Value, FailoverPlan) {
     let original = backup();
     let plan = plan_failover(&original, &policy(strategy), kind).unwrap();
     let mut failed = original.clone();
@@ -65,13 +75,85 @@ fn journal(plan: &FailoverPlan) -> Journal {
     j.strategy = plan.strategy.into();
     j.target_kind = plan.target_kind;
     j.target_storage = plan.target_storage.clone();
+    j.target_secondary = plan.secondary.clone();
     j.protected = plan.protected.clone();
     j
 }
 
+/// Down the list and back up, in any order: each move's changes are exactly those of a
+/// failover straight to its target, and the revert after any of them restores the original.
+#[test]
+fn moves_between_targets_are_failovers_of_the_original_and_revert_exactly() {
+    use Destination::{Buffer, Secondary};
+    for strategy in [Strategy::Repoint, Strategy::InPlace] {
+        let original = backup();
+        let p = policy(strategy);
+        assert_eq!(
+            Destination::all(&p),
+            [Secondary(0), Secondary(1), Buffer],
+            "best first, the buffer last"
+        );
+        let first = plan_failover(&original, &p, Secondary(0)).unwrap();
+        let mut spec = original.clone();
+        apply(&mut spec, &first.changes);
+        let mut run = journal(&first);
+        assert_eq!(current_destination(&run, &p), Some(Secondary(0)));
+        for to in [Secondary(1), Buffer, Secondary(1), Secondary(0), Buffer] {
+            let (moved, plan) = plan_move(&spec, &run, &p, to).unwrap();
+            let direct = plan_failover(&original, &p, to).unwrap();
+            assert_eq!(plan.changes, direct.changes, "{strategy:?} {to:?}");
+            assert_eq!(plan.destination, to);
+            let mut expected = original.clone();
+            apply(&mut expected, &direct.changes);
+            assert_eq!(moved, expected, "{strategy:?} {to:?}");
+            spec = moved;
+            run = journal(&plan);
+            assert_eq!(current_destination(&run, &p), Some(to), "{strategy:?}");
+            let mut back = spec.clone();
+            apply_revert(&mut back, &plan_revert(&spec, &run));
+            assert_eq!(back, original, "{strategy:?} {to:?}: the revert is exact");
+        }
+        // In place the entry keeps the primary's name and holds the second secondary.
+        let (on_second, _) = plan_move(&spec, &run, &p, Secondary(1)).unwrap();
+        let entry = if strategy == Strategy::InPlace {
+            &on_second["storages"]["s3-us-west"]
+        } else {
+            &on_second["storages"]["dr2"]
+        };
+        assert_eq!(entry["s3"]["bucket"], "pxc-dr2/c1", "{strategy:?}");
+        assert_eq!(entry["s3"]["endpointUrl"], "https://minio.example");
+    }
+}
+
+/// Journals from before ordered secondaries name no secondary: repointed, the storage entry
+/// says which; in place, it was the only (first) secondary. A secondary since removed from
+/// the policy has no rank.
+#[test]
+fn the_current_destination_of_older_journals() {
+    let mut p = policy(Strategy::Repoint);
+    let mut j =
+        super::super::journal::test_journal(super::super::journal::Phase::FailedOver, vec![]);
+    j.target_storage = "dr2".into();
+    assert_eq!(current_destination(&j, &p), Some(Destination::Secondary(1)));
+    j.target_storage = "gone".into();
+    assert_eq!(current_destination(&j, &p), None);
+    j.strategy = "in-place".into();
+    j.target_storage = "s3-us-west".into();
+    assert_eq!(current_destination(&j, &p), Some(Destination::Secondary(0)));
+    j.target_secondary = Some("dr2".into());
+    assert_eq!(current_destination(&j, &p), Some(Destination::Secondary(1)));
+    j.target_kind = TargetKind::Buffer;
+    assert_eq!(current_destination(&j, &p), Some(Destination::Buffer));
+    p.secondaries.clear();
+    assert_eq!(
+        plan_failover(&backup(), &p, Destination::Secondary(1)),
+        Err(PlanError::NoSuchSecondary(1))
+    );
+}
+
 #[test]
 fn repoint_moves_schedules_and_pitr_only() {
-    let (failed, plan) = round_trip(Strategy::Repoint, TargetKind::Secondary);
+    let (failed, plan) = round_trip(Strategy::Repoint, Destination::Secondary(0));
     assert_eq!(plan.protected, vec!["s3-us-west"]);
     assert_eq!(failed["schedule"][0]["storageName"], "dr");
     assert_eq!(failed["schedule"][1]["storageName"], "fs");
@@ -86,7 +168,7 @@ fn repoint_moves_schedules_and_pitr_only() {
 
 #[test]
 fn in_place_rewrites_the_storage_and_keeps_pod_settings() {
-    let (failed, plan) = round_trip(Strategy::InPlace, TargetKind::Secondary);
+    let (failed, plan) = round_trip(Strategy::InPlace, Destination::Secondary(0));
     let s = &failed["storages"]["s3-us-west"];
     assert_eq!(s["s3"]["bucket"], "pxc-dr/c1");
     assert_eq!(s["s3"]["region"], "us-east-1");
@@ -131,7 +213,7 @@ fn the_secondary_is_trusted_by_its_own_ca_bundle() {
         (policy(Strategy::Repoint), "dr", None),
     ];
     for (policy, storage, ca) in cases {
-        let plan = plan_failover(&original, &policy, TargetKind::Secondary).unwrap();
+        let plan = plan_failover(&original, &policy, Destination::Secondary(0)).unwrap();
         let mut failed = original.clone();
         apply(&mut failed, &plan.changes);
         assert_eq!(
@@ -149,7 +231,7 @@ fn the_secondary_is_trusted_by_its_own_ca_bundle() {
 
 #[test]
 fn buffer_uses_a_pvc_template_and_disables_pitr() {
-    let (failed, plan) = round_trip(Strategy::Repoint, TargetKind::Buffer);
+    let (failed, plan) = round_trip(Strategy::Repoint, Destination::Buffer);
     let claim = &failed["storages"]["buf"]["volume"]["persistentVolumeClaim"];
     assert_eq!(claim["storageClassName"], "gp3");
     assert_eq!(claim["resources"]["requests"]["storage"], "10Gi");
@@ -160,14 +242,19 @@ fn buffer_uses_a_pvc_template_and_disables_pitr() {
     assert!(plan.verify.is_none());
     let mut keep = policy(Strategy::Repoint);
     keep.pitr_on_buffer = PitrOnBuffer::Keep;
-    let plan = plan_failover(&backup(), &keep, TargetKind::Buffer).unwrap();
+    let plan = plan_failover(&backup(), &keep, Destination::Buffer).unwrap();
     assert!(plan.changes.iter().all(|c| c.field != Field::Pitr));
 }
 
 #[test]
 fn a_human_edit_after_the_failover_is_kept() {
     let original = backup();
-    let plan = plan_failover(&original, &policy(Strategy::Repoint), TargetKind::Secondary).unwrap();
+    let plan = plan_failover(
+        &original,
+        &policy(Strategy::Repoint),
+        Destination::Secondary(0),
+    )
+    .unwrap();
     let mut failed = original.clone();
     apply(&mut failed, &plan.changes);
     failed["schedule"][0]["storageName"] = json!("fs");
@@ -185,14 +272,15 @@ fn moving_to_the_buffer_is_the_buffer_failover_of_the_original_and_reverts_exact
     for strategy in [Strategy::Repoint, Strategy::InPlace] {
         let original = backup();
         let p = policy(strategy);
-        let secondary = plan_failover(&original, &p, TargetKind::Secondary).unwrap();
+        let secondary = plan_failover(&original, &p, Destination::Secondary(0)).unwrap();
         let mut on_secondary = original.clone();
         apply(&mut on_secondary, &secondary.changes);
         // A field the secondary failover did not touch, changed since: kept as it is.
         on_secondary["allowParallel"] = json!(false);
 
-        let (moved, plan) = plan_move_to_buffer(&on_secondary, &journal(&secondary), &p).unwrap();
-        let direct = plan_failover(&original, &p, TargetKind::Buffer).unwrap();
+        let (moved, plan) =
+            plan_move(&on_secondary, &journal(&secondary), &p, Destination::Buffer).unwrap();
+        let direct = plan_failover(&original, &p, Destination::Buffer).unwrap();
         assert_eq!(plan.changes, direct.changes, "{strategy:?}");
         assert_eq!(plan.target_kind, TargetKind::Buffer);
         let mut expected = original.clone();
@@ -218,19 +306,24 @@ fn moving_to_the_buffer_is_the_buffer_failover_of_the_original_and_reverts_exact
 fn moving_to_the_buffer_refuses_edited_fields_and_a_missing_buffer() {
     let original = backup();
     let p = policy(Strategy::Repoint);
-    let secondary = plan_failover(&original, &p, TargetKind::Secondary).unwrap();
+    let secondary = plan_failover(&original, &p, Destination::Secondary(0)).unwrap();
     let mut on_secondary = original.clone();
     apply(&mut on_secondary, &secondary.changes);
     let mut edited = on_secondary.clone();
     edited["schedule"][0]["storageName"] = json!("fs");
     assert!(matches!(
-        plan_move_to_buffer(&edited, &journal(&secondary), &p),
+        plan_move(&edited, &journal(&secondary), &p, Destination::Buffer),
         Err(MoveError::EditedSince(fields)) if fields.contains("daily")
     ));
     let mut no_buffer = p.clone();
     no_buffer.buffer = None;
     assert_eq!(
-        plan_move_to_buffer(&on_secondary, &journal(&secondary), &no_buffer),
+        plan_move(
+            &on_secondary,
+            &journal(&secondary),
+            &no_buffer,
+            Destination::Buffer
+        ),
         Err(MoveError::Plan(PlanError::NoTarget("buffer")))
     );
 }
@@ -240,23 +333,24 @@ fn refuses_what_cannot_be_planned() {
     let mut p = policy(Strategy::Repoint);
     p.storage = Some("fs-none".into());
     assert!(matches!(
-        plan_failover(&backup(), &p, TargetKind::Secondary),
+        plan_failover(&backup(), &p, Destination::Secondary(0)),
         Err(PlanError::NothingProtected(_))
     ));
     let mut p = policy(Strategy::Repoint);
     p.secondary = None;
+    p.secondaries.clear();
     assert_eq!(
-        plan_failover(&backup(), &p, TargetKind::Secondary),
+        plan_failover(&backup(), &p, Destination::Secondary(0)),
         Err(PlanError::NoTarget("secondary"))
     );
     let mut p = policy(Strategy::Repoint);
     p.secondary.as_mut().unwrap().storage_name = "s3-us-west".into();
     assert!(matches!(
-        plan_failover(&backup(), &p, TargetKind::Secondary),
+        plan_failover(&backup(), &p, Destination::Secondary(0)),
         Err(PlanError::TargetIsProtected(_))
     ));
     assert_eq!(
-        plan_failover(&Value::Null, &p, TargetKind::Secondary),
+        plan_failover(&Value::Null, &p, Destination::Secondary(0)),
         Err(PlanError::NoBackupSpec)
     );
 }

@@ -1,11 +1,11 @@
-//! The cover backup: right after a failover (and again after a move to the buffer), an
+//! The cover backup: right after a failover (and again after each move between targets), an
 //! on-demand backup on the storage backups now go to, so the backups missed during the
 //! outage are covered without waiting for the next schedule.
 
 use crate::k8s::events::EventType;
 
 use super::super::effect::{Effect, Note, Plan, Playbook, RunBackup, Stage, run_backup_name};
-use super::super::journal::{Journal, Phase};
+use super::super::journal::{Journal, Phase, TargetKind};
 use super::Context;
 
 /// Plans the cover backup of the run `journal` records (nothing needs observing: the backup's
@@ -14,13 +14,20 @@ pub fn plan(ctx: &Context<'_>, journal: Option<Journal>) -> Plan {
     let Some(mut journal) = journal else {
         return super::no_journal();
     };
-    // A run that moved to the buffer covers again there, under a name of its own.
-    let purpose = if journal.moved_to_buffer_at.is_some() {
+    // A run that moved covers again on its new target, under a name of its own for each
+    // move (a run may return to a target it covered before).
+    let on_buffer = journal.target_kind == TargetKind::Buffer;
+    let purpose = if on_buffer && journal.moved_to_buffer_at.is_some() {
         "cover-buffer"
     } else {
         "cover"
     };
-    let name = run_backup_name(&ctx.key.name, purpose, &journal.run_id);
+    let name = match (journal.moves, on_buffer) {
+        (0, _) | (1, true) => purpose.to_owned(),
+        (n, true) => format!("cover-buffer-{n}"),
+        (n, false) => format!("cover-move-{n}"),
+    };
+    let name = run_backup_name(&ctx.key.name, &name, &journal.run_id);
     journal.cover_backup = Some(name.clone());
     let storage = journal.target_storage.clone();
     let backup = RunBackup {

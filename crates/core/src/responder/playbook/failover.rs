@@ -1,6 +1,7 @@
-//! Failover: switch backups to the secondary, verified healthy just now, else to the PVC
-//! buffer; within the per-cluster cool-down and the global limit; refused, with an Event,
-//! when the cluster has nothing to protect or nowhere to go.
+//! Failover: switch backups to the first secondary, in the policy's order, that passes a
+//! check made just now, else to the PVC buffer; within the per-cluster cool-down and the
+//! global limit; refused, with an Event, when the cluster has nothing to protect or nowhere
+//! to go.
 
 use std::time::Duration;
 
@@ -12,8 +13,8 @@ use crate::k8s::events::EventType;
 use super::super::cluster::backup_spec;
 use super::super::effect::{Effect, Note, Plan, Playbook, RunResult, Stage};
 use super::super::engine::{Engine, EngineError};
-use super::super::journal::{JOURNAL_VERSION, Journal, Phase, TargetKind};
-use super::super::plan::{self, FailoverPlan, PlanError};
+use super::super::journal::{JOURNAL_VERSION, Journal, ORDERED_JOURNAL_VERSION, Phase, TargetKind};
+use super::super::plan::{self, Destination, FailoverPlan, PlanError};
 use super::Context;
 
 const PLAYBOOK: Playbook = Playbook::Failover;
@@ -28,11 +29,11 @@ pub struct Observed {
     /// Managed clusters that failed over within the global window (0 when the cool-down
     /// already holds the run back: not counted then).
     pub recent_failovers: u32,
-    /// The failover to the secondary, as planned.
-    pub secondary: Result<FailoverPlan, PlanError>,
-    /// The fresh check of the secondary (`None`: not checked, because there is nothing to
-    /// check or a rate limit holds the run back).
-    pub secondary_check: Option<Result<(), String>>,
+    /// The failover to each secondary in order, as planned, with its fresh check (`None`:
+    /// not checked, because there is nothing to check, a rate limit holds the run back, or
+    /// a better secondary passed). Never empty: a policy without secondaries has the first
+    /// one's [`PlanError::NoTarget`].
+    pub secondaries: Vec<Candidate>,
     /// The id the run gets if it happens.
     pub run_id: String,
     /// How far the failure of each protected storage reaches, as the prober judges it
@@ -40,8 +41,18 @@ pub struct Observed {
     pub blast: Option<String>,
 }
 
-/// Reads what a failover needs: the other clusters' journals (for the global limit) and a
-/// fresh check of the secondary; neither when a rate limit holds the run back anyway.
+/// One secondary a failover may go to.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The failover to it, as planned.
+    pub plan: Result<FailoverPlan, PlanError>,
+    /// Its fresh check.
+    pub check: Option<Result<(), String>>,
+}
+
+/// Reads what a failover needs: the other clusters' journals (for the global limit) and
+/// fresh checks of the secondaries in order until one passes; neither when a rate limit
+/// holds the run back anyway.
 ///
 /// # Errors
 ///
@@ -53,13 +64,19 @@ pub async fn observe(
     previous: Option<Journal>,
 ) -> Result<Observed, EngineError> {
     let backup = backup_spec(object);
-    let secondary = plan::plan_failover(&backup, &ctx.managed.failover, TargetKind::Secondary);
+    let policy = &ctx.managed.failover;
+    let ranks = policy.ordered_secondaries().count().max(1);
+    let secondaries = (0..ranks)
+        .map(|rank| Candidate {
+            plan: plan::plan_failover(&backup, policy, Destination::Secondary(rank)),
+            check: None,
+        })
+        .collect();
     let mut observed = Observed {
         backup,
         previous,
         recent_failovers: 0,
-        secondary,
-        secondary_check: None,
+        secondaries,
         run_id: uuid::Uuid::new_v4().to_string(),
         blast: None,
     };
@@ -80,19 +97,25 @@ pub async fn observe(
     if observed.recent_failovers >= ctx.config.responder.rate_limits.global_max_failovers {
         return Ok(observed);
     }
-    if let Ok(target) = &observed.secondary {
+    for candidate in &mut observed.secondaries {
+        let Ok(target) = &candidate.plan else {
+            continue;
+        };
         let definition = target.verify.clone().unwrap_or(Value::Null);
-        observed.secondary_check = Some(
-            engine
-                .verify(
-                    PLAYBOOK,
-                    Stage::VerifySecondary,
-                    ctx.key,
-                    &target.target_storage,
-                    &definition,
-                )
-                .await,
-        );
+        let check = engine
+            .verify(
+                PLAYBOOK,
+                Stage::VerifySecondary,
+                ctx.key,
+                &target.target_storage,
+                &definition,
+            )
+            .await;
+        let passed = check.is_ok();
+        candidate.check = Some(check);
+        if passed {
+            break;
+        }
     }
     Ok(observed)
 }
@@ -103,8 +126,7 @@ pub fn plan(ctx: &Context<'_>, observed: Observed) -> Plan {
         backup,
         previous,
         recent_failovers,
-        secondary,
-        secondary_check,
+        secondaries,
         run_id,
         blast,
     } = observed;
@@ -142,25 +164,36 @@ pub fn plan(ctx: &Context<'_>, observed: Observed) -> Plan {
 
     let mut reasons = Vec::new();
     let mut chosen = None;
-    match (secondary, secondary_check) {
-        (Ok(target), Some(Ok(()))) => chosen = Some(target),
-        (Ok(_), Some(Err(problem))) => reasons.push(format!("secondary unhealthy: {problem}")),
-        (Ok(_), None) => reasons.push("the secondary was not checked".to_owned()),
-        (Err(e @ (PlanError::NothingProtected(_) | PlanError::NoBackupSpec)), _) => {
-            return Plan::report(phase, None, e.to_string()).with([
-                Effect::CountRun(PLAYBOOK, RunResult::NoViableTarget),
-                Effect::Notice(Note::new(
-                    EventType::Warning,
-                    "FailoverRefused",
-                    "Failover",
-                    format!("nothing changed: {e}"),
-                )),
-            ]);
+    let several = secondaries.len() > 1;
+    for (rank, candidate) in secondaries.into_iter().enumerate() {
+        let which = if several {
+            format!("secondary {}", rank + 1)
+        } else {
+            "secondary".to_owned()
+        };
+        match (candidate.plan, candidate.check) {
+            (Ok(target), Some(Ok(()))) => {
+                chosen = Some(target);
+                break;
+            }
+            (Ok(_), Some(Err(problem))) => reasons.push(format!("{which} unhealthy: {problem}")),
+            (Ok(_), None) => reasons.push(format!("the {which} was not checked")),
+            (Err(e @ (PlanError::NothingProtected(_) | PlanError::NoBackupSpec)), _) => {
+                return Plan::report(phase, None, e.to_string()).with([
+                    Effect::CountRun(PLAYBOOK, RunResult::NoViableTarget),
+                    Effect::Notice(Note::new(
+                        EventType::Warning,
+                        "FailoverRefused",
+                        "Failover",
+                        format!("nothing changed: {e}"),
+                    )),
+                ]);
+            }
+            (Err(e), _) => reasons.push(e.to_string()),
         }
-        (Err(e), _) => reasons.push(e.to_string()),
     }
     if chosen.is_none() {
-        match plan::plan_failover(&backup, &ctx.managed.failover, TargetKind::Buffer) {
+        match plan::plan_failover(&backup, &ctx.managed.failover, Destination::Buffer) {
             Ok(target) => chosen = Some(target),
             Err(e) => reasons.push(e.to_string()),
         }
@@ -178,13 +211,20 @@ pub fn plan(ctx: &Context<'_>, observed: Observed) -> Plan {
         ]);
     };
 
+    // A Backstop that knows one secondary only must not continue a run on another.
+    let version = if matches!(target.destination, Destination::Secondary(rank) if rank > 0) {
+        ORDERED_JOURNAL_VERSION
+    } else {
+        JOURNAL_VERSION
+    };
     let journal = Journal {
-        version: JOURNAL_VERSION,
+        version,
         run_id,
         phase: Phase::FailedOver,
         strategy: target.strategy.to_owned(),
         target_kind: target.target_kind,
         target_storage: target.target_storage.clone(),
+        target_secondary: target.secondary.clone(),
         protected: target.protected.clone(),
         changes: target.changes.clone(),
         failed_over_at: ctx.now,
@@ -192,6 +232,8 @@ pub fn plan(ctx: &Context<'_>, observed: Observed) -> Plan {
         cancelled_backups: Vec::new(),
         blast_radius: blast.clone(),
         moved_to_buffer_at: None,
+        moves: 0,
+        moved_at: None,
         reverted_at: None,
         test_backup: None,
         finished_at: None,

@@ -7,18 +7,19 @@
 //! storage, a backup's state) and nothing else, and a pure `plan` function, unit-tested
 //! here without a server:
 //!
-//! - [`failover`]: switch backups to the secondary, verified healthy just now, else to the
-//!   buffer, within the rate limits;
+//! - [`failover`]: switch backups to the first secondary in order verified healthy just
+//!   now, else to the buffer, within the rate limits;
 //! - [`cancel`]: delete backups hung on the failed storage, so the operator's lock frees;
 //! - [`cover`]: the on-demand backup that covers what was missed before the failover;
-//! - [`move_to_buffer`]: leave a secondary that keeps failing its checks;
+//! - [`retarget`]: leave a target that keeps failing its checks, return to a better one
+//!   that has recovered;
 //! - [`revert`]: after the hold-down, restore exactly what the journal saved;
 //! - [`verify`]: the test backup that proves the revert.
 
 pub mod cancel;
 pub mod cover;
 pub mod failover;
-pub mod move_to_buffer;
+pub mod retarget;
 pub mod revert;
 pub mod verify;
 
@@ -28,7 +29,7 @@ use crate::config::{Config, ManagedCluster};
 
 use super::cluster::ClusterKey;
 use super::effect::Plan;
-use super::journal::{Journal, Phase, TargetKind};
+use super::journal::{Journal, Phase};
 
 /// The next step for a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,19 +44,19 @@ pub enum Step {
     Revert,
     /// Watch the test backup on the primary.
     Verify,
-    /// Check the secondary the cluster failed over to; move to the buffer when it keeps
-    /// failing.
-    WatchSecondary,
+    /// Check the targets of a failed-over cluster: leave one that keeps failing, return to a
+    /// better one that has recovered.
+    WatchTargets,
 }
 
 /// Decides the next step from whether the alerts want a failover and where the journal says
-/// the cluster is; `watch_secondary` is whether a failing secondary moves to the buffer.
-/// Pure, so every combination is tested.
+/// the cluster is; `watch_targets` is whether the run has targets to watch
+/// ([`retarget::watches`]). Pure, so every combination is tested.
 pub fn decide(
     wants_failover: bool,
     journal: Option<&Journal>,
     cover_wanted: bool,
-    watch_secondary: bool,
+    watch_targets: bool,
 ) -> Step {
     let phase = journal.map(|j| j.phase);
     match (wants_failover, phase) {
@@ -65,10 +66,8 @@ pub fn decide(
         (true, Some(Phase::FailedOver)) => {
             if cover_wanted && journal.is_some_and(|j| j.cover_backup.is_none()) {
                 Step::Cover
-            } else if watch_secondary
-                && journal.is_some_and(|j| j.target_kind == TargetKind::Secondary)
-            {
-                Step::WatchSecondary
+            } else if watch_targets {
+                Step::WatchTargets
             } else {
                 Step::Idle
             }
