@@ -70,6 +70,7 @@ fn main() -> ExitCode {
                 break_route: args.break_route,
                 hang: args.hang,
                 serial: args.serial,
+                ordered: args.ordered,
                 credentials,
                 webhook_token: args.webhook_token.clone(),
                 backend: sandbox_backend(args.api_server),

@@ -104,6 +104,29 @@ fn every_variant(api_server: &str) {
         ]);
         assert_steps(&hang, &steps);
     }
+    // Ordered targets: primary down, the first secondary down later, the second takes over;
+    // recovery in reverse. In place too: the primary's entry holds each secondary in turn.
+    for strategy in ["repoint", "in-place"] {
+        let ordered = drill(api_server, &["--ordered", "--strategy", strategy]);
+        assert_steps(
+            &ordered,
+            &[
+                "failover: backups now go to the secondary bucket pxc-backups-dr/cluster1",
+                "fault: first secondary's region us-east-1 answers 503",
+                "move down: backups of s3-us-west moved to the secondary bucket \
+                 pxc-backups-eu/cluster1 in eu-west-1",
+                "cover backup succeeded on the second secondary: backstop-cover-move-1-cluster1-",
+                "-> s3://pxc-backups-eu/",
+                "repair: first secondary's region us-east-1 answers again",
+                "move up after 3s of passing checks: backups of s3-us-west moved back up to \
+                 the secondary bucket pxc-backups-dr/cluster1 in us-east-1",
+                "cover backup succeeded on the first secondary: backstop-cover-move-2-cluster1-",
+                "scheduled backup succeeded on the failover target: cron-",
+                "revert: original backup settings restored",
+                "Succeeded on the primary; drill passed",
+            ],
+        );
+    }
     let buffer = drill(api_server, &["--break-secondary"]);
     assert_steps(
         &buffer,

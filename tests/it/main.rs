@@ -31,6 +31,7 @@ mod kube_sim;
 mod kubectl;
 mod least_privilege;
 mod operator_lock;
+mod ordered_targets;
 mod probe_cycle;
 mod prober;
 mod prober_tls;

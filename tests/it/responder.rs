@@ -91,11 +91,11 @@ pub(crate) async fn cluster(r: &Running) -> kube::api::DynamicObject {
         .unwrap()
 }
 
-fn backup_spec(object: &kube::api::DynamicObject) -> Value {
+pub(crate) fn backup_spec(object: &kube::api::DynamicObject) -> Value {
     object.data["spec"]["backup"].clone()
 }
 
-async fn journal(r: &Running) -> Option<Journal> {
+pub(crate) async fn journal(r: &Running) -> Option<Journal> {
     read_journal(&cluster(r).await).unwrap()
 }
 
@@ -716,7 +716,7 @@ async fn bad_requests_are_refused_and_change_nothing(backend: Backend) {
 }
 
 /// The sample cluster.
-fn sample_key() -> ClusterKey {
+pub(crate) fn sample_key() -> ClusterKey {
     ClusterKey {
         namespace: world::NAMESPACE.into(),
         name: world::CLUSTER.into(),
@@ -725,7 +725,7 @@ fn sample_key() -> ClusterKey {
 
 /// Records one alert episode on the sample cluster, firing or resolved, as the webhook
 /// would, for tests that drive an engine by hand.
-async fn write_intent(r: &Running, firing: bool) {
+pub(crate) async fn write_intent(r: &Running, firing: bool) {
     let mut i = intent::Intent::default();
     let at = "2026-11-24T03:10:30Z".parse().unwrap();
     i.observe(
@@ -752,7 +752,7 @@ async fn write_intent(r: &Running, firing: bool) {
 
 /// The configuration of an engine driven by hand: short intervals, one good probe of the
 /// primary before switching back.
-fn hand_driven_config(r: &Running) -> Config {
+pub(crate) fn hand_driven_config(r: &Running) -> Config {
     let mut config = r
         .world
         .backstop_config("127.0.0.1:0", &r.world.dir().join("token"))
@@ -764,7 +764,7 @@ fn hand_driven_config(r: &Running) -> Config {
 
 /// Reconciles the sample cluster with `engine` one step at a time, stepping the simulated
 /// operator between steps, until `done` holds for the journal.
-async fn step_until(
+pub(crate) async fn step_until(
     engine: &Engine,
     r: &Running,
     what: &'static str,
@@ -907,8 +907,12 @@ async fn a_failing_secondary_moves_to_the_buffer(backend: Backend, strategy: Str
         backups.get(&cover).await.unwrap().spec.storage_name,
         Some(direct.target_storage)
     );
-    // On the buffer there is nothing left to watch.
-    assert_eq!(engine.reconcile(&key).await.unwrap().note, "nothing to do");
+    // On the buffer the secondary is watched for its recovery (it still fails).
+    clock.advance(interval);
+    assert_eq!(
+        engine.reconcile(&key).await.unwrap().note,
+        "on the buffer; no better target has recovered for long enough"
+    );
 
     r.world.s3.faults().clear_all().await.unwrap();
     write_intent(&r, false).await;
@@ -933,7 +937,8 @@ async fn a_failing_secondary_moves_to_the_buffer_in_place(backend: Backend) {
 }
 
 on_both_backends!(a_failing_secondary_without_a_buffer_stays_and_says_so);
-/// No buffer to move to: the cluster stays on its failing secondary, and an Event says so.
+/// No other target to move to: the cluster stays on its failing secondary, and an Event
+/// says so.
 async fn a_failing_secondary_without_a_buffer_stays_and_says_so(backend: Backend) {
     let r = start(backend, |c| c.responder.enabled = false).await;
     let mut config = hand_driven_config(&r);
@@ -959,13 +964,13 @@ async fn a_failing_secondary_without_a_buffer_stays_and_says_so(backend: Backend
         clock.advance(interval);
         let outcome = engine.reconcile(&sample_key()).await.unwrap();
         assert!(
-            outcome.note.contains("cannot move to the buffer"),
+            outcome.note == "cannot move: no other target in the policy",
             "{outcome:?}"
         );
     }
     assert_eq!(journal(&r).await.unwrap(), on_secondary);
     assert_eq!(backup_spec(&cluster(&r).await), spec);
-    let refused = events(&r, "MoveToBufferRefused").await;
+    let refused = events(&r, "MoveRefused").await;
     assert_eq!(
         refused.len(),
         1,
@@ -975,7 +980,7 @@ async fn a_failing_secondary_without_a_buffer_stays_and_says_so(backend: Backend
         refused[0]
             .message
             .as_deref()
-            .is_some_and(|m| m.contains("no buffer")),
+            .is_some_and(|m| m.contains("no other target")),
         "{refused:?}"
     );
     r.stop().await;

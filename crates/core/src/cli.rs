@@ -114,6 +114,11 @@ pub struct SandboxArgs {
     /// backup to it stays Running until Backstop cancels it after the failover.
     #[arg(long, requires = "drill")]
     pub hang: bool,
+    /// Give the cluster a second secondary (ordered fallback targets): the primary breaks,
+    /// later the first secondary, and the second takes over; then recovery in reverse (the
+    /// first secondary takes the backups back, then the primary).
+    #[arg(long, requires = "drill", conflicts_with = "break_secondary")]
+    pub ordered: bool,
     /// Serialise the sample cluster's backups with the operator's lock
     /// (`allowParallel: false`), so a hung backup holds every later one back.
     #[arg(long, requires = "drill")]

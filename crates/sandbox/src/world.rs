@@ -35,6 +35,10 @@ pub const SECONDARY_STORAGE: &str = "s3-us-east";
 pub const PRIMARY_BUCKET: &str = "pxc-backups";
 /// The secondary bucket.
 pub const SECONDARY_BUCKET: &str = "pxc-backups-dr";
+/// The second secondary's bucket (region eu-west-1), for ordered fallback targets.
+pub const TERTIARY_BUCKET: &str = "pxc-backups-eu";
+/// The storage name of the second secondary in [`World::ordered_secondaries`].
+pub const TERTIARY_STORAGE: &str = "backstop-tertiary";
 /// The Secret with the S3 keys, in [`NAMESPACE`].
 pub const CREDENTIALS_SECRET: &str = "s3-credentials";
 /// The sample schedule's name.
@@ -156,6 +160,10 @@ impl World {
                     name: s3::SECONDARY_REGION.into(),
                     buckets: vec![SECONDARY_BUCKET.into()],
                 },
+                RegionConfig {
+                    name: s3::TERTIARY_REGION.into(),
+                    buckets: vec![TERTIARY_BUCKET.into()],
+                },
             ],
         })
         .await?;
@@ -227,6 +235,22 @@ impl World {
             endpoint = self.endpoint(s3::SECONDARY_REGION),
         );
         config::load_str(&yaml)
+    }
+
+    /// Adds a second secondary to the sample cluster's policy in `config`: bucket
+    /// [`TERTIARY_BUCKET`] in its own region, tried after the first.
+    pub fn ordered_secondaries(&self, config: &mut Config) {
+        let Some(cluster) = config.clusters.first_mut() else {
+            return;
+        };
+        let Some(mut second) = cluster.failover.secondary.clone() else {
+            return;
+        };
+        second.storage_name = TERTIARY_STORAGE.to_owned();
+        second.bucket = format!("{TERTIARY_BUCKET}/{CLUSTER}");
+        second.region = s3::TERTIARY_REGION.to_owned();
+        second.endpoint_url = Some(self.endpoint(s3::TERTIARY_REGION));
+        cluster.failover.secondaries = vec![second];
     }
 
     async fn seed(&self, options: &WorldOptions) -> Result<(), WorldError> {

@@ -7,7 +7,8 @@
 //! backup lands on the failover target; the primary is repaired; the alert resolves; Backstop
 //! reverts and proves it with a test backup. Every step has a deadline; the drill succeeds
 //! only if every step happened. With `break_route`, the firing notification is held back (a
-//! broken route) until Backstop's alert-route check reports it missing.
+//! broken route) until Backstop's alert-route check reports it missing. With `ordered`, the
+//! cluster has two secondaries and the first one fails too, while failed over.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +48,9 @@ pub struct DrillOptions {
     pub hang: bool,
     /// Serialise the cluster's backups with the operator's lock (`allowParallel: false`).
     pub serial: bool,
+    /// Give the cluster a second secondary, break the first one after the failover, and
+    /// recover in reverse ([`ordered`]).
+    pub ordered: bool,
     /// The sandbox's S3 keys; `None` makes random ones.
     pub credentials: Option<backstop::s3::client::StaticCredentials>,
     /// The webhook's bearer token; `None` makes a random one.
@@ -274,6 +278,9 @@ async fn drive(
     if let Some(c) = config.clusters.first_mut() {
         c.failover.strategy = options.strategy;
     }
+    if options.ordered {
+        ordered::configure(world, &mut config);
+    }
     let app = App::bind_with(
         config.clone(),
         Some(world.client.clone()),
@@ -467,6 +474,9 @@ async fn script(
     }
 
     hung::cancelled_then_covered(world, hung.as_deref(), &mut t, fault_at).await?;
+    if options.ordered {
+        ordered::down_and_back_up(world, &mut t).await?;
+    }
 
     // The next scheduled backup: move the operator's clock to the next minute.
     operator_clock.advance(jiff::SignedDuration::from_secs(60));
@@ -558,4 +568,5 @@ pub(super) async fn read_cluster_journal(world: &World) -> Result<Option<Journal
 }
 
 mod hung;
+mod ordered;
 mod reqwest_like;

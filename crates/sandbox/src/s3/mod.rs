@@ -33,6 +33,8 @@ pub use requests::{RequestKey, Requests};
 pub const PRIMARY_REGION: &str = "us-west-2";
 /// The region the sandbox fails backups over to.
 pub const SECONDARY_REGION: &str = "us-east-1";
+/// The region of the sandbox's second secondary, for ordered fallback targets.
+pub const TERTIARY_REGION: &str = "eu-west-1";
 
 /// What the embedded S3 serves.
 #[derive(Debug, Clone)]
