@@ -452,3 +452,6 @@ fn refused(
 fn stays(requeue: Option<Duration>, note: String) -> Plan {
     Plan::report(Some(Phase::FailedOver), requeue, note)
 }
+
+#[cfg(test)]
+mod tests;
