@@ -162,6 +162,7 @@ pub fn render_table(rows: &[StatusRow]) -> String {
             .and_then(|j| {
                 j.get("finishedAt")
                     .or_else(|| j.get("revertedAt"))
+                    .or_else(|| j.get("movedAt"))
                     .or_else(|| j.get("movedToBufferAt"))
                     .or_else(|| j.get("failedOverAt"))
             })
@@ -169,10 +170,21 @@ pub fn render_table(rows: &[StatusRow]) -> String {
             .unwrap_or("-")
             .to_owned();
         let moved = j.is_some_and(|j| j.get("movedToBufferAt").is_some());
-        let target = match (field("targetKind").as_str(), field("targetStorage")) {
-            ("-", _) => "-".to_owned(),
-            (kind, storage) if moved => format!("{kind}:{storage} (moved from the secondary)"),
-            (kind, storage) => format!("{kind}:{storage}"),
+        let moves = j
+            .and_then(|j| j.get("moves"))
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        // In place, the entry is the primary's: the secondary it now holds is named too.
+        let storage = match field("targetSecondary").as_str() {
+            "-" => field("targetStorage"),
+            name if name == field("targetStorage") => name.to_owned(),
+            name => format!("{}={name}", field("targetStorage")),
+        };
+        let target = match field("targetKind").as_str() {
+            "-" => "-".to_owned(),
+            kind if moves > 0 => format!("{kind}:{storage} (after {moves} move(s))"),
+            kind if moved => format!("{kind}:{storage} (moved from the secondary)"),
+            kind => format!("{kind}:{storage}"),
         };
         lines.push([
             row.namespace.clone(),
@@ -274,6 +286,29 @@ mod tests {
             3,
             "no route line without a word from the check: {table}"
         );
+    }
+
+    #[test]
+    fn a_run_that_moved_between_targets_names_the_secondary_and_counts_the_moves() {
+        let table = render_table(&[
+            row(json!({
+                "phase": "FailedOver", "targetKind": "secondary", "targetStorage": "s3-us-west",
+                "targetSecondary": "dr-eu", "strategy": "in-place", "moves": 2,
+                "failedOverAt": "2026-11-24T03:10:30Z", "movedAt": "2026-11-24T03:40:30Z",
+                "runId": "r1",
+            })),
+            row(json!({
+                "phase": "FailedOver", "targetKind": "secondary", "targetStorage": "dr-eu",
+                "targetSecondary": "dr-eu", "failedOverAt": "2026-11-24T03:10:30Z", "runId": "r2",
+            })),
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[1].contains("secondary:s3-us-west=dr-eu (after 2 move(s))"),
+            "{table}"
+        );
+        assert!(lines[1].contains("2026-11-24T03:40:30Z"), "{table}");
+        assert!(lines[2].contains("secondary:dr-eu  "), "{table}");
     }
 
     #[test]
