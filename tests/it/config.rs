@@ -198,9 +198,9 @@ fn ordered_secondaries_need_names_of_their_own() {
         "{MINIMAL}clusters:\n  - namespace: ns\n    name: c\n    failover:\n         \x20     secondary: {secondary}\n         \x20     secondaries: [{secondary}, {{storage_name: b, bucket: x, region: r, credentials_secret: s}}]\n         \x20     buffer: {{storage_name: b, size: 1Gi}}\n"
     ));
     for expected in [
-        "clusters[0].failover.secondaries[0].storage_name: \"backstop-secondary\" is already the storage_name of failover.secondary: each secondary needs its own",
+        "clusters[0].failover.secondaries[0].storage_name: \"backstop-secondary\" is already the storage_name of clusters[0].failover.secondary: each secondary needs its own",
         "clusters[0].failover.secondaries[1].bucket: ",
-        "clusters[0].failover.buffer.storage_name: must differ from the storage_name of failover.secondaries[1]",
+        "clusters[0].failover.buffer.storage_name: must differ from the storage_name of clusters[0].failover.secondaries[1]",
     ] {
         assert!(
             found.iter().any(|p| p.starts_with(expected)),

@@ -51,7 +51,7 @@ pub enum PitrOnBuffer {
 }
 
 /// The failover policy of one cluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailoverPolicy {
     /// `repoint` (default) or `in-place`.

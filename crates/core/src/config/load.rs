@@ -200,6 +200,62 @@ pub fn load_str(text: &str) -> Result<Config, ConfigError> {
 }
 
 /// Turns a JSON Schema violation into the field errors a user reads.
+/// Reads the failover policy of the cluster `namespace/name` that opted in (see
+/// [`OptInConfig`](super::OptInConfig)): `policy` is the defaults with the annotations'
+/// overrides, as JSON, checked by the same schema and rules as a `clusters[]` entry, in the
+/// light of `config` (its watched namespaces). Every problem is reported, its path starting
+/// at `failover`.
+///
+/// # Errors
+///
+/// Every problem found, when there is one.
+pub fn load_opt_in_policy(
+    config: &Config,
+    namespace: &str,
+    name: &str,
+    policy: Value,
+) -> Result<super::ManagedCluster, Vec<FieldError>> {
+    const AT: &str = "clusters[0].";
+    let value = serde_json::json!({
+        "kubernetes": {"namespaces": config.kubernetes.namespaces},
+        "clusters": [{"namespace": namespace, "name": name, "failover": policy}],
+    });
+    let ours = |errors: Vec<FieldError>| -> Vec<FieldError> {
+        errors
+            .into_iter()
+            .filter_map(|e| {
+                let path = e.path.strip_prefix(AT)?.to_owned();
+                Some(FieldError { path, ..e })
+            })
+            .collect()
+    };
+    let validator = VALIDATOR
+        .as_ref()
+        .map_err(|e| vec![FieldError::new("", format!("schema: {e}"))])?;
+    let mut errors = ours(validator.iter_errors(&value).flat_map(describe).collect());
+    if !errors.is_empty() {
+        errors.sort_by(|a, b| a.path.cmp(&b.path));
+        errors.dedup();
+        return Err(errors);
+    }
+    let parsed: Config = serde_path_to_error::deserialize(&value).map_err(|e| {
+        vec![FieldError::new(
+            e.path()
+                .to_string()
+                .trim_start_matches('.')
+                .trim_start_matches(AT),
+            e.inner().to_string(),
+        )]
+    })?;
+    let errors = ours(validate::check(&parsed));
+    let mut clusters = parsed.clusters;
+    match (errors.is_empty(), clusters.pop()) {
+        (true, Some(cluster)) => Ok(cluster),
+        (true, None) => Err(vec![FieldError::new("failover", "no policy")]),
+        (false, _) => Err(errors),
+    }
+}
+
 fn describe(error: jsonschema::ValidationError<'_>) -> Vec<FieldError> {
     let path = dotted(error.instance_path());
     match error.kind() {

@@ -9,6 +9,7 @@
 mod cluster;
 mod duration;
 mod load;
+mod opt_in;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -20,7 +21,8 @@ pub use cluster::{
     BufferPolicy, FailoverPolicy, ManagedCluster, PitrOnBuffer, SecondaryTarget, Strategy,
 };
 pub use duration::{DURATION_PATTERN, HumanDuration};
-pub use load::{ConfigError, FieldError, json_schema, load_file, load_str};
+pub use load::{ConfigError, FieldError, json_schema, load_file, load_opt_in_policy, load_str};
+pub use opt_in::{LabelOperator, LabelRequirement, LabelSelectorConfig, OptInConfig};
 
 /// The default listen address. Port 10317: the Prometheus exporter range 9100–9999 is fully
 /// allocated, so new exporters take ports above 10000; 10317 is not on the allocation list.
@@ -47,8 +49,11 @@ pub struct Config {
     /// The Alertmanager webhook receiver and the playbooks it drives.
     pub responder: ResponderConfig,
     /// The clusters Backstop may change (opt-in), each with its failover policy. Clusters not
-    /// listed are observed (probed, exported) but never changed.
+    /// listed (and not opted in by `opt_in`) are observed (probed, exported) but never
+    /// changed.
     pub clusters: Vec<ManagedCluster>,
+    /// Clusters that opt in themselves, by annotation or label, with default policy.
+    pub opt_in: OptInConfig,
 }
 
 /// HTTP server settings.

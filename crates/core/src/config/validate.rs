@@ -21,7 +21,26 @@ pub fn check(config: &Config) -> Vec<FieldError> {
         check_cluster(config, i, cluster, &mut errors);
     }
     check_duplicate_clusters(config, &mut errors);
+    check_opt_in(config, &mut errors);
     errors
+}
+
+fn check_opt_in(config: &Config, errors: &mut Vec<FieldError>) {
+    let opt_in = &config.opt_in;
+    if let Some(selector) = &opt_in.label_selector
+        && let Err(problems) = selector.to_selector()
+    {
+        for (path, problem) in problems {
+            let path = if path.is_empty() {
+                "opt_in.label_selector".to_owned()
+            } else {
+                format!("opt_in.label_selector.{path}")
+            };
+            errors.push(FieldError::new(path, problem));
+        }
+    }
+    // The defaults may leave the target to each cluster's annotations.
+    check_policy("opt_in.defaults", &opt_in.defaults, false, errors);
 }
 
 fn check_server(config: &Config, errors: &mut Vec<FieldError>) {
@@ -218,23 +237,35 @@ fn check_cluster(
             ),
         ));
     }
-    let policy = &cluster.failover;
-    if policy.ordered_secondaries().next().is_none() && policy.buffer.is_none() {
+    check_policy(&at("failover"), &cluster.failover, true, errors);
+}
+
+/// The rules of one failover policy, whose fields' paths start with `prefix`; a policy that
+/// must be usable on its own (`needs_target`, unlike the opt-in defaults, which a cluster's
+/// annotations may complete) needs somewhere to go.
+pub(super) fn check_policy(
+    prefix: &str,
+    policy: &super::FailoverPolicy,
+    needs_target: bool,
+    errors: &mut Vec<FieldError>,
+) {
+    let at = |field: &str| format!("{prefix}.{field}");
+    if needs_target && policy.ordered_secondaries().next().is_none() && policy.buffer.is_none() {
         errors.push(FieldError::new(
-            at("failover"),
+            prefix,
             "needs a secondary or a buffer (or both): otherwise failover has nowhere to go",
         ));
     }
     let secondaries = policy
         .secondary
         .iter()
-        .map(|s| ("failover.secondary".to_owned(), s))
+        .map(|s| ("secondary".to_owned(), s))
         .chain(
             policy
                 .secondaries
                 .iter()
                 .enumerate()
-                .map(|(j, s)| (format!("failover.secondaries[{j}]"), s)),
+                .map(|(j, s)| (format!("secondaries[{j}]"), s)),
         );
     let mut names: BTreeMap<&str, String> = BTreeMap::new();
     for (path, secondary) in secondaries {
@@ -246,7 +277,7 @@ fn check_cluster(
         if policy.storage.as_deref() == Some(secondary.storage_name.as_str()) {
             errors.push(FieldError::new(
                 field("storage_name"),
-                "must differ from failover.storage (the storage being protected)",
+                format!("must differ from {prefix}.storage (the storage being protected)"),
             ));
         }
         if !is_storage_name(&secondary.storage_name) {
@@ -260,7 +291,7 @@ fn check_cluster(
             errors.push(FieldError::new(
                 field("storage_name"),
                 format!(
-                    "{:?} is already the storage_name of {first}: each secondary needs its own",
+                    "{:?} is already the storage_name of {prefix}.{first}: each secondary needs its own",
                     secondary.storage_name
                 ),
             ));
@@ -280,7 +311,7 @@ fn check_cluster(
     if let Some(buffer) = &policy.buffer {
         if !is_quantity(&buffer.size) {
             errors.push(FieldError::new(
-                at("failover.buffer.size"),
+                at("buffer.size"),
                 format!(
                     "{:?} is not a Kubernetes quantity (e.g. 100Gi)",
                     buffer.size
@@ -289,7 +320,7 @@ fn check_cluster(
         }
         if buffer.access_modes.is_empty() {
             errors.push(FieldError::new(
-                at("failover.buffer.access_modes"),
+                at("buffer.access_modes"),
                 "must name at least one access mode",
             ));
         }
@@ -303,21 +334,21 @@ fn check_cluster(
             .contains(&mode.as_str())
             {
                 errors.push(FieldError::new(
-                    at(&format!("failover.buffer.access_modes[{j}]")),
+                    at(&format!("buffer.access_modes[{j}]")),
                     format!("{mode:?} is not an access mode"),
                 ));
             }
         }
         if !is_storage_name(&buffer.storage_name) {
             errors.push(FieldError::new(
-                at("failover.buffer.storage_name"),
+                at("buffer.storage_name"),
                 "must be a lowercase name of letters, digits and '-'",
             ));
         }
         if let Some(secondary) = names.get(buffer.storage_name.as_str()) {
             errors.push(FieldError::new(
-                at("failover.buffer.storage_name"),
-                format!("must differ from the storage_name of {secondary}"),
+                at("buffer.storage_name"),
+                format!("must differ from the storage_name of {prefix}.{secondary}"),
             ));
         }
     }
