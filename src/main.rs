@@ -194,7 +194,9 @@ fn run_manual(args: &backstop::cli::PlaybookArgs, which: Manual) -> ExitCode {
                     ExitCode::from(EXIT_UNHEALTHY)
                 }
             }
-            Err(e @ manual::ManualError::Unmanaged(_)) => {
+            Err(
+                e @ (manual::ManualError::Unmanaged(_) | manual::ManualError::OptInInvalid(..)),
+            ) => {
                 eprintln!("backstop: {e}");
                 ExitCode::from(EXIT_USAGE)
             }

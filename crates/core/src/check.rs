@@ -145,7 +145,7 @@ pub async fn run(
         list_into(&mut index, config, client).await?;
     }
 
-    let (targets, problems) = desired_targets(index.storages(), config);
+    let (targets, problems) = desired_targets(index.storages(), index.cluster_metadata(), config);
     for problem in problems {
         tracing::info!(%problem, "storage not probed");
     }

@@ -1,18 +1,23 @@
 //! Which targets to probe: every S3 storage of every watched cluster (when `probe.discover`
-//! is on), every secondary of every managed cluster's failover policy (failover may only go to a
+//! is on), every secondary of every managed cluster's failover policy (opted-in clusters'
+//! too) (failover may only go to a
 //! target that has been probed), and the configuration's static targets. Identical targets
 //! used by several clusters are probed once; storages that are not S3 are skipped.
 
 use std::collections::BTreeMap;
 
-use crate::config::{CaBundleSecret, Config, SecondaryTarget};
+use crate::config::{CaBundleSecret, Config, ManagedCluster, SecondaryTarget};
 use crate::probe::target::{Target, TargetError, dedupe};
 use crate::pxc::{S3Storage, Storage};
+use crate::responder::opt_in::{Source, resolve};
+use crate::watch::index::ClusterMetadata;
 
-/// The targets `config` and the clusters' `storages` call for, and the entries that could not
-/// be made into targets (reported, not fatal).
+/// The targets `config` and the clusters' `storages` call for (and, for clusters that opted
+/// in by their `metadata`, their policies' secondaries), and the entries that could not be
+/// made into targets (reported, not fatal).
 pub fn desired_targets(
     storages: &BTreeMap<(String, String), BTreeMap<String, Storage>>,
+    metadata: &BTreeMap<(String, String), ClusterMetadata>,
     config: &Config,
 ) -> (Vec<Target>, Vec<TargetError>) {
     let mut targets = Vec::new();
@@ -27,7 +32,16 @@ pub fn desired_targets(
             }
         }
     }
-    for managed in &config.clusters {
+    let opted_in = metadata
+        .iter()
+        .filter(|_| config.opt_in.enabled())
+        .filter_map(|((namespace, name), m)| {
+            let resolved = resolve(config, namespace, name, &m.labels, &m.annotations);
+            let managed = resolved.managed()?;
+            (managed.source != Source::Config).then(|| managed.cluster.clone())
+        });
+    let managed: Vec<ManagedCluster> = config.clusters.iter().cloned().chain(opted_in).collect();
+    for managed in &managed {
         for secondary in managed.failover.ordered_secondaries() {
             let (name, storage) = secondary_storage(secondary);
             match Target::from_storage(&managed.namespace, &managed.name, &name, &storage) {

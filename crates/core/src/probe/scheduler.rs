@@ -145,7 +145,10 @@ async fn run(
             if seen_generation == Some(generation) {
                 continue;
             }
-            (generation, desired_targets(index.storages(), &config))
+            (
+                generation,
+                desired_targets(index.storages(), index.cluster_metadata(), &config),
+            )
         };
         seen_generation = Some(generation);
         let (targets, problems) = desired;

@@ -50,6 +50,14 @@ pub fn cluster_api(client: &kube::Client, namespace: &str) -> Api<DynamicObject>
     )
 }
 
+/// The raw API of PerconaXtraDBClusters in every namespace (listing opted-in clusters).
+pub fn cluster_api_all(client: &kube::Client) -> Api<DynamicObject> {
+    Api::all_with(
+        client.clone(),
+        &ApiResource::erase::<PerconaXtraDBCluster>(&()),
+    )
+}
+
 /// Whether the cluster carries the kill switch ([`PAUSE_ANNOTATION`] = `"true"`).
 pub fn is_paused(object: &DynamicObject) -> bool {
     object

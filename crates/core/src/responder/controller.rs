@@ -23,6 +23,7 @@ use crate::watch::runtime::Informers;
 use super::cluster::ClusterKey;
 use super::effect::RUN_LABEL;
 use super::engine::{Engine, EngineError};
+use super::opt_in::Resolution;
 
 /// How long after a failed step it is retried.
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
@@ -69,7 +70,9 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        // One controller per informer scope that holds a managed cluster.
+        // One controller per informer scope that holds a managed cluster (every scope when
+        // clusters may opt in: any cluster may do so at any time).
+        let opt_in = engine.config().opt_in.enabled();
         let managed: Vec<ClusterKey> = engine
             .config()
             .clusters
@@ -86,7 +89,7 @@ pub fn spawn(
             .clusters
             .iter()
             .zip(&informers.backups)
-            .filter(|(clusters, _)| managed.iter().any(|k| clusters.covers(&k.namespace)))
+            .filter(|(clusters, _)| opt_in || managed.iter().any(|k| clusters.covers(&k.namespace)))
             .map(|(c, b)| (c.clone(), b.clone()))
             .collect();
         loop {
@@ -109,6 +112,14 @@ pub fn spawn(
                 // listed long ago, so nothing else would wake it.
                 for key in managed.iter().filter(|k| clusters.covers(&k.namespace)) {
                     let _ = tx.unbounded_send(cluster_ref(key));
+                }
+                if opt_in {
+                    runs.push(tokio::spawn(poke_opted_in(
+                        engine.clone(),
+                        clusters.clone(),
+                        tx.clone(),
+                        term.clone(),
+                    )));
                 }
                 triggers
                     .senders
@@ -148,6 +159,28 @@ pub fn spawn(
             }
         }
     })
+}
+
+/// Once the scope's first list is in, pokes every cluster in it that opted in (or asks to
+/// and cannot): like the clusters in `clusters[]`, a new leader looks at each once.
+async fn poke_opted_in(
+    engine: Arc<Engine>,
+    clusters: Informer<DynamicObject>,
+    tx: Poker,
+    term: CancellationToken,
+) {
+    let Some(store) = clusters.store().cloned() else {
+        return;
+    };
+    tokio::select! {
+        ready = store.wait_until_ready() => if ready.is_err() { return },
+        () = term.cancelled() => return,
+    }
+    for object in store.state() {
+        if engine.resolution(&object) != Resolution::Unmanaged {
+            let _ = tx.unbounded_send(cluster_ref(&ClusterKey::of(&object)));
+        }
+    }
 }
 
 async fn run_scope(
@@ -206,7 +239,12 @@ async fn reconcile(
     engine: Arc<Engine>,
 ) -> Result<Action, EngineError> {
     let key = ClusterKey::of(&cluster);
-    if engine.managed(&key).is_none() {
+    // Decided from the cached object first, so clusters nobody manages cost no request.
+    if engine.resolution(&cluster) == Resolution::Unmanaged {
+        engine
+            .metrics()
+            .set_opt_in_invalid(&key.namespace, &key.name, false);
+        engine.report_unmanaged((*cluster).clone()).await?;
         return Ok(Action::await_change());
     }
     let outcome = engine.reconcile(&key).await?;

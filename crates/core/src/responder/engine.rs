@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::clock::Clock;
-use crate::config::{Config, ManagedCluster};
+use kube::api::DynamicObject;
+
+use crate::config::Config;
 use crate::k8s::events::EventType;
 use crate::probe::cycle::TargetState;
 
@@ -26,6 +28,7 @@ use super::effect::{Effect, Note, Outcome, Plan, Playbook, Stage};
 use super::intent::Intent;
 use super::journal::{JOURNAL_ANNOTATION, Journal, Phase};
 use super::metrics::ResponderMetrics;
+use super::opt_in::{self, Resolution};
 use super::playbook::{self, Context, Step, cancel, cover, failover, retarget, revert, verify};
 use super::verify::{check_storage, verify_storage};
 
@@ -46,8 +49,8 @@ pub enum EngineError {
         "cluster {0} changed {MAX_CONFLICTS} times while a step was being written; retrying later"
     )]
     Conflicts(ClusterKey),
-    /// The cluster is not in the configuration's `clusters`.
-    #[error("cluster {0} is not managed by Backstop (not in `clusters`)")]
+    /// The cluster is neither in the configuration's `clusters` nor opted in.
+    #[error("cluster {0} is not managed by Backstop (not in `clusters`, not opted in)")]
     Unmanaged(ClusterKey),
 }
 
@@ -124,12 +127,9 @@ impl Engine {
         &self.applier
     }
 
-    /// The managed cluster's policy, if it is managed.
-    pub fn managed(&self, key: &ClusterKey) -> Option<&ManagedCluster> {
-        self.config
-            .clusters
-            .iter()
-            .find(|c| c.namespace == key.namespace && c.name == key.name)
+    /// Whether and how the cluster `object` is managed ([`opt_in::resolve_object`]).
+    pub fn resolution(&self, object: &DynamicObject) -> Resolution {
+        opt_in::resolve_object(&self.config, object)
     }
 
     /// The engine's clock: what every time it records (journal, intents, backups) is read
@@ -166,12 +166,8 @@ impl Engine {
     /// [`EngineError`] when the cluster is not managed, a request failed, or the cluster kept
     /// changing; the caller retries.
     pub async fn reconcile(&self, key: &ClusterKey) -> Result<Outcome, EngineError> {
-        let managed = self
-            .managed(key)
-            .cloned()
-            .ok_or_else(|| EngineError::Unmanaged(key.clone()))?;
         for _ in 0..MAX_CONFLICTS {
-            match self.step(key, &managed).await? {
+            match self.step(key).await? {
                 Applied::Done(outcome) => return Ok(outcome),
                 Applied::Conflict => {
                     tracing::info!(cluster = %key, "cluster changed while writing; re-reading and re-planning");
@@ -181,17 +177,35 @@ impl Engine {
         Err(EngineError::Conflicts(key.clone()))
     }
 
-    async fn step(
-        &self,
-        key: &ClusterKey,
-        managed: &ManagedCluster,
-    ) -> Result<Applied, EngineError> {
+    async fn step(&self, key: &ClusterKey) -> Result<Applied, EngineError> {
         let Some(object) = self.applier.read(key).await? else {
             self.metrics.set_active(&key.namespace, &key.name, None);
             return Ok(Applied::Done(
                 Plan::report(None, None, "cluster not found").outcome,
             ));
         };
+        // Decided from the object just read, so an annotation changed a moment ago counts.
+        let managed = match self.resolution(&object) {
+            Resolution::Managed(managed) => {
+                self.metrics
+                    .set_opt_in_invalid(&key.namespace, &key.name, false);
+                managed.cluster
+            }
+            Resolution::Unmanaged => return Err(EngineError::Unmanaged(key.clone())),
+            Resolution::Invalid(problems) => {
+                self.metrics
+                    .set_opt_in_invalid(&key.namespace, &key.name, true);
+                let message = format!(
+                    "not managed: the cluster asks to be, but {}",
+                    problems.join("; ")
+                );
+                let plan = Plan::report(None, None, message.clone()).with([Effect::Notice(
+                    Note::new(EventType::Warning, "OptInInvalid", "OptIn", message),
+                )]);
+                return Ok(self.applier.apply(object, plan).await?);
+            }
+        };
+        let managed = &managed;
         if is_paused(&object) {
             return Ok(Applied::Done(
                 Plan::report(
@@ -319,6 +333,39 @@ impl Engine {
         Ok(Box::pin(self.applier.apply(object, plan)).await?)
     }
 
+    /// Says (once) that the cluster `object`, which Backstop does not manage (any more: it
+    /// left `clusters[]`, or its opt-in was withdrawn), still runs on a failover target by
+    /// its journal. Backstop does not act on it: the human who withdrew it decides.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError`] when the Event cannot be written.
+    pub async fn report_unmanaged(&self, object: DynamicObject) -> Result<(), EngineError> {
+        let Ok(Some(journal)) = read_journal(&object) else {
+            return Ok(());
+        };
+        if !matches!(journal.phase, Phase::FailedOver | Phase::Verifying) {
+            return Ok(());
+        }
+        let message = format!(
+            "not managed by Backstop any more (not in clusters[], not opted in), but its journal \
+             says {} (run {}): nothing will revert it; opt it in again, or restore the settings \
+             saved in the {JOURNAL_ANNOTATION} annotation by hand",
+            journal.phase.as_str(),
+            journal.run_id
+        );
+        let plan = Plan::report(Some(journal.phase), None, message.clone()).with([Effect::Notice(
+            Note::new(
+                EventType::Warning,
+                "UnmanagedWhileFailedOver",
+                "OptIn",
+                message,
+            ),
+        )]);
+        self.applier.apply(object, plan).await?;
+        Ok(())
+    }
+
     /// Failovers of managed clusters within the global window, from their journals (so the
     /// limit holds across restarts and replicas).
     ///
@@ -328,11 +375,7 @@ impl Engine {
     pub async fn recent_failovers(&self, now: jiff::Timestamp) -> Result<u32, EngineError> {
         let window = self.config.responder.rate_limits.global_window.get();
         let mut count = 0;
-        for managed in &self.config.clusters {
-            let key = ClusterKey {
-                namespace: managed.namespace.clone(),
-                name: managed.name.clone(),
-            };
+        for key in self.managed_keys().await? {
             let journal: Option<Journal> = self
                 .applier
                 .read(&key)
@@ -347,6 +390,47 @@ impl Engine {
             }
         }
         Ok(count)
+    }
+
+    /// Every managed cluster: those in `clusters[]`, and with opt-in on, every cluster in
+    /// the watched namespaces that opted in, listed from the API server (a failover is rare;
+    /// the count it limits must hold across replicas, so it is not read from a cache).
+    async fn managed_keys(&self) -> Result<Vec<ClusterKey>, EngineError> {
+        let mut keys: Vec<ClusterKey> = self
+            .config
+            .clusters
+            .iter()
+            .map(|c| ClusterKey {
+                namespace: c.namespace.clone(),
+                name: c.name.clone(),
+            })
+            .collect();
+        if self.config.opt_in.enabled() {
+            let scopes: Vec<Option<&str>> = if self.config.kubernetes.namespaces.is_empty() {
+                vec![None]
+            } else {
+                self.config
+                    .kubernetes
+                    .namespaces
+                    .iter()
+                    .map(|n| Some(n.as_str()))
+                    .collect()
+            };
+            for scope in scopes {
+                let api = match scope {
+                    Some(ns) => super::cluster::cluster_api(&self.client, ns),
+                    None => super::cluster::cluster_api_all(&self.client),
+                };
+                for object in api.list(&Default::default()).await?.items {
+                    if let Resolution::Managed(m) = self.resolution(&object)
+                        && m.source != opt_in::Source::Config
+                    {
+                        keys.push(ClusterKey::of(&object));
+                    }
+                }
+            }
+        }
+        Ok(keys)
     }
 
     /// A fresh check of a storage of `key` (HeadBucket and canary), timed as `stage`.

@@ -13,11 +13,12 @@ use crate::config::Config;
 
 use super::alertmanager::AlertStatus;
 use super::applier::{RecordError, Recorded};
-use super::cluster::ClusterKey;
+use super::cluster::{ClusterKey, cluster_api};
 use super::engine::{Engine, EngineError};
 use super::intent::{Intent, MANUAL_KEY};
 use super::journal::Phase;
 use super::metrics::ResponderMetrics;
+use super::opt_in::Resolution;
 
 /// Which playbook to run by hand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,9 +32,14 @@ pub enum Manual {
 /// Why a manual run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ManualError {
-    /// The cluster is not in `clusters`.
-    #[error("cluster {0} is not managed by Backstop (add it to `clusters`)")]
+    /// The cluster is not in `clusters` and did not opt in.
+    #[error(
+        "cluster {0} is not managed by Backstop (add it to `clusters`, or opt it in: see opt_in)"
+    )]
     Unmanaged(ClusterKey),
+    /// The cluster opted in, but its opt-in cannot be used.
+    #[error("cluster {0} asks to be managed, but: {1}")]
+    OptInInvalid(ClusterKey, String),
     /// The cluster does not exist.
     #[error("cluster {0} not found")]
     NotFound(ClusterKey),
@@ -68,8 +74,16 @@ pub async fn run(
         ResponderMetrics::register(&mut prometheus_client::registry::Registry::default()),
         clock.clone(),
     );
-    if engine.managed(key).is_none() {
-        return Err(ManualError::Unmanaged(key.clone()));
+    let object = cluster_api(&client, &key.namespace)
+        .get_opt(&key.name)
+        .await?
+        .ok_or_else(|| ManualError::NotFound(key.clone()))?;
+    match engine.resolution(&object) {
+        Resolution::Managed(_) => {}
+        Resolution::Unmanaged => return Err(ManualError::Unmanaged(key.clone())),
+        Resolution::Invalid(problems) => {
+            return Err(ManualError::OptInInvalid(key.clone(), problems.join("; ")));
+        }
     }
     let now = clock.now();
     let update = |intent: &mut Intent| match which {

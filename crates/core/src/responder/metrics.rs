@@ -56,6 +56,7 @@ pub struct ResponderMetrics {
     active: Family<ActiveLabels, Gauge>,
     verification_failed: Family<ClusterLabels, Gauge>,
     route_silent: Family<ClusterLabels, Gauge>,
+    opt_in_invalid: Family<ClusterLabels, Gauge>,
     cancelled: Family<CancelLabels, Counter>,
     leader: Gauge,
 }
@@ -81,6 +82,7 @@ impl ResponderMetrics {
             active: Family::default(),
             verification_failed: Family::default(),
             route_silent: Family::default(),
+            opt_in_invalid: Family::default(),
             cancelled: Family::default(),
             leader: Gauge::default(),
         };
@@ -97,6 +99,13 @@ impl ResponderMetrics {
              responder.route_check.after and no Alertmanager notification about it has arrived \
              (set by the leader)",
             this.route_silent.clone(),
+        );
+        registry.register(
+            "backstop_cluster_opt_in_invalid",
+            "1 while a cluster asks to be managed (annotation or label selector) but its opt-in \
+             cannot be used: a bad annotation, or opt-in by annotation turned off; the Event \
+             OptInInvalid on the cluster says why (set by the leader)",
+            this.opt_in_invalid.clone(),
         );
         registry.register(
             "backstop_webhook_requests",
@@ -207,6 +216,20 @@ impl ResponderMetrics {
                 cluster: cluster.to_owned(),
             })
             .set(i64::from(silent));
+    }
+
+    /// Sets whether the cluster's opt-in cannot be used (see `responder::opt_in`). A cluster
+    /// never invalid gets no series; one that was keeps a 0.
+    pub fn set_opt_in_invalid(&self, namespace: &str, cluster: &str, invalid: bool) {
+        let labels = ClusterLabels {
+            namespace: namespace.to_owned(),
+            cluster: cluster.to_owned(),
+        };
+        if invalid {
+            self.opt_in_invalid.get_or_create(&labels).set(1);
+        } else if let Some(gauge) = self.opt_in_invalid.get(&labels) {
+            gauge.set(0);
+        }
     }
 
     /// Counts one hung backup's cancellation, or its refusal.

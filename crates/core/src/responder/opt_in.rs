@@ -75,7 +75,7 @@ pub enum Resolution {
     /// Observed only.
     Unmanaged,
     /// Managed, with this policy.
-    Managed(Managed),
+    Managed(Box<Managed>),
     /// It asks to be managed, but cannot be: each problem, for an Event and a metric.
     Invalid(Vec<String>),
 }
@@ -121,11 +121,11 @@ pub fn resolve(
             .filter(|a| annotations.contains_key(*a))
             .map(str::to_owned)
             .collect();
-        return Resolution::Managed(Managed {
+        return Resolution::Managed(Box::new(Managed {
             cluster: listed.clone(),
             source: Source::Config,
             ignored,
-        });
+        }));
     }
     let opt_in = &config.opt_in;
     let asked = match annotations.get(MANAGED_ANNOTATION).map(|v| v.trim()) {
@@ -152,11 +152,11 @@ pub fn resolve(
         None => return Resolution::Unmanaged,
     };
     match policy(config, opt_in, namespace, name, annotations) {
-        Ok(cluster) => Resolution::Managed(Managed {
+        Ok(cluster) => Resolution::Managed(Box::new(Managed {
             cluster,
             source,
             ignored: Vec::new(),
-        }),
+        })),
         Err(problems) => Resolution::Invalid(problems),
     }
 }

@@ -144,7 +144,7 @@ pub fn spawn(parts: Parts, shutdown: CancellationToken) -> tokio::task::JoinHand
                 }
                 continue;
             }
-            for managed in &parts.config.clusters {
+            for managed in &parts.cache.managed(&parts.config) {
                 check_one(&parts, managed, &mut reported).await;
             }
         }

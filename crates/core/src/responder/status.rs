@@ -9,7 +9,12 @@ use serde_json::json;
 
 use crate::config::Config;
 
-use super::cluster::{cluster_api, is_paused, read_intent, read_journal};
+use kube::api::DynamicObject;
+
+use super::cluster::{
+    ClusterKey, cluster_api, cluster_api_all, is_paused, read_intent, read_journal,
+};
+use super::opt_in::{self, Resolution, Source};
 use super::route_check::reasons;
 
 /// One managed cluster as `backstop status` shows it.
@@ -29,6 +34,11 @@ pub struct StatusRow {
     pub journal: Option<serde_json::Value>,
     /// What the alert-route check last said, when it says the route is broken or unproven.
     pub alert_route: Option<String>,
+    /// How it came to be managed ([`Source::as_str`]); for a cluster listed in
+    /// `clusters[]` whose opt-in annotations are ignored, says so.
+    pub managed_by: String,
+    /// Why its opt-in cannot be used (empty when it can).
+    pub opt_in_problems: Vec<String>,
 }
 
 /// Reads every managed cluster (optionally one namespace or cluster).
@@ -42,42 +52,128 @@ pub async fn status(
     namespace: Option<&str>,
     cluster: Option<&str>,
 ) -> Result<Vec<StatusRow>, kube::Error> {
+    let wanted = |ns: &str, name: &str| {
+        namespace.is_none_or(|n| n == ns) && cluster.is_none_or(|c| c == name)
+    };
     let mut rows = Vec::new();
-    for managed in &config.clusters {
-        if namespace.is_some_and(|n| n != managed.namespace)
-            || cluster.is_some_and(|c| c != managed.name)
-        {
-            continue;
-        }
+    for managed in config
+        .clusters
+        .iter()
+        .filter(|c| wanted(&c.namespace, &c.name))
+    {
         let object = cluster_api(client, &managed.namespace)
             .get_opt(&managed.name)
             .await?;
-        let row = match object {
-            None => StatusRow {
-                namespace: managed.namespace.clone(),
-                cluster: managed.name.clone(),
-                found: false,
-                wants_failover: false,
-                paused: false,
-                journal: None,
-                alert_route: None,
-            },
-            Some(object) => StatusRow {
-                namespace: managed.namespace.clone(),
-                cluster: managed.name.clone(),
-                found: true,
-                wants_failover: read_intent(&object).wants_failover(),
-                paused: is_paused(&object),
-                journal: match read_journal(&object) {
-                    Ok(j) => j.and_then(|j| serde_json::to_value(j).ok()),
-                    Err(problem) => Some(json!({"error": problem})),
-                },
-                alert_route: alert_route(client, &managed.namespace, &managed.name).await?,
-            },
-        };
-        rows.push(row);
+        rows.push(
+            row(
+                client,
+                config,
+                &managed.namespace,
+                &managed.name,
+                object.as_ref(),
+            )
+            .await?,
+        );
+    }
+    if config.opt_in.enabled() {
+        for object in opted_in(client, config, namespace).await? {
+            let key = ClusterKey::of(&object);
+            if wanted(&key.namespace, &key.name)
+                && !config
+                    .clusters
+                    .iter()
+                    .any(|c| c.namespace == key.namespace && c.name == key.name)
+                && opt_in::resolve_object(config, &object) != Resolution::Unmanaged
+            {
+                rows.push(row(client, config, &key.namespace, &key.name, Some(&object)).await?);
+            }
+        }
     }
     Ok(rows)
+}
+
+/// Every cluster in the namespaces `status` looks at, for the opted-in among them.
+async fn opted_in(
+    client: &kube::Client,
+    config: &Config,
+    namespace: Option<&str>,
+) -> Result<Vec<DynamicObject>, kube::Error> {
+    let scopes: Vec<&str> = match namespace {
+        Some(ns) => vec![ns],
+        None => config
+            .kubernetes
+            .namespaces
+            .iter()
+            .map(String::as_str)
+            .collect(),
+    };
+    let mut objects = Vec::new();
+    if scopes.is_empty() {
+        objects.extend(
+            cluster_api_all(client)
+                .list(&ListParams::default())
+                .await?
+                .items,
+        );
+    }
+    for ns in scopes {
+        objects.extend(
+            cluster_api(client, ns)
+                .list(&ListParams::default())
+                .await?
+                .items,
+        );
+    }
+    Ok(objects)
+}
+
+async fn row(
+    client: &kube::Client,
+    config: &Config,
+    namespace: &str,
+    name: &str,
+    object: Option<&DynamicObject>,
+) -> Result<StatusRow, kube::Error> {
+    let Some(object) = object else {
+        return Ok(StatusRow {
+            namespace: namespace.to_owned(),
+            cluster: name.to_owned(),
+            found: false,
+            wants_failover: false,
+            paused: false,
+            journal: None,
+            alert_route: None,
+            managed_by: Source::Config.as_str().to_owned(),
+            opt_in_problems: Vec::new(),
+        });
+    };
+    let (managed_by, opt_in_problems) = match opt_in::resolve_object(config, object) {
+        Resolution::Managed(m) if m.ignored.is_empty() => (m.source.as_str().to_owned(), vec![]),
+        Resolution::Managed(m) => (
+            format!(
+                "{}, which wins: ignored annotations {}",
+                m.source.as_str(),
+                m.ignored.join(", ")
+            ),
+            vec![],
+        ),
+        Resolution::Invalid(problems) => ("nothing (opt-in invalid)".to_owned(), problems),
+        Resolution::Unmanaged => ("nothing".to_owned(), vec![]),
+    };
+    Ok(StatusRow {
+        namespace: namespace.to_owned(),
+        cluster: name.to_owned(),
+        found: true,
+        wants_failover: read_intent(object).wants_failover(),
+        paused: is_paused(object),
+        journal: match read_journal(object) {
+            Ok(j) => j.and_then(|j| serde_json::to_value(j).ok()),
+            Err(problem) => Some(json!({"error": problem})),
+        },
+        alert_route: alert_route(client, namespace, name).await?,
+        managed_by,
+        opt_in_problems,
+    })
 }
 
 /// The newest alert-route Event about the cluster, as a line, when it says the route is broken
@@ -151,6 +247,8 @@ pub fn render_table(rows: &[StatusRow]) -> String {
         };
         let intent = if !row.found {
             "not found"
+        } else if !row.opt_in_problems.is_empty() {
+            "opt-in invalid"
         } else if row.paused {
             "paused"
         } else if row.wants_failover {
@@ -232,6 +330,20 @@ pub fn render_table(rows: &[StatusRow]) -> String {
                 row.namespace, row.cluster
             ));
         }
+        if row.managed_by != Source::Config.as_str() {
+            out.push(format!(
+                "MANAGED BY {}/{}: {}",
+                row.namespace, row.cluster, row.managed_by
+            ));
+        }
+        if !row.opt_in_problems.is_empty() {
+            out.push(format!(
+                "OPT-IN INVALID {}/{}: {}",
+                row.namespace,
+                row.cluster,
+                row.opt_in_problems.join("; ")
+            ));
+        }
         if let Some(route) = &row.alert_route {
             out.push(format!(
                 "ALERT ROUTE {}/{}: {route}",
@@ -255,6 +367,8 @@ mod tests {
             paused: false,
             journal: Some(journal),
             alert_route: None,
+            managed_by: Source::Config.as_str().to_owned(),
+            opt_in_problems: Vec::new(),
         }
     }
 
@@ -285,6 +399,38 @@ mod tests {
             lines.len(),
             3,
             "no route line without a word from the check: {table}"
+        );
+    }
+
+    #[test]
+    fn how_a_cluster_is_managed_is_said_when_it_is_not_the_configuration_alone() {
+        let mut annotated = row(json!({}));
+        annotated.managed_by = Source::Annotation.as_str().into();
+        let mut listed = row(json!({}));
+        listed.cluster = "c2".into();
+        listed.managed_by = "configuration (clusters[]), which wins: ignored annotations \
+                             backstop.percona.com/strategy"
+            .into();
+        let mut invalid = row(json!({}));
+        invalid.cluster = "c3".into();
+        invalid.managed_by = "nothing (opt-in invalid)".into();
+        invalid.opt_in_problems = vec!["annotation backstop.percona.com/managed: \"yes\"".into()];
+        let table = render_table(&[annotated, listed, invalid, row(json!({}))]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[3].contains("opt-in invalid"), "{table}");
+        assert!(table.contains("MANAGED BY ns/c1: annotation\n"), "{table}");
+        assert!(
+            table.contains("MANAGED BY ns/c2: configuration (clusters[]), which wins: ignored"),
+            "{table}"
+        );
+        assert!(
+            table.contains("OPT-IN INVALID ns/c3: annotation backstop.percona.com/managed"),
+            "{table}"
+        );
+        assert_eq!(
+            table.matches("MANAGED BY").count(),
+            3,
+            "none for clusters[] alone: {table}"
         );
     }
 

@@ -18,7 +18,7 @@ use crate::k8s::informer::Informer;
 use crate::pxc::PerconaXtraDBCluster;
 use serde_json::{Value, json};
 
-use crate::config::ManagedCluster;
+use crate::config::{Config, ManagedCluster};
 
 use super::alertmanager::{self, AlertStatus, Notification};
 use super::applier::{RecordError, Recorded};
@@ -28,6 +28,7 @@ use super::controller::Triggers;
 use super::engine::Engine;
 use super::intent::Intent;
 use super::journal::Phase;
+use super::opt_in::{self, Resolution, Source};
 use super::plan;
 use super::routing::{self, ProtectedStorage};
 
@@ -104,6 +105,26 @@ impl ClusterCache {
             informers: informers.to_vec(),
             resource: Some(kube::api::ApiResource::erase::<PerconaXtraDBCluster>(&())),
         }
+    }
+
+    /// Every managed cluster's policy: those in `clusters[]`, and (with opt-in on) every
+    /// cached cluster that opted in. Until a scope's first list is in, its opted-in clusters
+    /// are not known yet.
+    pub fn managed(&self, config: &Config) -> Vec<ManagedCluster> {
+        let mut all = config.clusters.clone();
+        if !config.opt_in.enabled() {
+            return all;
+        }
+        for store in self.informers.iter().filter_map(Informer::store) {
+            for object in store.state() {
+                if let Resolution::Managed(m) = opt_in::resolve_object(config, &object)
+                    && m.source != Source::Config
+                {
+                    all.push(m.cluster);
+                }
+            }
+        }
+        all
     }
 
     /// The cached cluster as raw JSON, once its scope's first list is in.
@@ -212,7 +233,7 @@ impl Webhook {
                 );
                 continue;
             }
-            for managed in &self.engine.config().clusters {
+            for managed in &self.cache.managed(self.engine.config()) {
                 let key = ClusterKey {
                     namespace: managed.namespace.clone(),
                     name: managed.name.clone(),

@@ -24,6 +24,18 @@ use crate::watch::object_id::{IdHasher, ObjectId, ObjectIds};
 use crate::watch::reftable::{Id, RefTable};
 use crate::watch::retention::{shortest_gap, window_from_gap};
 
+/// The prefix of the annotations the index keeps (Backstop's own; the others may be large).
+const BACKSTOP_ANNOTATIONS: &str = "backstop.percona.com/";
+
+/// A cluster's labels and Backstop annotations.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterMetadata {
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its `backstop.percona.com/` annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
 /// One storage of one cluster (the label set of per-storage backup metrics).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StorageKey {
@@ -134,6 +146,9 @@ pub struct BackupIndex {
     states: Vec<Box<str>>,
     clusters: BTreeMap<(String, String), ClusterView>,
     storages: BTreeMap<(String, String), BTreeMap<String, Storage>>,
+    /// Each cluster's labels and Backstop annotations: what opt-in is decided from
+    /// (`responder::opt_in`), so the prober probes the secondaries of opted-in clusters.
+    metadata: BTreeMap<(String, String), ClusterMetadata>,
     generation: u64,
     jobs: HashMap<ObjectId, JobSlot, IdHasher>,
     job_clusters: RefTable<(String, String), [u64; 3]>,
@@ -344,6 +359,11 @@ impl BackupIndex {
         self.backups.len()
     }
 
+    /// Each cluster's labels and Backstop annotations, by `(namespace, name)`.
+    pub fn cluster_metadata(&self) -> &BTreeMap<(String, String), ClusterMetadata> {
+        &self.metadata
+    }
+
     /// Records a cluster's schedules and storages as they are now.
     pub fn upsert_cluster(&mut self, cluster: &PerconaXtraDBCluster, seen: Epoch) {
         let schedules = cluster
@@ -374,6 +394,19 @@ impl BackupIndex {
             self.generation += 1;
         }
         self.storages.insert(key.clone(), storages);
+        let metadata = ClusterMetadata {
+            labels: cluster.labels().clone(),
+            annotations: cluster
+                .annotations()
+                .iter()
+                .filter(|(k, _)| k.starts_with(BACKSTOP_ANNOTATIONS))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        if self.metadata.get(&key) != Some(&metadata) {
+            self.generation += 1;
+        }
+        self.metadata.insert(key.clone(), metadata);
         let allow_parallel = cluster
             .spec
             .backup
@@ -394,6 +427,7 @@ impl BackupIndex {
     pub fn remove_cluster(&mut self, namespace: &str, name: &str) {
         let key = (namespace.to_owned(), name.to_owned());
         self.clusters.remove(&key);
+        self.metadata.remove(&key);
         if self.storages.remove(&key).is_some() {
             self.generation += 1;
         }

@@ -25,7 +25,7 @@ fn of(config: &Config, labels: &[(&str, &str)], annotations: &[(&str, &str)]) ->
 
 fn managed(r: Resolution) -> Managed {
     match r {
-        Resolution::Managed(m) => m,
+        Resolution::Managed(m) => *m,
         other => panic!("not managed: {other:?}"),
     }
 }
