@@ -31,6 +31,7 @@ mod kube_sim;
 mod kubectl;
 mod least_privilege;
 mod operator_lock;
+mod opt_in;
 mod ordered_targets;
 mod probe_cycle;
 mod prober;
