@@ -29,6 +29,16 @@ fn the_shipped_example_is_valid_and_means_what_it_says() {
     assert_eq!(policy.strategy, Strategy::Repoint);
     assert_eq!(policy.secondary.as_ref().unwrap().region, "us-east-1");
     assert_eq!(policy.buffer.as_ref().unwrap().size, "100Gi");
+    let order: Vec<&str> = policy
+        .ordered_secondaries()
+        .map(|s| s.region.as_str())
+        .collect();
+    assert_eq!(order, ["us-east-1", "eu-west-1"]);
+    assert!(
+        !c.opt_in.enabled(),
+        "opt-in is the platform team's decision"
+    );
+    assert_eq!(c.opt_in.defaults.buffer.as_ref().unwrap().size, "100Gi");
     assert_eq!(c.responder.routes[0].playbook, Playbook::Failover);
     assert_eq!(
         c.targets[0].credentials_secret.as_ref().unwrap().name,

@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 
 use backstop::config::{Config, LabelSelectorConfig, Strategy};
-use backstop::responder::journal::Phase;
-use backstop::responder::opt_in::{
+use backstop::managed::{
     FAILOVER_ANNOTATION, MANAGED_ANNOTATION, STORAGE_ANNOTATION, STRATEGY_ANNOTATION,
 };
+use backstop::responder::journal::Phase;
 use backstop_sandbox::s3;
 use backstop_sandbox::world;
 use kube::api::{Patch, PatchParams};

@@ -22,6 +22,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod k8s;
+pub mod managed;
 pub mod probe;
 pub mod pxc;
 pub mod responder;

@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 
 use crate::config::{CaBundleSecret, Config, ManagedCluster, SecondaryTarget};
+use crate::managed::{Source, resolve};
 use crate::probe::target::{Target, TargetError, dedupe};
 use crate::pxc::{S3Storage, Storage};
-use crate::responder::opt_in::{Source, resolve};
 use crate::watch::index::ClusterMetadata;
 
 /// The targets `config` and the clusters' `storages` call for (and, for clusters that opted

@@ -23,7 +23,7 @@ use crate::watch::runtime::Informers;
 use super::cluster::ClusterKey;
 use super::effect::RUN_LABEL;
 use super::engine::{Engine, EngineError};
-use super::opt_in::Resolution;
+use crate::managed::Resolution;
 
 /// How long after a failed step it is retried.
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);

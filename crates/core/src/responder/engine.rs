@@ -28,9 +28,9 @@ use super::effect::{Effect, Note, Outcome, Plan, Playbook, Stage};
 use super::intent::Intent;
 use super::journal::{JOURNAL_ANNOTATION, Journal, Phase};
 use super::metrics::ResponderMetrics;
-use super::opt_in::{self, Resolution};
 use super::playbook::{self, Context, Step, cancel, cover, failover, retarget, revert, verify};
 use super::verify::{check_storage, verify_storage};
+use crate::managed::{self as opt_in, Resolution};
 
 /// Conflicts retried within one call before giving up until the next trigger.
 const MAX_CONFLICTS: usize = 5;

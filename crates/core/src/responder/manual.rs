@@ -18,7 +18,7 @@ use super::engine::{Engine, EngineError};
 use super::intent::{Intent, MANUAL_KEY};
 use super::journal::Phase;
 use super::metrics::ResponderMetrics;
-use super::opt_in::Resolution;
+use crate::managed::Resolution;
 
 /// Which playbook to run by hand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

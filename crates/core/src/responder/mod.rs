@@ -24,7 +24,6 @@ pub mod journal;
 pub mod manual;
 pub mod memory;
 pub mod metrics;
-pub mod opt_in;
 pub mod plan;
 pub mod playbook;
 pub mod route_check;

@@ -14,8 +14,8 @@ use kube::api::DynamicObject;
 use super::cluster::{
     ClusterKey, cluster_api, cluster_api_all, is_paused, read_intent, read_journal,
 };
-use super::opt_in::{self, Resolution, Source};
 use super::route_check::reasons;
+use crate::managed::{self as opt_in, Resolution, Source};
 
 /// One managed cluster as `backstop status` shows it.
 #[derive(Debug, Clone, Serialize)]

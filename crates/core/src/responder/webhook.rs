@@ -28,9 +28,9 @@ use super::controller::Triggers;
 use super::engine::Engine;
 use super::intent::Intent;
 use super::journal::Phase;
-use super::opt_in::{self, Resolution, Source};
 use super::plan;
 use super::routing::{self, ProtectedStorage};
+use crate::managed::{self as opt_in, Resolution, Source};
 
 /// What the webhook handler needs.
 #[derive(Debug)]
