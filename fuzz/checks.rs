@@ -8,7 +8,7 @@
 
 use backstop::config::{self, ConfigError};
 use backstop::responder::alertmanager::{self, MAX_ALERTS, SUPPORTED_VERSION};
-use backstop::responder::journal::{Journal, JournalError, MOVED_JOURNAL_VERSION};
+use backstop::responder::journal::{Journal, JournalError, ORDERED_JOURNAL_VERSION};
 
 /// The webhook payload parser: an accepted notification is version 4, within the alert cap,
 /// every alert fingerprinted; re-encoded, it parses to the same value. A refusal has a message.
@@ -83,7 +83,7 @@ pub fn journal_decoder(data: &[u8]) -> bool {
     };
     match Journal::parse(text) {
         Ok(journal) => {
-            assert!(journal.version <= MOVED_JOURNAL_VERSION);
+            assert!(journal.version <= ORDERED_JOURNAL_VERSION);
             let rendered = journal.render();
             assert!(!rendered.is_empty(), "a journal renders");
             let again = Journal::parse(&rendered)
@@ -93,7 +93,7 @@ pub fn journal_decoder(data: &[u8]) -> bool {
             true
         }
         Err(JournalError::Version(v)) => {
-            assert!(v > MOVED_JOURNAL_VERSION);
+            assert!(v > ORDERED_JOURNAL_VERSION);
             false
         }
         Err(JournalError::Invalid(e)) => {

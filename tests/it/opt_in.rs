@@ -302,6 +302,11 @@ async fn withdrawing_the_opt_in_while_failed_over_is_said(backend: Backend) {
     assert_eq!(said.len(), 1);
     let message = said[0].message.clone().unwrap_or_default();
     assert!(message.contains("nothing will revert it"), "{message}");
+    let table = status(&r, &config_of(&r, opt_in)).await;
+    assert!(
+        table.contains("MANAGED BY percona/cluster1: nothing: it left Backstop during a run"),
+        "{table}"
+    );
     // The alert resolving changes nothing now: the cluster is not Backstop's.
     r.world.s3.faults().clear_all().await.unwrap();
     let answer = notify(&r.base, &resolved("f-withdrawn", "2026-11-24T12:00:00Z")).await;

@@ -856,7 +856,7 @@ async fn a_failing_secondary_moves_to_the_buffer(backend: Backend, strategy: Str
     assert!(moved.moved_to_buffer_at.is_some());
     assert_eq!(
         moved.version,
-        backstop::responder::journal::ORDERED_JOURNAL_VERSION
+        backstop::responder::journal::MOVED_JOURNAL_VERSION
     );
     assert_eq!(moved.cover_backup, None);
     // Exactly what a failover straight to the buffer would have written.

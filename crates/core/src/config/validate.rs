@@ -169,6 +169,13 @@ fn check_ca_bundle(at: &str, ca: &super::CaBundleSecret, errors: &mut Vec<FieldE
 
 fn check_responder(config: &Config, errors: &mut Vec<FieldError>) {
     let responder = &config.responder;
+    // A hold-down longer than a backup retention is a typo, and its end must stay a time.
+    if responder.failover.move_up_after.get() > std::time::Duration::from_secs(30 * 86_400) {
+        errors.push(FieldError::new(
+            "responder.failover.move_up_after",
+            "must be at most 30d (0s turns moving up off)",
+        ));
+    }
     if !responder.enabled {
         return;
     }

@@ -70,9 +70,8 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        // One controller per informer scope that holds a managed cluster (every scope when
-        // clusters may opt in: any cluster may do so at any time).
-        let opt_in = engine.config().opt_in.enabled();
+        // One controller per informer scope: any cluster may opt in at any time, and one
+        // that asks to while opt-in is off must hear so (OptInInvalid), never be skipped.
         let managed: Vec<ClusterKey> = engine
             .config()
             .clusters
@@ -89,7 +88,6 @@ pub fn spawn(
             .clusters
             .iter()
             .zip(&informers.backups)
-            .filter(|(clusters, _)| opt_in || managed.iter().any(|k| clusters.covers(&k.namespace)))
             .map(|(c, b)| (c.clone(), b.clone()))
             .collect();
         loop {
@@ -113,14 +111,12 @@ pub fn spawn(
                 for key in managed.iter().filter(|k| clusters.covers(&k.namespace)) {
                     let _ = tx.unbounded_send(cluster_ref(key));
                 }
-                if opt_in {
-                    runs.push(tokio::spawn(poke_opted_in(
-                        engine.clone(),
-                        clusters.clone(),
-                        tx.clone(),
-                        term.clone(),
-                    )));
-                }
+                runs.push(tokio::spawn(poke_opted_in(
+                    engine.clone(),
+                    clusters.clone(),
+                    tx.clone(),
+                    term.clone(),
+                )));
                 triggers
                     .senders
                     .lock()

@@ -195,8 +195,19 @@ impl Engine {
             Resolution::Invalid(problems) => {
                 self.metrics
                     .set_opt_in_invalid(&key.namespace, &key.name, true);
+                // A run in progress is said too: until the opt-in is fixed, nothing reverts it.
+                let running = match read_journal(&object) {
+                    Ok(Some(j)) if matches!(j.phase, Phase::FailedOver | Phase::Verifying) => {
+                        format!(
+                            "; its journal says {} (run {}): fix the opt-in so Backstop can revert it",
+                            j.phase.as_str(),
+                            j.run_id
+                        )
+                    }
+                    _ => String::new(),
+                };
                 let message = format!(
-                    "not managed: the cluster asks to be, but {}",
+                    "not managed: the cluster asks to be, but {}{running}",
                     problems.join("; ")
                 );
                 let plan = Plan::report(None, None, message.clone()).with([Effect::Notice(

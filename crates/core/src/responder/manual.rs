@@ -74,6 +74,15 @@ pub async fn run(
         ResponderMetrics::register(&mut prometheus_client::registry::Registry::default()),
         clock.clone(),
     );
+    let listed = engine
+        .config()
+        .clusters
+        .iter()
+        .any(|c| c.namespace == key.namespace && c.name == key.name);
+    // Without opt-in, only `clusters[]` says who is managed: no need to read the cluster.
+    if !listed && !engine.config().opt_in.enabled() {
+        return Err(ManualError::Unmanaged(key.clone()));
+    }
     let object = cluster_api(&client, &key.namespace)
         .get_opt(&key.name)
         .await?

@@ -218,6 +218,20 @@ impl ResponderMetrics {
             .set(i64::from(silent));
     }
 
+    /// Exports every per-cluster gauge of a cluster listed in `clusters[]` from the start, so
+    /// "not failed over", "verified", "route fine" and "opt-in fine" are a 0, not no data.
+    pub fn export_cluster(&self, namespace: &str, cluster: &str) {
+        self.set_active(namespace, cluster, None);
+        self.set_verification_failed(namespace, cluster, false);
+        self.set_route_silent(namespace, cluster, false);
+        self.opt_in_invalid
+            .get_or_create(&ClusterLabels {
+                namespace: namespace.to_owned(),
+                cluster: cluster.to_owned(),
+            })
+            .set(0);
+    }
+
     /// Sets whether the cluster's opt-in cannot be used (see `responder::opt_in`). A cluster
     /// never invalid gets no series; one that was keeps a 0.
     pub fn set_opt_in_invalid(&self, namespace: &str, cluster: &str, invalid: bool) {

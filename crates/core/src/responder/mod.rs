@@ -87,9 +87,7 @@ pub fn start(
     let metrics = ResponderMetrics::register(registry);
     for managed in &config.clusters {
         // Exported from the start, so "not failed over" is a 0 rather than no data.
-        metrics.set_active(&managed.namespace, &managed.name, None);
-        metrics.set_verification_failed(&managed.namespace, &managed.name, false);
-        metrics.set_route_silent(&managed.namespace, &managed.name, false);
+        metrics.export_cluster(&managed.namespace, &managed.name);
     }
     let client_for_events = client.clone();
     let engine = Engine::new(

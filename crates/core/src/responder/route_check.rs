@@ -144,7 +144,14 @@ pub fn spawn(parts: Parts, shutdown: CancellationToken) -> tokio::task::JoinHand
                 }
                 continue;
             }
-            for managed in &parts.cache.managed(&parts.config) {
+            let managed = match parts.cache.managed(&parts.client, &parts.config).await {
+                Ok(managed) => managed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "alert-route check: listing the clusters failed; next round");
+                    continue;
+                }
+            };
+            for managed in &managed {
                 check_one(&parts, managed, &mut reported).await;
             }
         }

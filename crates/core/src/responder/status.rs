@@ -14,6 +14,7 @@ use kube::api::DynamicObject;
 use super::cluster::{
     ClusterKey, cluster_api, cluster_api_all, is_paused, read_intent, read_journal,
 };
+use super::journal::Phase;
 use super::route_check::reasons;
 use crate::managed::{self as opt_in, Resolution, Source};
 
@@ -83,13 +84,23 @@ pub async fn status(
                     .clusters
                     .iter()
                     .any(|c| c.namespace == key.namespace && c.name == key.name)
-                && opt_in::resolve_object(config, &object) != Resolution::Unmanaged
+                && (opt_in::resolve_object(config, &object) != Resolution::Unmanaged
+                    || left_failed_over(&object))
             {
                 rows.push(row(client, config, &key.namespace, &key.name, Some(&object)).await?);
             }
         }
     }
     Ok(rows)
+}
+
+/// Whether an unmanaged cluster's journal says it runs on a failover target (its opt-in was
+/// withdrawn, or it left `clusters[]`, during a run): shown, since nothing will revert it.
+fn left_failed_over(object: &DynamicObject) -> bool {
+    read_journal(object)
+        .ok()
+        .flatten()
+        .is_some_and(|j| matches!(j.phase, Phase::FailedOver | Phase::Verifying))
 }
 
 /// Every cluster in the namespaces `status` looks at, for the opted-in among them.
@@ -158,7 +169,10 @@ async fn row(
             vec![],
         ),
         Resolution::Invalid(problems) => ("nothing (opt-in invalid)".to_owned(), problems),
-        Resolution::Unmanaged => ("nothing".to_owned(), vec![]),
+        Resolution::Unmanaged => (
+            "nothing: it left Backstop during a run, and nothing will revert it".to_owned(),
+            vec![],
+        ),
     };
     Ok(StatusRow {
         namespace: namespace.to_owned(),

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::FutureExt as _;
 use kube::ResourceExt as _;
 use kube::api::DynamicObject;
 use kube::runtime::reflector::ObjectRef;
@@ -108,23 +109,49 @@ impl ClusterCache {
     }
 
     /// Every managed cluster's policy: those in `clusters[]`, and (with opt-in on) every
-    /// cached cluster that opted in. Until a scope's first list is in, its opted-in clusters
-    /// are not known yet.
-    pub fn managed(&self, config: &Config) -> Vec<ManagedCluster> {
+    /// cluster that opted in, from the cache, or from the API server for a scope whose first
+    /// list is not in yet (so an alert at startup is not lost for them).
+    ///
+    /// # Errors
+    ///
+    /// The Kubernetes error when a scope must be listed and cannot be.
+    pub async fn managed(
+        &self,
+        client: &kube::Client,
+        config: &Config,
+    ) -> Result<Vec<ManagedCluster>, kube::Error> {
         let mut all = config.clusters.clone();
         if !config.opt_in.enabled() {
-            return all;
+            return Ok(all);
         }
-        for store in self.informers.iter().filter_map(Informer::store) {
-            for object in store.state() {
-                if let Resolution::Managed(m) = opt_in::resolve_object(config, &object)
-                    && m.source != Source::Config
-                {
-                    all.push(m.cluster);
+        let mut objects: Vec<Arc<DynamicObject>> = Vec::new();
+        for informer in &self.informers {
+            let synced = informer.store().filter(|store| {
+                store
+                    .wait_until_ready()
+                    .now_or_never()
+                    .is_some_and(|r| r.is_ok())
+            });
+            match synced {
+                Some(store) => objects.extend(store.state()),
+                None => {
+                    let api = match informer.scope() {
+                        Some(ns) => cluster_api(client, ns),
+                        None => super::cluster::cluster_api_all(client),
+                    };
+                    let list = api.list(&Default::default()).await?;
+                    objects.extend(list.items.into_iter().map(Arc::new));
                 }
             }
         }
-        all
+        for object in objects {
+            if let Resolution::Managed(m) = opt_in::resolve_object(config, &object)
+                && m.source != Source::Config
+            {
+                all.push(m.cluster);
+            }
+        }
+        Ok(all)
     }
 
     /// The cached cluster as raw JSON, once its scope's first list is in.
@@ -217,6 +244,8 @@ impl Webhook {
         let mut per_cluster: BTreeMap<ClusterKey, Vec<Observation>> = BTreeMap::new();
         let mut unrouted = 0;
         let mut objects = BTreeMap::new();
+        // Which clusters are managed, worked out once per notification.
+        let mut managed_clusters: Option<Vec<ManagedCluster>> = None;
         for alert in &notification.alerts {
             let routed = routing::route(routes, alert).is_some();
             self.engine
@@ -233,7 +262,14 @@ impl Webhook {
                 );
                 continue;
             }
-            for managed in &self.cache.managed(self.engine.config()) {
+            if managed_clusters.is_none() {
+                managed_clusters = Some(
+                    self.cache
+                        .managed(self.engine.client(), self.engine.config())
+                        .await?,
+                );
+            }
+            for managed in managed_clusters.iter().flatten() {
                 let key = ClusterKey {
                     namespace: managed.namespace.clone(),
                     name: managed.name.clone(),

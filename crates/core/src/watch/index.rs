@@ -24,15 +24,21 @@ use crate::watch::object_id::{IdHasher, ObjectId, ObjectIds};
 use crate::watch::reftable::{Id, RefTable};
 use crate::watch::retention::{shortest_gap, window_from_gap};
 
-/// The prefix of the annotations the index keeps (Backstop's own; the others may be large).
-const BACKSTOP_ANNOTATIONS: &str = "backstop.percona.com/";
+/// The annotations the index keeps: those opt-in is decided from (Backstop's journal and
+/// intent change on every step and would make the prober work its targets out again).
+const OPT_IN_ANNOTATIONS: [&str; 4] = [
+    crate::managed::MANAGED_ANNOTATION,
+    crate::managed::FAILOVER_ANNOTATION,
+    crate::managed::STRATEGY_ANNOTATION,
+    crate::managed::STORAGE_ANNOTATION,
+];
 
 /// A cluster's labels and Backstop annotations.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ClusterMetadata {
     /// Its labels.
     pub labels: BTreeMap<String, String>,
-    /// Its `backstop.percona.com/` annotations.
+    /// Its opt-in annotations.
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -399,7 +405,7 @@ impl BackupIndex {
             annotations: cluster
                 .annotations()
                 .iter()
-                .filter(|(k, _)| k.starts_with(BACKSTOP_ANNOTATIONS))
+                .filter(|(k, _)| OPT_IN_ANNOTATIONS.contains(&k.as_str()))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         };

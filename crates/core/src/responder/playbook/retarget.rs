@@ -38,7 +38,9 @@ use crate::probe::cycle::TargetState;
 use super::super::cluster::backup_spec;
 use super::super::effect::{Effect, Note, Plan, Playbook, RunResult, Stage};
 use super::super::engine::Engine;
-use super::super::journal::{Field, Journal, ORDERED_JOURNAL_VERSION, Phase};
+use super::super::journal::{
+    Field, Journal, MOVED_JOURNAL_VERSION, ORDERED_JOURNAL_VERSION, Phase,
+};
 use super::super::plan::{self, Destination};
 use super::Context;
 
@@ -64,7 +66,7 @@ pub struct TargetRecord {
 
 /// Whether a run `journal` records, under `policy`, has targets to watch: the secondary it
 /// is on (when leaving a failing one is on), or better targets to return to (when moving up
-/// is on).
+/// is on). A secondary no longer in the policy is watched only to leave it.
 pub fn watches(journal: &Journal, policy: &FailoverPolicy, ctx: &Context<'_>) -> bool {
     let settings = &ctx.config.responder.failover;
     match plan::current_destination(journal, policy) {
@@ -113,6 +115,8 @@ pub enum Observed {
         current_check: Option<Check>,
         /// The checks of other targets, best first.
         others: Vec<(Destination, Check)>,
+        /// Fields someone changed since the failover, which stop every move (`None`: none).
+        edited: Option<String>,
     },
 }
 
@@ -137,8 +141,19 @@ pub async fn observe(
     let backup = backup_spec(object);
     let current = plan::current_destination(&journal, policy);
     let settings = &ctx.config.responder.failover;
-    let mut records = std::mem::take(&mut watch.records);
-    let mut kept = BTreeMap::new();
+    // Records from before a gap (a pause, a cover backup, a resolved alert: any round that
+    // was not one interval after the last) are not consecutive with this round's checks: a
+    // target that passed before the gap must pass the whole hold-down again.
+    let consecutive = watch.last.is_some_and(|last| {
+        Duration::try_from(ctx.now.duration_since(last))
+            .is_ok_and(|gap| gap <= ctx.probe_interval() * 2)
+    });
+    let mut records = if consecutive {
+        std::mem::take(&mut watch.records)
+    } else {
+        BTreeMap::new()
+    };
+    let mut checked = BTreeMap::new();
     let mut check = async |name: String, definition: Value| {
         let mut record: TargetRecord = records.remove(&name).unwrap_or_default();
         let result = engine
@@ -158,13 +173,13 @@ pub async fn observe(
             record.failures += 1;
             record.passing_since = None;
         }
-        let checked = Check {
+        let result_of = Check {
             result,
             failures: record.failures,
             passing_since: record.passing_since,
         };
-        kept.insert(name, record);
-        checked
+        checked.insert(name, record);
+        result_of
     };
 
     let current_check = if current == Some(Destination::Buffer) {
@@ -186,11 +201,20 @@ pub async fn observe(
         c.result.is_err() && c.failures >= settings.buffer_after_secondary_failures
     }) && settings.buffer_after_secondary_failures > 0;
     let moving_up = !settings.move_up_after.get().is_zero();
+    // A field edited since the failover stops every move (the originals could no longer be
+    // derived exactly): nothing else is worth checking then.
+    let kept = plan::plan_revert(&backup, &journal).kept;
+    let edited = (!kept.is_empty()).then(|| {
+        let fields: Vec<String> = kept.iter().map(|f| format!("{f:?}")).collect();
+        fields.join(", ")
+    });
     let mut others = Vec::new();
     for (rank, secondary) in policy.ordered_secondaries().enumerate() {
         let to = Destination::Secondary(rank);
-        let better = current.is_none_or(|c| to < c);
-        if Some(to) == current || !(leaving || (moving_up && better)) {
+        // A secondary no longer in the policy has no rank: nothing is better than it, and
+        // the others are looked at only to leave it.
+        let better = current.is_some_and(|c| to < c);
+        if edited.is_some() || Some(to) == current || !(leaving || (moving_up && better)) {
             continue;
         }
         // Checked as the move would write it: in place, the primary's entry rewritten.
@@ -210,7 +234,7 @@ pub async fn observe(
         ctx.key,
         TargetWatch {
             last: Some(ctx.now),
-            records: kept,
+            records: checked,
         },
     );
     Observed::Checked {
@@ -219,13 +243,14 @@ pub async fn observe(
         current,
         current_check,
         others,
+        edited,
     }
 }
 
 /// Plans the round: stay, warn, refuse, or move up or down.
 pub fn plan(ctx: &Context<'_>, observed: Observed) -> Plan {
     let interval = Some(ctx.probe_interval());
-    let (backup, journal, current, current_check, others) = match observed {
+    let (backup, journal, current, current_check, others, edited) = match observed {
         Observed::NotDue(wait) => {
             return stays(Some(wait), "next check of the targets not due yet".into());
         }
@@ -235,19 +260,23 @@ pub fn plan(ctx: &Context<'_>, observed: Observed) -> Plan {
             current,
             current_check,
             others,
-        } => (backup, journal, current, current_check, others),
+            edited,
+        } => (backup, journal, current, current_check, others, edited),
     };
     let settings = &ctx.config.responder.failover;
     let policy = &ctx.managed.failover;
     let here = describe_current(&journal);
 
     // Up: the best better target that has passed for the whole hold-down and just now.
-    let hold = jiff::SignedDuration::try_from(settings.move_up_after.get()).unwrap_or_default();
+    let hold = jiff::SignedDuration::try_from(settings.move_up_after.get())
+        .unwrap_or(jiff::SignedDuration::MAX);
     let recovered = others.iter().find(|(to, c)| {
         !settings.move_up_after.get().is_zero()
-            && current.is_none_or(|now| *to < now)
+            && current.is_some_and(|now| *to < now)
             && c.result.is_ok()
-            && c.passing_since.is_some_and(|since| since + hold <= ctx.now)
+            && c.passing_since
+                .and_then(|since| since.checked_add(hold).ok())
+                .is_some_and(|due| due <= ctx.now)
     });
     if let Some((to, _)) = recovered {
         let reason = format!(
@@ -257,6 +286,33 @@ pub fn plan(ctx: &Context<'_>, observed: Observed) -> Plan {
         return moves(ctx, &backup, journal, *to, Direction::Up, reason, &here);
     }
 
+    let needed = settings.buffer_after_secondary_failures;
+    if let Some(fields) = edited {
+        let leaving = current_check
+            .as_ref()
+            .is_some_and(|c| c.result.is_err() && needed > 0 && c.failures >= needed);
+        let why = format!("fields the failover wrote were changed since: {fields}");
+        let plan = refused(
+            interval,
+            Playbook::Move,
+            "MoveRefused",
+            format!("cannot move: {why}"),
+            format!("backups stay on {here}, and will not move to another target: {why}"),
+        );
+        // Counted when a move is due (the target keeps failing); said once either way.
+        return if leaving {
+            plan
+        } else {
+            Plan {
+                effects: plan
+                    .effects
+                    .into_iter()
+                    .filter(|e| !matches!(e, Effect::CountRun(..)))
+                    .collect(),
+                ..plan
+            }
+        };
+    }
     let Some(failing) = current_check.filter(|c| c.result.is_err()) else {
         let note = if current == Some(Destination::Buffer) {
             "on the buffer; no better target has recovered for long enough"
@@ -266,7 +322,6 @@ pub fn plan(ctx: &Context<'_>, observed: Observed) -> Plan {
         return stays(interval, note.into());
     };
     let problem = failing.result.err().unwrap_or_default();
-    let needed = settings.buffer_after_secondary_failures;
     let failures = failing.failures;
     if failures < needed {
         return stays(
@@ -369,8 +424,19 @@ fn moves(
         (Direction::Down, Destination::Secondary(_)) => ("MovedToSecondary", "moved to"),
         (Direction::Up, _) => ("MovedUp", "moved back up to"),
     };
+    // The first move, from the first secondary to the buffer, is what a Backstop of one
+    // secondary did (version 2), so it can still revert it during a rolling downgrade.
+    let version = if to == Destination::Buffer
+        && journal.moves == 0
+        && plan::current_destination(&journal, &ctx.managed.failover)
+            == Some(Destination::Secondary(0))
+    {
+        MOVED_JOURNAL_VERSION
+    } else {
+        ORDERED_JOURNAL_VERSION
+    };
     let next = Journal {
-        version: ORDERED_JOURNAL_VERSION,
+        version,
         strategy: target.strategy.to_owned(),
         target_kind: target.target_kind,
         target_storage: target.target_storage.clone(),

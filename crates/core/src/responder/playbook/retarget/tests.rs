@@ -31,6 +31,7 @@ fn checked(
             None => passed(t(0)),
         }),
         others,
+        edited: None,
     }
 }
 
@@ -238,4 +239,84 @@ fn every_move_gets_a_cover_backup_of_its_own() {
         };
         assert!(names.insert(backup.name.clone()), "{names:?}");
     }
+}
+
+/// A secondary no longer in the policy has nothing better than it: the cluster leaves it
+/// only when it fails. An edit since the failover stops every move, said and (when a move is
+/// due) counted. A hold-down too long to add to a time never moves up (and never panics).
+#[test]
+fn unknown_targets_edits_and_endless_hold_downs_never_move_up() {
+    use Destination::Secondary;
+    let f = ordered();
+    let failed_over = failover::plan(&f.ctx(t(0)), failover_observed(Some(Ok(()))));
+    let (changed, run) = written(&failed_over).unwrap();
+    let changed = changed.clone().unwrap();
+    let mut unknown = checked(
+        &changed,
+        run,
+        Secondary(1),
+        None,
+        vec![(Secondary(0), passed(t(0)))],
+    );
+    if let Observed::Checked { current, .. } = &mut unknown {
+        *current = None;
+    }
+    assert!(!plan(&f.ctx(t(10_000)), unknown).writes());
+
+    let mut edited = checked(&changed, run, Secondary(0), Some(3), vec![]);
+    if let Observed::Checked { edited: e, .. } = &mut edited {
+        *e = Some("ScheduleStorage(\"daily\")".into());
+    }
+    let refused = plan(&f.ctx(t(180)), edited.clone());
+    assert!(!refused.writes());
+    assert_eq!(reasons(&refused), ["MoveRefused"]);
+    assert!(
+        refused
+            .effects
+            .contains(&Effect::CountRun(Playbook::Move, RunResult::Refused))
+    );
+    if let Observed::Checked { current_check, .. } = &mut edited {
+        *current_check = Some(passed(t(0)));
+    }
+    let said = plan(&f.ctx(t(180)), edited);
+    assert_eq!(reasons(&said), ["MoveRefused"]);
+    assert!(
+        !said
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::CountRun(..))),
+        "not counted while no move is due"
+    );
+
+    let mut endless = ordered();
+    endless.config.responder.failover.move_up_after =
+        HumanDuration(Duration::from_secs(u64::MAX / 4));
+    let on_second = checked(
+        &changed,
+        run,
+        Secondary(1),
+        None,
+        vec![(Secondary(0), passed(t(0)))],
+    );
+    assert!(!plan(&endless.ctx(t(1_000_000)), on_second).writes());
+}
+
+/// The first move from the first secondary to the buffer is what a Backstop of one
+/// secondary wrote (version 2, so it can still revert it); any other move is version 3.
+#[test]
+fn a_first_move_to_the_buffer_keeps_the_older_journal_version() {
+    let f = ordered();
+    let failed_over = failover::plan(&f.ctx(t(0)), failover_observed(Some(Ok(()))));
+    let (changed, run) = written(&failed_over).unwrap();
+    let changed = changed.clone().unwrap();
+    let moved = plan(
+        &f.ctx(t(180)),
+        checked(&changed, run, Destination::Secondary(0), Some(3), vec![]),
+    );
+    let (_, on_buffer) = written(&moved).unwrap();
+    assert_eq!(
+        on_buffer.version,
+        crate::responder::journal::MOVED_JOURNAL_VERSION
+    );
+    assert_eq!(on_buffer.moved_to_buffer_at, Some(t(180)));
 }
