@@ -31,7 +31,7 @@ use kube::api::{Api, ObjectMeta, PostParams};
 
 mod support;
 
-use support::{Process, free_port, rss_kib};
+use support::{Process, clock_ticks, cpu, free_port, rss_kib};
 
 const ACCESS_KEY: &str = "BENCHACCESSKEY";
 const SECRET_KEY: &str = "bench-secret-key";
@@ -41,28 +41,6 @@ fn env(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// User + system CPU time of the process so far.
-fn cpu(pid: u32, ticks_per_second: f64) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    // Fields after the command name (which may hold spaces) start at state, field 3.
-    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 =
-        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
-    Duration::from_secs_f64(ticks / ticks_per_second)
-}
-
-fn clock_ticks() -> f64 {
-    let out = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .expect("getconf");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("CLK_TCK")
 }
 
 /// A Backstop process of the run.

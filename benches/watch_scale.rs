@@ -201,6 +201,14 @@ async fn main() {
         assert!(Instant::now() < deadline, "never saw every backup");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // Work still going on after every backup is exported would compete with the scrapes:
+    // the child's CPU over a few quiet seconds says whether there is any.
+    let ticks = support::clock_ticks();
+    let pid = full.process.child.id();
+    let quiet = Duration::from_secs(3);
+    let before = support::cpu(pid, ticks);
+    tokio::time::sleep(quiet).await;
+    let idle_cpu = support::cpu(pid, ticks).saturating_sub(before);
     let (median, p99, body) = render(&full.base, false).await;
     let (gzip, _, _) = render(&full.base, true).await;
     let rss = rss_kib(full.process.child.id());
@@ -210,6 +218,11 @@ async fn main() {
         "watcher scale: {clusters} clusters x {STORAGES} storages x {BACKUPS_PER_STORAGE} backups = {expected} backup CRs (seeded in {:.0} s, listed and ready in {:.1} s)",
         seeding.as_secs_f64(),
         synced.as_secs_f64()
+    );
+    println!(
+        "child CPU while idle at scale: {:.2} s over {} s",
+        idle_cpu.as_secs_f64(),
+        quiet.as_secs()
     );
     println!("| | empty cluster (baseline) | at scale | ratio | goal |");
     println!("|---|---|---|---|---|");

@@ -91,3 +91,26 @@ pub async fn start_backstop(
     wait_http_ok(&format!("{base}/readyz"), ready_within).await;
     (process, base)
 }
+
+/// User + system CPU time of the process so far.
+pub fn cpu(pid: u32, ticks_per_second: f64) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name (which may hold spaces) start at state, field 3.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 =
+        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    Duration::from_secs_f64(ticks / ticks_per_second)
+}
+
+/// Clock ticks per second, for [`cpu`].
+pub fn clock_ticks() -> f64 {
+    let out = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("getconf");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("CLK_TCK")
+}
