@@ -228,17 +228,7 @@ async fn list_into(
     config: &Config,
     client: &kube::Client,
 ) -> Result<(), CheckError> {
-    let scopes: Vec<Option<&str>> = if config.kubernetes.namespaces.is_empty() {
-        vec![None]
-    } else {
-        config
-            .kubernetes
-            .namespaces
-            .iter()
-            .map(|n| Some(n.as_str()))
-            .collect()
-    };
-    for scope in scopes {
+    for scope in config.kubernetes.scopes() {
         let clusters: Api<PerconaXtraDBCluster> = match scope {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),

@@ -115,6 +115,18 @@ pub struct KubernetesConfig {
     pub leader_election: LeaderElectionConfig,
 }
 
+impl KubernetesConfig {
+    /// The scopes watched: each namespace of `namespaces`, or `None` (every namespace) when
+    /// it is empty.
+    pub fn scopes(&self) -> Vec<Option<&str>> {
+        if self.namespaces.is_empty() {
+            vec![None]
+        } else {
+            self.namespaces.iter().map(|n| Some(n.as_str())).collect()
+        }
+    }
+}
+
 /// Leader election through a coordination.k8s.io/v1 Lease.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]

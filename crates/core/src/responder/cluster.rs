@@ -31,6 +31,14 @@ impl std::fmt::Display for ClusterKey {
 }
 
 impl ClusterKey {
+    /// The key of a managed cluster's policy.
+    pub fn of_managed(managed: &crate::config::ManagedCluster) -> Self {
+        Self {
+            namespace: managed.namespace.clone(),
+            name: managed.name.clone(),
+        }
+    }
+
     /// The key of a raw cluster object.
     pub fn of(object: &DynamicObject) -> Self {
         Self {
@@ -56,6 +64,27 @@ pub fn cluster_api_all(client: &kube::Client) -> Api<DynamicObject> {
         client.clone(),
         &ApiResource::erase::<PerconaXtraDBCluster>(&()),
     )
+}
+
+/// Every cluster in `scopes` (each a namespace, or `None` for all of them), listed from the
+/// API server as raw objects.
+///
+/// # Errors
+///
+/// The Kubernetes error of the first list that fails.
+pub async fn list_clusters(
+    client: &kube::Client,
+    scopes: &[Option<&str>],
+) -> Result<Vec<DynamicObject>, kube::Error> {
+    let mut objects = Vec::new();
+    for scope in scopes {
+        let api = match scope {
+            Some(ns) => cluster_api(client, ns),
+            None => cluster_api_all(client),
+        };
+        objects.extend(api.list(&Default::default()).await?.items);
+    }
+    Ok(objects)
 }
 
 /// Whether the cluster carries the kill switch ([`PAUSE_ANNOTATION`] = `"true"`).

@@ -76,10 +76,7 @@ pub fn spawn(
             .config()
             .clusters
             .iter()
-            .map(|c| ClusterKey {
-                namespace: c.namespace.clone(),
-                name: c.name.clone(),
-            })
+            .map(ClusterKey::of_managed)
             .collect();
         let scopes: Vec<(
             Informer<DynamicObject>,

@@ -411,33 +411,15 @@ impl Engine {
             .config
             .clusters
             .iter()
-            .map(|c| ClusterKey {
-                namespace: c.namespace.clone(),
-                name: c.name.clone(),
-            })
+            .map(ClusterKey::of_managed)
             .collect();
         if self.config.opt_in.enabled() {
-            let scopes: Vec<Option<&str>> = if self.config.kubernetes.namespaces.is_empty() {
-                vec![None]
-            } else {
-                self.config
-                    .kubernetes
-                    .namespaces
-                    .iter()
-                    .map(|n| Some(n.as_str()))
-                    .collect()
-            };
-            for scope in scopes {
-                let api = match scope {
-                    Some(ns) => super::cluster::cluster_api(&self.client, ns),
-                    None => super::cluster::cluster_api_all(&self.client),
-                };
-                for object in api.list(&Default::default()).await?.items {
-                    if let Resolution::Managed(m) = self.resolution(&object)
-                        && m.source != opt_in::Source::Config
-                    {
-                        keys.push(ClusterKey::of(&object));
-                    }
+            let scopes = self.config.kubernetes.scopes();
+            for object in super::cluster::list_clusters(&self.client, &scopes).await? {
+                if let Resolution::Managed(m) = self.resolution(&object)
+                    && m.source != opt_in::Source::Config
+                {
+                    keys.push(ClusterKey::of(&object));
                 }
             }
         }

@@ -163,10 +163,7 @@ async fn check_one(
     managed: &ManagedCluster,
     reported: &mut BTreeMap<ClusterKey, Reported>,
 ) {
-    let key = ClusterKey {
-        namespace: managed.namespace.clone(),
-        name: managed.name.clone(),
-    };
+    let key = ClusterKey::of_managed(managed);
     let now = parts.clock.now();
     let object = parts.cache.get(&key);
     let verdict = match object.as_deref() {

@@ -12,7 +12,7 @@ use crate::config::Config;
 use kube::api::DynamicObject;
 
 use super::cluster::{
-    ClusterKey, cluster_api, cluster_api_all, is_paused, read_intent, read_journal,
+    ClusterKey, cluster_api, is_paused, list_clusters, read_intent, read_journal,
 };
 use super::journal::Phase;
 use super::route_check::reasons;
@@ -109,33 +109,11 @@ async fn opted_in(
     config: &Config,
     namespace: Option<&str>,
 ) -> Result<Vec<DynamicObject>, kube::Error> {
-    let scopes: Vec<&str> = match namespace {
-        Some(ns) => vec![ns],
-        None => config
-            .kubernetes
-            .namespaces
-            .iter()
-            .map(String::as_str)
-            .collect(),
+    let scopes = match namespace {
+        Some(ns) => vec![Some(ns)],
+        None => config.kubernetes.scopes(),
     };
-    let mut objects = Vec::new();
-    if scopes.is_empty() {
-        objects.extend(
-            cluster_api_all(client)
-                .list(&ListParams::default())
-                .await?
-                .items,
-        );
-    }
-    for ns in scopes {
-        objects.extend(
-            cluster_api(client, ns)
-                .list(&ListParams::default())
-                .await?
-                .items,
-        );
-    }
-    Ok(objects)
+    list_clusters(client, &scopes).await
 }
 
 async fn row(

@@ -135,12 +135,8 @@ impl ClusterCache {
             match synced {
                 Some(store) => objects.extend(store.state()),
                 None => {
-                    let api = match informer.scope() {
-                        Some(ns) => cluster_api(client, ns),
-                        None => super::cluster::cluster_api_all(client),
-                    };
-                    let list = api.list(&Default::default()).await?;
-                    objects.extend(list.items.into_iter().map(Arc::new));
+                    let listed = super::cluster::list_clusters(client, &[informer.scope()]).await?;
+                    objects.extend(listed.into_iter().map(Arc::new));
                 }
             }
         }
@@ -270,10 +266,7 @@ impl Webhook {
                 );
             }
             for managed in managed_clusters.iter().flatten() {
-                let key = ClusterKey {
-                    namespace: managed.namespace.clone(),
-                    name: managed.name.clone(),
-                };
+                let key = ClusterKey::of_managed(managed);
                 if !objects.contains_key(&key) {
                     // The watch-fed cache answers routing; before it has synced, the API does.
                     let object = match self.cache.get(&key) {
