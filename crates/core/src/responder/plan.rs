@@ -391,6 +391,17 @@ pub fn plan_failover(
 }
 
 impl FailoverPlan {
+    /// Records in `journal` where this plan sends backups and what it changes (strategy,
+    /// target, protected storages, changes), leaving the run's other fields as they are.
+    pub fn record_in(&self, journal: &mut Journal) {
+        journal.strategy = self.strategy.to_owned();
+        journal.target_kind = self.target_kind;
+        journal.target_storage = self.target_storage.clone();
+        journal.target_secondary = self.secondary.clone();
+        journal.protected = self.protected.clone();
+        journal.changes = self.changes.clone();
+    }
+
     /// Where backups go, in words for Events and notes: the storage entry, and for a
     /// secondary its bucket and region; in place, the secondary is named as what the entry
     /// now holds, never as the entry's (the primary's) name alone.

@@ -435,14 +435,8 @@ fn moves(
     } else {
         ORDERED_JOURNAL_VERSION
     };
-    let next = Journal {
+    let mut next = Journal {
         version,
-        strategy: target.strategy.to_owned(),
-        target_kind: target.target_kind,
-        target_storage: target.target_storage.clone(),
-        target_secondary: target.secondary.clone(),
-        protected: target.protected.clone(),
-        changes: target.changes.clone(),
         cover_backup: None,
         moved_to_buffer_at: (to == Destination::Buffer).then_some(ctx.now),
         moves: journal.moves + 1,
@@ -450,6 +444,7 @@ fn moves(
         message: Some(reason.clone()),
         ..journal
     };
+    target.record_in(&mut next);
     let summary = format!(
         "backups of {} {verb} {}: {reason}; run {}",
         target.protected.join(", "),
